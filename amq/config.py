@@ -1,0 +1,203 @@
+"""Typed schemas of every config group; Hydra validates the YAML in `conf/` against them.
+
+Each dataclass checks its own values in `__post_init__`, so a bad value is refused with one
+clear line when the config is turned into objects, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class AMQConfigError(ValueError):
+    """A user-facing configuration or input error: printed as one line, exit code 2."""
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise AMQConfigError(message)
+
+
+@dataclass
+class ModelConfig:
+    """Which causal LM to search: a Hugging Face id, a local directory or `builtin:tiny-llama`."""
+
+    name: str = MISSING
+    path: str = MISSING
+    dtype: str = "float16"  # dtype the full-precision reference runs in
+    device: str = "auto"  # auto: cuda if available, else cpu
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        _check(
+            self.dtype in ("float16", "bfloat16", "float32"),
+            f"model.dtype must be float16, bfloat16 or float32, got {self.dtype!r}",
+        )
+
+
+@dataclass
+class BitsConfig:
+    """The bit-width choice set of every searchable layer, and the quantization group size."""
+
+    choices: list[int] = field(default_factory=lambda: [2, 3, 4])
+    group_size: int = 128
+
+    def __post_init__(self) -> None:
+        _check(len(self.choices) > 0, "bits.choices is empty")
+        for b in self.choices:
+            _check(1 <= b <= 8, f"bits.choices: bit-width {b} is outside 1-8")
+        _check(len(set(self.choices)) == len(self.choices), "bits.choices has duplicates")
+        self.choices = sorted(self.choices)
+        _check(self.group_size > 0, f"bits.group_size must be positive, got {self.group_size}")
+
+
+@dataclass
+class ProxyConfig:
+    """The fast data-free quantizer used during search, and where its weight bank lives."""
+
+    name: str = "hqq"  # hqq | rtn
+    iters: int = 20  # HQQ half-quadratic iterations
+    lp_norm: float = 0.7
+    beta: float = 10.0
+    kappa: float = 1.01
+    storage: str = "dense"  # dense: 16-bit dequantized weights | codes: uint8 codes + scales
+    bank_device: str = "model"  # model: same device as the model | cpu (pinned when on GPU)
+
+    def __post_init__(self) -> None:
+        _check(self.name in ("hqq", "rtn"), f"proxy.name must be hqq or rtn, got {self.name!r}")
+        _check(self.storage in ("dense", "codes"), f"proxy.storage must be dense or codes, got {self.storage!r}")
+        _check(self.bank_device in ("model", "cpu"), f"proxy.bank_device must be model or cpu, got {self.bank_device!r}")
+        _check(self.iters >= 0, "proxy.iters must be >= 0")
+
+
+@dataclass
+class PredictorConfig:
+    """Regressor from a plan's per-layer bits to its divergence."""
+
+    name: str = "mlp"  # mlp (LightningModule) | rbf (scipy RBFInterpolator)
+    hidden: int = 128
+    layers: int = 2
+    epochs: int = 300
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    kernel: str = "thin_plate_spline"  # rbf only
+    smoothing: float = 1e-3  # rbf only
+    holdout: float = 0.2  # share of the archive held out to score the predictor
+    log_target: bool = True  # fit log(divergence): errors are multiplicative across layers
+
+    def __post_init__(self) -> None:
+        _check(self.name in ("mlp", "rbf"), f"predictor.name must be mlp or rbf, got {self.name!r}")
+        _check(0.0 < self.holdout < 0.9, "predictor.holdout must be in (0, 0.9)")
+
+
+@dataclass
+class OptimizerConfig:
+    """NSGA-II over the predictor (Optuna's NSGAIISampler)."""
+
+    name: str = "nsga2"
+    population: int = 100
+    generations: int = 40
+    crossover: str = "uniform"  # uniform | blxalpha | sbx | vsbx | undx | spx (Optuna's crossovers)
+    crossover_prob: float = 0.9
+    swapping_prob: float = 0.5
+    mutation_prob: float | None = None  # None: Optuna's default, 1/number of parameters
+
+    def __post_init__(self) -> None:
+        _check(self.population >= 4, "optimizer.population must be >= 4")
+        _check(self.generations >= 1, "optimizer.generations must be >= 1")
+
+
+@dataclass
+class DataConfig:
+    """Calibration text for the divergence: builtin, a local text file, or a hub dataset."""
+
+    name: str = "builtin"  # builtin | text | wikitext2 | c4
+    path: str | None = None  # text only
+    num_samples: int = 16
+    seq_len: int = 128
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(
+            self.name in ("builtin", "text", "wikitext2", "c4"),
+            f"data.name must be builtin, text, wikitext2 or c4, got {self.name!r}",
+        )
+        _check(self.name != "text" or bool(self.path), "data=text needs data.path=<file>")
+        _check(self.num_samples > 0 and self.seq_len > 1, "data.num_samples and data.seq_len must be positive")
+
+
+@dataclass
+class SearchConfig:
+    """The iterative search-and-update loop."""
+
+    initial_uniform: bool = True  # every uniform plan is in the initial archive
+    initial_random: int = 40  # random plans spread over the memory range
+    iterations: int = 10
+    candidates: int = 12  # real evaluations per iteration
+    metric: str = "jsd"  # jsd | kl
+    prune_threshold: float = 2.0  # fix layers above this multiple of the median sensitivity; 0 = off
+    budgets: list[float] = field(default_factory=lambda: [2.5, 3.0, 3.5])
+    budget_unit: str = "bits"  # bits: average bits per quantized weight | gb: whole model in GB
+    sensitivity_path: str | None = None  # reuse a sensitivity.json from another run
+
+    def __post_init__(self) -> None:
+        _check(self.metric in ("jsd", "kl"), f"search.metric must be jsd or kl, got {self.metric!r}")
+        _check(self.budget_unit in ("bits", "gb"), f"search.budget_unit must be bits or gb, got {self.budget_unit!r}")
+        _check(self.iterations >= 0 and self.candidates >= 1, "search.iterations >= 0 and search.candidates >= 1")
+        _check(self.prune_threshold >= 0, "search.prune_threshold must be >= 0")
+        _check(all(b > 0 for b in self.budgets), "search.budgets must be positive")
+
+
+@dataclass
+class LoggerConfig:
+    """Weights & Biases: offline by default (no account, no network), online, or disabled."""
+
+    name: str = "wandb"  # wandb | none
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "amq"
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check(self.name in ("wandb", "none"), f"logger.name must be wandb or none, got {self.name!r}")
+        _check(self.mode in ("offline", "online", "disabled"), f"logger.mode must be offline, online or disabled, got {self.mode!r}")
+
+
+@dataclass
+class Config:
+    """The root config of `python -m amq.run`."""
+
+    model: ModelConfig = MISSING
+    bits: BitsConfig = MISSING
+    proxy: ProxyConfig = MISSING
+    predictor: PredictorConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    data: DataConfig = MISSING
+    search: SearchConfig = MISSING
+    logger: LoggerConfig = MISSING
+    seed: int = 0
+    resume: bool = False
+    run_name: str = "amq"
+
+
+def register_configs() -> None:
+    """Register the root schema: every group's YAML is merged into its typed field."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+
+
+def to_object(cfg: DictConfig | Any) -> Config:
+    """Turn a composed DictConfig into validated dataclasses (raises AMQConfigError)."""
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except AMQConfigError:
+        raise
+    except Exception as exc:  # omegaconf validation errors: keep only the first line
+        raise AMQConfigError(str(exc).splitlines()[0]) from None
+    assert isinstance(obj, Config)
+    return obj

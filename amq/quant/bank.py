@@ -1,0 +1,125 @@
+"""The proxy bank: every searchable layer quantized at every bit-width once, swapped in by plan.
+
+Evaluating a plan must cost one forward pass, so nothing is re-quantized when a plan changes.
+Two layouts (`proxy.storage`):
+
+- `dense`: each (layer, bits) is kept dequantized in the model's dtype. Swapping sets the
+  layer's weight to that tensor: no copy, no arithmetic. Memory: 16 bits x weights x choices.
+- `codes`: each (layer, bits) is kept as uint8 codes + fp16 scales/zeros (about 8.3 bits a
+  weight) and dequantized into the layer's own weight buffer when swapped in; the
+  full-precision weight is then kept on the CPU (pinned when the model is on a GPU).
+
+Only layers whose bit-width changes are touched by `apply`. `bank_device=cpu` keeps the bank in
+(pinned) host memory and copies a layer in on swap, for models whose bank exceeds the GPU.
+The memory plan for 7B/13B/70B is in the README.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from amq.config import ProxyConfig
+from amq.quant.groupwise import GroupQuant, quantize
+
+log = logging.getLogger(__name__)
+
+FULL = 16  # marker for "full precision" in a plan
+
+
+class ProxyBank:
+    """Holds every layer at every choice and swaps a plan into the model in place."""
+
+    def __init__(
+        self,
+        linears: dict[str, nn.Linear],
+        choices: Sequence[int],
+        group_size: int,
+        cfg: ProxyConfig,
+        show_progress: bool = True,
+    ) -> None:
+        self.names = list(linears)
+        self.linears = linears
+        self.choices = tuple(choices)
+        self.cfg = cfg
+        first = next(iter(linears.values())).weight
+        self.device, self.dtype = first.device, first.dtype
+        bank_dev = torch.device("cpu") if cfg.bank_device == "cpu" else self.device
+        pin = bank_dev.type == "cpu" and self.device.type == "cuda"
+
+        self.original: dict[str, torch.Tensor] = {}
+        self.dense: dict[tuple[str, int], torch.Tensor] = {}
+        self.codes: dict[tuple[str, int], GroupQuant] = {}
+        hqq_kwargs = {"iters": cfg.iters, "lp_norm": cfg.lp_norm, "beta": cfg.beta, "kappa": cfg.kappa}
+        kwargs = hqq_kwargs if cfg.name == "hqq" else {}
+
+        total = len(self.names) * len(self.choices)
+        bar = tqdm(total=total, desc=f"proxy bank ({cfg.name})", unit="layer", disable=not show_progress)
+        for name in self.names:
+            w = linears[name].weight.data
+            for b in self.choices:
+                gq = quantize(w, b, group_size, cfg.name, **kwargs)
+                if cfg.storage == "dense":
+                    t = gq.dequantize(self.dtype).to(bank_dev)
+                    self.dense[(name, b)] = t.pin_memory() if pin else t
+                else:
+                    self.codes[(name, b)] = _move(gq, bank_dev, pin)
+                bar.update()
+            if cfg.storage == "codes":
+                # the weight buffer becomes the swap target; keep the original off the GPU
+                orig = w.to("cpu", copy=True)
+                self.original[name] = orig.pin_memory() if pin else orig
+                linears[name].weight.data = w.clone()
+            else:
+                self.original[name] = w
+        bar.close()
+        self.current: dict[str, int] = {n: FULL for n in self.names}
+
+    def nbytes(self) -> int:
+        """Bytes held by the bank (not counting the original weights)."""
+        if self.dense:
+            return sum(t.numel() * t.element_size() for t in self.dense.values())
+        return sum(q.codes.numel() + 2 * (q.scale.numel() + q.zero.numel()) for q in self.codes.values())
+
+    def _weight_for(self, name: str, bits: int) -> torch.Tensor:
+        if bits == FULL:
+            return self.original[name]
+        if self.dense:
+            return self.dense[(name, bits)]
+        return self.codes[(name, bits)].dequantize(self.dtype)
+
+    def apply(self, plan: Sequence[int]) -> None:
+        """Swap in `plan` (bits per layer, in `self.names` order; 16 = full precision)."""
+        if len(plan) != len(self.names):
+            raise ValueError(f"plan has {len(plan)} entries, model has {len(self.names)} searchable layers")
+        for name, bits in zip(self.names, plan, strict=True):
+            bits = int(bits)
+            if self.current[name] == bits:
+                continue
+            if bits != FULL and bits not in self.choices:
+                raise ValueError(f"{name}: {bits} bits is not in the bank's choices {self.choices}")
+            src = self._weight_for(name, bits)
+            lin = self.linears[name]
+            if self.cfg.storage == "dense" and src.device == self.device:
+                lin.weight.data = src
+            else:
+                if lin.weight.data.data_ptr() == self.original.get(name, src).data_ptr():
+                    lin.weight.data = torch.empty_like(lin.weight.data)
+                lin.weight.data.copy_(src, non_blocking=True)
+            self.current[name] = bits
+
+    def restore(self) -> None:
+        """Put every layer back to full precision."""
+        self.apply([FULL] * len(self.names))
+
+
+def _move(gq: GroupQuant, device: torch.device, pin: bool) -> GroupQuant:
+    def mv(t: torch.Tensor) -> torch.Tensor:
+        t = t.to(device)
+        return t.pin_memory() if pin else t
+
+    return GroupQuant(mv(gq.codes), mv(gq.scale), mv(gq.zero), gq.bits, gq.group_size)

@@ -1,0 +1,328 @@
+"""The AMQ search end to end: validate, measure, prune, then iterate search-and-update.
+
+No Hydra here: `run_search(cfg, run_dir)` takes the typed config and a directory, so tests,
+workers and notebooks call it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from amq.config import AMQConfigError, Config
+from amq.cost import CostModel, build_cost_model
+from amq.data import calibration_ids, check_data
+from amq.metrics import DivergenceEvaluator
+from amq.models import layer_infos_from_config, load_config, load_model, load_tokenizer, resolve_model_path, searchable_linears
+from amq.plotting import plot_front
+from amq.predictor import holdout_split, make_predictor, score
+from amq.quant.bank import ProxyBank
+from amq.search.archive import Archive, Record, open_storage
+from amq.search.nsga import pick_spread, propose
+from amq.search.pareto import front_indices, hypervolume
+from amq.search.sensitivity import load_or_measure, prune
+from amq.search.space import Plan, SearchSpace
+from amq.tracking import Tracker
+
+log = logging.getLogger(__name__)
+PLAN_VERSION = 1
+
+
+@dataclass
+class Prepared:
+    """What cheap validation produces: the model path and its cost model."""
+
+    model_path: str
+    cost: CostModel
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Every check that needs no weights: path, shapes vs group size, budgets, data file."""
+    check_data(cfg.data)
+    path = resolve_model_path(cfg.model.path)
+    hf_config = load_config(path, cfg.model.trust_remote_code)
+    layers = layer_infos_from_config(hf_config, cfg.model.trust_remote_code)
+    if not layers:
+        raise AMQConfigError(f"{path}: no linear layers found in the decoder blocks")
+    total = _param_count(hf_config, cfg.model.trust_remote_code)
+    cost = build_cost_model(layers, cfg.bits.choices, cfg.bits.group_size, total)
+    for b in cfg.search.budgets:
+        cost.check_budget(b, cfg.search.budget_unit)
+    return Prepared(path, cost)
+
+
+def _param_count(hf_config, trust_remote_code: bool) -> int:
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        m = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
+    return sum(p.numel() for p in m.parameters())
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    records: list[Record]
+    front: list[Record]
+    budget_plans: dict[float, Record | None]
+    uniform: dict[int, float]
+    predictor_metrics: dict[str, float]
+
+
+def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> SearchResult:
+    """Find the front of (memory, divergence) plans; write every output into `run_dir`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    journal = run_dir / "optuna.journal"
+    if journal.exists() and not cfg.resume:
+        raise AMQConfigError(f"{run_dir} already holds a search; pass resume=true to continue it")
+    prep = prepare(cfg)
+    cost = prep.cost
+    timings: dict[str, float] = {}
+
+    # --- model, calibration data, reference outputs -------------------------------------
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    model = load_model(cfg.model, prep.model_path)
+    tokenizer = load_tokenizer(prep.model_path, cfg.model.trust_remote_code)
+    ids = calibration_ids(cfg.data, tokenizer)
+    evaluator = DivergenceEvaluator(model, ids, cfg.data.batch_size, cfg.search.metric)
+    timings["reference"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    linears = searchable_linears(model)
+    bank = ProxyBank(linears, cfg.bits.choices, cfg.bits.group_size, cfg.proxy, show_progress)
+    timings["bank"] = time.perf_counter() - t0
+    names = bank.names
+    log.info("proxy bank: %d layers x %d bit-widths, %.1f MB", len(names), len(cfg.bits.choices), bank.nbytes() / 1e6)
+
+    # --- sensitivity and pruning -----------------------------------------------------------
+    t0 = time.perf_counter()
+    key = {
+        "model": prep.model_path,
+        "proxy": asdict(cfg.proxy),
+        "group_size": cfg.bits.group_size,
+        "lowest": cfg.bits.choices[0],
+        "data": asdict(cfg.data),
+        "metric": cfg.search.metric,
+    }
+    sens = load_or_measure(run_dir / "sensitivity.json", key, names, cfg.bits.choices[0], bank.apply, evaluator.score, cfg.search.sensitivity_path)
+    timings["sensitivity"] = time.perf_counter() - t0
+    fixed = prune(sens, names, cfg.search.prune_threshold, cfg.bits.choices[-1])
+    space = SearchSpace(tuple(names), tuple(cfg.bits.choices), fixed)
+    log.info(
+        "search space: 10^%.1f plans, 10^%.1f after pruning (%d layer(s) fixed to %d bits: %s)",
+        space.log10_size(False), space.log10_size(True), len(fixed), cfg.bits.choices[-1],
+        ", ".join(names[i] for i in sorted(fixed)) or "none",
+    )
+    lowest_plan = space.uniform(cfg.bits.choices[0])
+    lo_bytes, hi_bytes = cost.plan_bytes(lowest_plan), cost.plan_bytes(space.uniform(cfg.bits.choices[-1]))
+    budgets_bytes = {}
+    for b in cfg.search.budgets:
+        nbytes = cost.budget_to_bytes(b, cfg.search.budget_unit)
+        if nbytes < lo_bytes:
+            log.warning("budget %g %s is below the pruned space's smallest plan (%.3f bits); it gets no plan", b, cfg.search.budget_unit, cost.avg_bits(lowest_plan))
+        budgets_bytes[b] = nbytes
+    window = _window(cost, budgets_bytes, lo_bytes, hi_bytes)
+
+    # --- archive, tracker ----------------------------------------------------------------
+    archive = Archive(open_storage(run_dir), names, cfg.bits.choices, run_dir / "archive.jsonl")
+    archive.requeue_stale()
+    archive.rewrite_jsonl()
+    state_path = run_dir / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    tracker = Tracker(cfg.logger, run_dir, _flat(asdict(cfg)), cfg.run_name, state.get("wandb_id"))
+    state["wandb_id"] = tracker.run_id
+    state_path.write_text(json.dumps(state))
+    tracker.log({"space/log10_size": space.log10_size(False), "space/log10_size_pruned": space.log10_size(True), "space/fixed_layers": len(fixed)})
+
+    def evaluate(plan: Plan) -> tuple[float, int, float]:
+        t = time.perf_counter()
+        bank.apply(plan)
+        div = evaluator.score()
+        return div, cost.plan_bytes(plan), time.perf_counter() - t
+
+    def run_queue(desc: str) -> float:
+        t = time.perf_counter()
+        n = archive.waiting()
+        if n:
+            bar = tqdm(total=n, desc=desc, unit="plan", disable=not show_progress)
+            archive.evaluate_waiting(evaluate, lambda rec: bar.update())
+            bar.close()
+        return time.perf_counter() - t
+
+    predictor_metrics: dict[str, float] = {}
+    try:
+        # --- iteration 0: the initial archive ------------------------------------------
+        if 0 not in archive.iterations_started():
+            rng = np.random.default_rng(cfg.seed)
+            initial = [space.uniform(b) for b in cfg.bits.choices] if cfg.search.initial_uniform else []
+            initial += space.random_plans(cfg.search.initial_random, rng)
+            archive.enqueue(initial, 0, "initial", cost.avg_bits)
+        t_eval = run_queue("initial archive")
+        records = archive.records()
+        hv_ref = (1.0, max(r.divergence for r in records if r.iteration == 0) * 1.1)
+        _log_iteration(tracker, 0, records, cost, lo_bytes, hi_bytes, hv_ref, {"evaluate_s": t_eval, **{f"{k}_s": v for k, v in timings.items()}}, {})
+
+        # --- iterations: fit, propose, evaluate ------------------------------------------
+        for it in range(1, cfg.search.iterations + 1):
+            phase: dict[str, float] = {}
+            if it not in archive.iterations_started():
+                t = time.perf_counter()
+                predictor, predictor_metrics = _fit_predictor(cfg, space, archive.records(), seed=cfg.seed + it)
+                phase["fit_s"] = time.perf_counter() - t
+                t = time.perf_counter()
+                front = propose(
+                    space,
+                    lambda plans: predictor.predict(space.encode(plans)),
+                    cost.plan_bytes,
+                    window,
+                    cfg.optimizer,
+                    seed=cfg.seed + it,
+                    seeds=[r.plan for r in _front(archive.records())],
+                    show_progress=show_progress,
+                )
+                picks = pick_spread(front, cfg.search.candidates, window, archive.known_plans())
+                archive.enqueue(picks, it, "nsga2", cost.avg_bits)
+                phase["propose_s"] = time.perf_counter() - t
+            phase["evaluate_s"] = run_queue(f"iteration {it}/{cfg.search.iterations}")
+            _log_iteration(tracker, it, archive.records(), cost, lo_bytes, hi_bytes, hv_ref, phase, predictor_metrics)
+
+        # --- outputs -----------------------------------------------------------------------
+        records = archive.records()
+        archive.rewrite_jsonl()
+        final_predictor, final_metrics = _fit_predictor(cfg, space, records, seed=cfg.seed + 10_000)
+        predictor_metrics = final_metrics or predictor_metrics
+        uniform = _uniform_baselines(run_dir, cfg, names, evaluate)
+        bank.restore()
+        result = _write_outputs(cfg, run_dir, prep, space, records, budgets_bytes, final_predictor, uniform, predictor_metrics)
+        tracker.summary({"predictor/kendall_tau": predictor_metrics.get("kendall_tau"), "archive/size": len(records)})
+        tracker.image("search/front_plot", run_dir / "front.png")
+        return result
+    finally:
+        tracker.finish()
+
+
+def _window(cost: CostModel, budgets_bytes: dict[float, int], lo: int, hi: int) -> tuple[int, int]:
+    """Memory range NSGA-II proposes in: the budgets widened by a quarter bit, within the space."""
+    quarter_bit = int(cost.numel.sum() / 32)
+    vals = list(budgets_bytes.values())
+    return max(lo, min(vals) - quarter_bit), min(hi, max(vals) + quarter_bit)
+
+
+def _front(records: list[Record]) -> list[Record]:
+    idx = front_indices([r.bytes for r in records], [r.divergence for r in records])
+    return [records[i] for i in idx]
+
+
+def _fit_predictor(cfg: Config, space: SearchSpace, records: list[Record], seed: int):
+    """Score on a held-out split (Kendall tau, RMSE), then refit on the whole archive."""
+    x = space.encode([r.plan for r in records])
+    y = np.array([r.divergence for r in records])
+    rng = np.random.default_rng(seed)
+    metrics: dict[str, float] = {}
+    if len(records) >= 8:
+        tr, te = holdout_split(len(records), cfg.predictor.holdout, rng)
+        p = make_predictor(cfg.predictor, seed)
+        p.fit(x[tr], y[tr])
+        metrics = score(y[te], p.predict(x[te]))
+    final = make_predictor(cfg.predictor, seed)
+    final.fit(x, y)
+    return final, metrics
+
+
+def _log_iteration(tracker: Tracker, it: int, records: list[Record], cost: CostModel, lo: int, hi: int, hv_ref, phase, pm) -> None:
+    mem = [(r.bytes - lo) / max(1, hi - lo) for r in records]
+    div = [r.divergence for r in records]
+    hv = hypervolume(mem, div, hv_ref)
+    front = _front(records)
+    metrics = {"archive/size": len(records), "search/hypervolume": hv, "search/front_size": len(front), "iteration": it}
+    metrics.update({f"predictor/{k}": v for k, v in pm.items()})
+    metrics.update({f"time/{k}": v for k, v in phase.items()})
+    tracker.log(metrics, step=it)
+    tracker.table("search/front", ["avg_bits", "bytes", "divergence", "iteration", "source"], [[r.avg_bits, r.bytes, r.divergence, r.iteration, r.source] for r in front], step=it)
+    tau = pm.get("kendall_tau")
+    log.info(
+        "iteration %d: archive %d, front %d, hypervolume %.4f%s",
+        it, len(records), len(front), hv, f", predictor tau {tau:.3f} rmse {pm['rmse']:.2e}" if tau is not None else "",
+    )
+
+
+def _uniform_baselines(run_dir: Path, cfg: Config, names: list[str], evaluate) -> dict[int, float]:
+    """Every layer (pruned ones too) at one bit-width: the peers' plain baseline; cached."""
+    path = run_dir / "baselines.json"
+    if path.exists():
+        data = json.loads(path.read_text())
+        if sorted(int(k) for k in data) == sorted(cfg.bits.choices):
+            return {int(k): float(v) for k, v in data.items()}
+    out = {b: evaluate(tuple([b] * len(names)))[0] for b in cfg.bits.choices}
+    path.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def plan_document(cfg: Config, model_path: str, names: list[str], rec: Record, cost: CostModel, predicted: float | None) -> dict:
+    """A plan as saved in JSON: versioned, self-describing, reloadable."""
+    return {
+        "version": PLAN_VERSION,
+        "model": model_path,
+        "group_size": cfg.bits.group_size,
+        "choices": list(cfg.bits.choices),
+        "proxy": cfg.proxy.name,
+        "metric": cfg.search.metric,
+        "avg_bits": rec.avg_bits,
+        "bytes": rec.bytes,
+        "model_gb": cost.model_gb(rec.plan),
+        "divergence": rec.divergence,
+        "predicted_divergence": predicted,
+        "layers": dict(zip(names, rec.plan, strict=True)),
+    }
+
+
+def _write_outputs(cfg, run_dir, prep: Prepared, space: SearchSpace, records, budgets_bytes, predictor, uniform, pm) -> SearchResult:
+    cost = prep.cost
+    names = list(space.names)
+    front = _front(records)
+    pred = predictor.predict(space.encode([r.plan for r in front])) if front else []
+    docs = [plan_document(cfg, prep.model_path, names, r, cost, float(p)) for r, p in zip(front, pred, strict=True)]
+    (run_dir / "pareto.json").write_text(json.dumps({"version": PLAN_VERSION, "predictor": pm, "front": docs}, indent=1))
+
+    plans_dir = run_dir / "plans"
+    plans_dir.mkdir(exist_ok=True)
+    chosen: dict[float, Record | None] = {}
+    for b, cap in budgets_bytes.items():
+        fits = [r for r in records if r.bytes <= cap]
+        best = min(fits, key=lambda r: r.divergence) if fits else None
+        chosen[b] = best
+        if best is not None:
+            doc = plan_document(cfg, prep.model_path, names, best, cost, float(predictor.predict(space.encode([best.plan]))[0]))
+            doc["budget"] = {"value": b, "unit": cfg.search.budget_unit, "bytes": cap}
+            (plans_dir / f"{b:g}{cfg.search.budget_unit}.json").write_text(json.dumps(doc, indent=1))
+
+    full = {b: (cost.avg_bits([b] * len(names)), d) for b, d in uniform.items()}
+    plot_front(
+        run_dir / "front.png",
+        [r.avg_bits for r in records],
+        [r.divergence for r in records],
+        [r.avg_bits for r in front],
+        [r.divergence for r in front],
+        full,
+        list(cfg.search.budgets) if cfg.search.budget_unit == "bits" else [],
+        f"{Path(prep.model_path).name}: {len(records)} evaluated plans, {cfg.search.metric.upper()} on {cfg.data.num_samples}x{cfg.data.seq_len} tokens",
+    )
+    return SearchResult(run_dir, records, front, chosen, uniform, pm)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -1,0 +1,105 @@
+"""NSGA-II over the predictor (Optuna's NSGAIISampler, ask/tell by generation).
+
+Objectives: predicted divergence and plan bytes, both minimized; plans outside the memory
+window of interest are marked infeasible through `trial.set_constraint`. Each free layer is an
+ordinal integer parameter (index into the choice set), so Optuna's crossovers see an order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import optuna
+from optuna.samplers import NSGAIISampler
+from optuna.samplers.nsgaii import (
+    BLXAlphaCrossover,
+    SBXCrossover,
+    SPXCrossover,
+    UNDXCrossover,
+    UniformCrossover,
+    VSBXCrossover,
+)
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from amq.config import OptimizerConfig
+from amq.search.pareto import front_indices
+from amq.search.space import Plan, SearchSpace
+
+CROSSOVERS = {
+    "uniform": lambda cfg: UniformCrossover(cfg.swapping_prob),
+    "blxalpha": lambda cfg: BLXAlphaCrossover(),
+    "sbx": lambda cfg: SBXCrossover(),
+    "vsbx": lambda cfg: VSBXCrossover(),
+    "undx": lambda cfg: UNDXCrossover(),
+    "spx": lambda cfg: SPXCrossover(),
+}
+
+
+def propose(
+    space: SearchSpace,
+    predict: Callable[[list[Plan]], np.ndarray],
+    plan_bytes: Callable[[Plan], int],
+    window: tuple[int, int],
+    cfg: OptimizerConfig,
+    seed: int,
+    seeds: list[Plan] | None = None,
+    show_progress: bool = True,
+) -> list[tuple[Plan, float, int]]:
+    """Run NSGA-II; return the predicted front as (plan, predicted divergence, bytes)."""
+    if cfg.crossover not in CROSSOVERS:
+        raise ValueError(f"unknown crossover {cfg.crossover!r}; choose from {sorted(CROSSOVERS)}")
+    sampler = NSGAIISampler(
+        population_size=cfg.population,
+        crossover=CROSSOVERS[cfg.crossover](cfg),
+        crossover_prob=cfg.crossover_prob,
+        swapping_prob=cfg.swapping_prob,
+        mutation_prob=cfg.mutation_prob,
+        seed=seed,
+    )
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    free = space.free
+    k = len(space.choices)
+    index = {b: j for j, b in enumerate(space.choices)}
+    for plan in (seeds or [])[: cfg.population]:
+        study.enqueue_trial({f"l{i}": index[plan[i]] for i in free})
+
+    lo, hi = window
+    seen: dict[Plan, tuple[float, int]] = {}
+    for _ in tqdm(range(cfg.generations), desc="nsga-ii", unit="gen", disable=not show_progress, leave=False):
+        trials = [study.ask() for _ in range(cfg.population)]
+        plans = [space.make([space.choices[t.suggest_int(f"l{i}", 0, k - 1)] for i in free]) for t in trials]
+        preds = predict(plans)
+        for t, plan, p in zip(trials, plans, preds, strict=True):
+            nbytes = plan_bytes(plan)
+            t.set_constraint("memory_window", max(lo - nbytes, nbytes - hi, 0))  # <= 0 is feasible
+            study.tell(t, [float(p), float(nbytes)], state=TrialState.COMPLETE)
+            if lo <= nbytes <= hi:
+                seen[plan] = (float(p), nbytes)
+
+    plans = list(seen)
+    mem = [seen[p][1] for p in plans]
+    loss = [seen[p][0] for p in plans]
+    return [(plans[i], loss[i], mem[i]) for i in front_indices(mem, loss)]
+
+
+def pick_spread(front: list[tuple[Plan, float, int]], k: int, window: tuple[int, int], exclude: set[Plan]) -> list[Plan]:
+    """K plans spread over the memory window: the best predicted one in each of k equal bins,
+    then the rest of the front by predicted divergence gap to fill empty bins."""
+    fresh = [f for f in front if f[0] not in exclude]
+    if not fresh:
+        return []
+    lo, hi = window
+    edges = np.linspace(lo, hi, k + 1)
+    chosen: list[Plan] = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = [f for f in fresh if a <= f[2] <= b and f[0] not in chosen]
+        if in_bin:
+            chosen.append(min(in_bin, key=lambda f: f[1])[0])
+    rest = [f for f in fresh if f[0] not in chosen]
+    # fill: evenly spaced through the remaining front (it is sorted by memory)
+    if rest and len(chosen) < k:
+        idx = np.linspace(0, len(rest) - 1, min(k - len(chosen), len(rest))).round().astype(int)
+        chosen += [rest[i][0] for i in dict.fromkeys(idx.tolist())]
+    return chosen[:k]

@@ -1,0 +1,151 @@
+"""The embedded default model: a tiny Llama trained here, on text that ships with Python.
+
+`python -m amq.run` must work on a fresh machine with no download. We train a small
+LlamaForCausalLM (and a byte-level BPE tokenizer) on the documentation topics that CPython
+ships in `pydoc_data`, save it in Hugging Face format and cache it, so later runs load it in
+seconds. Training text and calibration text are disjoint slices of that corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+BUILTIN_PREFIX = "builtin:"
+
+
+@dataclass(frozen=True)
+class TinyRecipe:
+    """Architecture and training settings; part of the cache key."""
+
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 4
+    num_heads: int = 4
+    seq_len: int = 128
+    batch_size: int = 16
+    steps: int = 700
+    lr: float = 3e-3
+    seed: int = 0
+    version: int = 1
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def builtin_corpus() -> tuple[str, str]:
+    """Python's bundled documentation topics, split into (train, held-out) text."""
+    from pydoc_data.topics import topics
+
+    docs = [topics[k] for k in sorted(topics)]
+    cut = int(len(docs) * 0.9)
+    return "\n\n".join(docs[:cut]), "\n\n".join(docs[cut:])
+
+
+def cache_root() -> Path:
+    """Where built artifacts live: $AMQ_CACHE_DIR, else ~/.cache/amq."""
+    return Path(os.environ.get("AMQ_CACHE_DIR", Path.home() / ".cache" / "amq"))
+
+
+def _train_tokenizer(text: str, vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([text], trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def build_tiny_model(out_dir: Path, recipe: TinyRecipe = TinyRecipe()) -> Path:
+    """Train the tiny model and save it (HF format, fp16) to `out_dir`; returns `out_dir`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(recipe.seed)
+    train_text, _ = builtin_corpus()
+    tokenizer = _train_tokenizer(train_text, recipe.vocab_size)
+    ids = torch.tensor(tokenizer(train_text)["input_ids"], dtype=torch.long)
+
+    config = LlamaConfig(
+        vocab_size=recipe.vocab_size,
+        hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size,
+        num_hidden_layers=recipe.num_layers,
+        num_attention_heads=recipe.num_heads,
+        num_key_value_heads=recipe.num_heads,
+        max_position_embeddings=recipe.seq_len * 4,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
+    warmup = max(1, recipe.steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return recipe.lr * (step + 1) / warmup
+        progress = (step - warmup) / max(1, recipe.steps - warmup)
+        return recipe.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+    gen = torch.Generator().manual_seed(recipe.seed)
+    bar = tqdm(range(recipe.steps), desc="train tiny model", unit="step")
+    t0 = time.perf_counter()
+    for step in bar:
+        starts = torch.randint(0, len(ids) - recipe.seq_len - 1, (recipe.batch_size,), generator=gen)
+        batch = torch.stack([ids[s : s + recipe.seq_len] for s in starts.tolist()])
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    log.info("trained tiny model in %.1fs, final loss %.3f", time.perf_counter() - t0, loss.item())
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "amq_recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+    return out_dir
+
+
+def resolve_builtin(path: str) -> Path:
+    """Map `builtin:tiny-llama` to its cached directory, building it on first use."""
+    name = path[len(BUILTIN_PREFIX) :]
+    if name != "tiny-llama":
+        raise ValueError(f"unknown builtin model {name!r}; the only one is 'builtin:tiny-llama'")
+    recipe = TinyRecipe()
+    target = cache_root() / f"tiny-llama-{recipe.key()}"
+    if (target / "config.json").exists():
+        return target
+    log.info("building the embedded default model once into %s", target)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    build_tiny_model(tmp, recipe)
+    os.replace(tmp, target)
+    return target
