@@ -75,7 +75,7 @@ class CostModel:
         hi_bits = [self.choices[-1]] * len(self.layers)
         if unit == "gb":
             lo, hi = self.model_gb(lo_bits), self.model_gb(hi_bits)
-            ok = lo - 1e-9 <= value
+            ok = lo - 1e-9 <= value <= hi + 1e-9
             rng = f"{lo:.4f}-{hi:.4f} GB"
         else:
             lo, hi = self.avg_bits(lo_bits), self.avg_bits(hi_bits)

@@ -73,6 +73,7 @@ class MLPPredictor:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+            warnings.filterwarnings("ignore", ".*LeafSpec.*")
             logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
             trainer.fit(self.model, loader)
         self.model.eval()

@@ -74,7 +74,9 @@ class Archive:
             out.append(
                 Record(self._plan_of(t), float(t.values[0]), int(t.values[1]), float(ua["avg_bits"]), int(ua["iteration"]), str(ua["source"]), t.number, float(ua.get("seconds", 0.0)))
             )
-        return out
+        # canonical order (not trial numbers, which a resume changes), so that everything
+        # fitted on the archive is the same whether or not the search was interrupted
+        return sorted(out, key=lambda r: (r.iteration, r.plan))
 
     def known_plans(self) -> set[Plan]:
         """Plans completed, waiting or running: never enqueue these again."""

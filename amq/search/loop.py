@@ -114,21 +114,24 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     }
     sens = load_or_measure(run_dir / "sensitivity.json", key, names, cfg.bits.choices[0], bank.apply, evaluator.score, cfg.search.sensitivity_path)
     timings["sensitivity"] = time.perf_counter() - t0
-    fixed = prune(sens, names, cfg.search.prune_threshold, cfg.bits.choices[-1])
+    budgets_bytes = {b: cost.budget_to_bytes(b, cfg.search.budget_unit) for b in cfg.search.budgets}
+    lowest = cfg.bits.choices[0]
+
+    # pruning keeps the smallest plan at most halfway from all-lowest to the smallest budget,
+    # so that the smallest budget still has plans to choose between
+    prune_cap = (cost.plan_bytes([lowest] * len(names)) + min(budgets_bytes.values())) // 2
+
+    def keeps_budgets(fixed: dict[int, int]) -> bool:
+        return cost.plan_bytes(SearchSpace(tuple(names), tuple(cfg.bits.choices), fixed).uniform(lowest)) <= prune_cap
+
+    fixed = prune(sens, names, cfg.search.prune_threshold, cfg.bits.choices[-1], keeps_budgets)
     space = SearchSpace(tuple(names), tuple(cfg.bits.choices), fixed)
     log.info(
         "search space: 10^%.1f plans, 10^%.1f after pruning (%d layer(s) fixed to %d bits: %s)",
         space.log10_size(False), space.log10_size(True), len(fixed), cfg.bits.choices[-1],
         ", ".join(names[i] for i in sorted(fixed)) or "none",
     )
-    lowest_plan = space.uniform(cfg.bits.choices[0])
-    lo_bytes, hi_bytes = cost.plan_bytes(lowest_plan), cost.plan_bytes(space.uniform(cfg.bits.choices[-1]))
-    budgets_bytes = {}
-    for b in cfg.search.budgets:
-        nbytes = cost.budget_to_bytes(b, cfg.search.budget_unit)
-        if nbytes < lo_bytes:
-            log.warning("budget %g %s is below the pruned space's smallest plan (%.3f bits); it gets no plan", b, cfg.search.budget_unit, cost.avg_bits(lowest_plan))
-        budgets_bytes[b] = nbytes
+    lo_bytes, hi_bytes = cost.plan_bytes(space.uniform(lowest)), cost.plan_bytes(space.uniform(cfg.bits.choices[-1]))
     window = _window(cost, budgets_bytes, lo_bytes, hi_bytes)
 
     # --- archive, tracker ----------------------------------------------------------------
@@ -178,7 +181,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
                 predictor, predictor_metrics = _fit_predictor(cfg, space, archive.records(), seed=cfg.seed + it)
                 phase["fit_s"] = time.perf_counter() - t
                 t = time.perf_counter()
-                front = propose(
+                points = propose(
                     space,
                     lambda plans: predictor.predict(space.encode(plans)),
                     cost.plan_bytes,
@@ -188,7 +191,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
                     seeds=[r.plan for r in _front(archive.records())],
                     show_progress=show_progress,
                 )
-                picks = pick_spread(front, cfg.search.candidates, window, archive.known_plans())
+                picks = pick_spread(points, cfg.search.candidates, window, archive.known_plans())
                 archive.enqueue(picks, it, "nsga2", cost.avg_bits)
                 phase["propose_s"] = time.perf_counter() - t
             phase["evaluate_s"] = run_queue(f"iteration {it}/{cfg.search.iterations}")
@@ -313,7 +316,7 @@ def _write_outputs(cfg, run_dir, prep: Prepared, space: SearchSpace, records, bu
         [r.divergence for r in front],
         full,
         list(cfg.search.budgets) if cfg.search.budget_unit == "bits" else [],
-        f"{Path(prep.model_path).name}: {len(records)} evaluated plans, {cfg.search.metric.upper()} on {cfg.data.num_samples}x{cfg.data.seq_len} tokens",
+        f"{cfg.model.name}: {len(records)} evaluated plans, {cfg.search.metric.upper()} on {cfg.data.num_samples}x{cfg.data.seq_len} tokens",
     )
     return SearchResult(run_dir, records, front, chosen, uniform, pm)
 

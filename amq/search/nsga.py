@@ -47,7 +47,7 @@ def propose(
     seeds: list[Plan] | None = None,
     show_progress: bool = True,
 ) -> list[tuple[Plan, float, int]]:
-    """Run NSGA-II; return the predicted front as (plan, predicted divergence, bytes)."""
+    """Run NSGA-II; return every feasible plan it saw as (plan, predicted divergence, bytes)."""
     if cfg.crossover not in CROSSOVERS:
         raise ValueError(f"unknown crossover {cfg.crossover!r}; choose from {sorted(CROSSOVERS)}")
     sampler = NSGAIISampler(
@@ -78,28 +78,38 @@ def propose(
             if lo <= nbytes <= hi:
                 seen[plan] = (float(p), nbytes)
 
-    plans = list(seen)
-    mem = [seen[p][1] for p in plans]
-    loss = [seen[p][0] for p in plans]
-    return [(plans[i], loss[i], mem[i]) for i in front_indices(mem, loss)]
+    return [(plan, pred, nbytes) for plan, (pred, nbytes) in seen.items()]
 
 
-def pick_spread(front: list[tuple[Plan, float, int]], k: int, window: tuple[int, int], exclude: set[Plan]) -> list[Plan]:
-    """K plans spread over the memory window: the best predicted one in each of k equal bins,
-    then the rest of the front by predicted divergence gap to fill empty bins."""
-    fresh = [f for f in front if f[0] not in exclude]
+def front_levels(points: list[tuple[Plan, float, int]]) -> list[int]:
+    """Non-dominated sorting: 0 for the predicted front, 1 for the front of the rest, ..."""
+    level = [-1] * len(points)
+    left = list(range(len(points)))
+    depth = 0
+    while left:
+        idx = front_indices([points[i][2] for i in left], [points[i][1] for i in left])
+        for j in idx:
+            level[left[j]] = depth
+        keep = set(idx)
+        left = [i for j, i in enumerate(left) if j not in keep]
+        depth += 1
+    return level
+
+
+def pick_spread(points: list[tuple[Plan, float, int]], k: int, window: tuple[int, int], exclude: set[Plan]) -> list[Plan]:
+    """K new plans spread over the memory window: in each of k equal bins the best by
+    (front level, predicted divergence); empty bins are filled from the best remaining."""
+    fresh = [p for p in points if p[0] not in exclude]
     if not fresh:
         return []
+    level = front_levels(fresh)
+    rank = {p[0]: (lv, p[1]) for p, lv in zip(fresh, level, strict=True)}
     lo, hi = window
     edges = np.linspace(lo, hi, k + 1)
     chosen: list[Plan] = []
     for a, b in zip(edges[:-1], edges[1:], strict=True):
-        in_bin = [f for f in fresh if a <= f[2] <= b and f[0] not in chosen]
+        in_bin = [p[0] for p in fresh if a <= p[2] <= b and p[0] not in chosen]
         if in_bin:
-            chosen.append(min(in_bin, key=lambda f: f[1])[0])
-    rest = [f for f in fresh if f[0] not in chosen]
-    # fill: evenly spaced through the remaining front (it is sorted by memory)
-    if rest and len(chosen) < k:
-        idx = np.linspace(0, len(rest) - 1, min(k - len(chosen), len(rest))).round().astype(int)
-        chosen += [rest[i][0] for i in dict.fromkeys(idx.tolist())]
-    return chosen[:k]
+            chosen.append(min(in_bin, key=rank.__getitem__))
+    rest = sorted((p[0] for p in fresh if p[0] not in chosen), key=rank.__getitem__)
+    return chosen + rest[: k - len(chosen)]

@@ -55,9 +55,27 @@ def load_or_measure(
     return sens
 
 
-def prune(sensitivity: dict[str, float], names: Sequence[str], threshold: float, highest: int) -> dict[int, int]:
-    """Layers whose sensitivity exceeds `threshold` x the median are fixed to `highest` bits."""
+def prune(
+    sensitivity: dict[str, float],
+    names: Sequence[str],
+    threshold: float,
+    highest: int,
+    allowed: Callable[[dict[int, int]], bool] = lambda fixed: True,
+) -> dict[int, int]:
+    """Layers whose sensitivity exceeds `threshold` x the median are fixed to `highest` bits.
+
+    Most sensitive first, and only while `allowed(fixed)` holds: pruning must never make a
+    requested budget unreachable (the caller checks the smallest plan against the budgets).
+    """
     if threshold <= 0:
         return {}
     med = statistics.median(sensitivity.values())
-    return {i: highest for i, n in enumerate(names) if sensitivity[n] > threshold * med}
+    over = sorted((i for i, n in enumerate(names) if sensitivity[n] > threshold * med), key=lambda i: -sensitivity[names[i]])
+    fixed: dict[int, int] = {}
+    for i in over:
+        trial = {**fixed, i: highest}
+        if not allowed(trial):
+            log.warning("pruning stopped after %d of %d layers to keep every budget reachable", len(fixed), len(over))
+            break
+        fixed = trial
+    return fixed

@@ -1,0 +1,85 @@
+"""Every config option composes, validates, and bad input is refused with one clear line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from amq.config import AMQConfigError, register_configs, to_object
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+register_configs()
+
+
+def _compose(overrides=()):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in Path(CONF).iterdir() if g.is_dir() and g.name != "experiment"}
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_group_option_composes(group, option):
+    overrides = [f"{group}={option}"]
+    if option in ("local", "text"):
+        overrides.append(f"{group}.path=/x")
+    cfg = to_object(_compose(overrides))
+    assert getattr(cfg, group) is not None
+
+
+@pytest.mark.parametrize("exp", sorted(p.stem for p in (Path(CONF) / "experiment").glob("*.yaml")))
+def test_experiments_compose(exp):
+    cfg = _compose([f"+experiment={exp}", "model.path=/m", "data.path=/d"])
+    to_object(cfg)
+
+
+def test_llama2_7b_experiment_is_the_paper_setting():
+    cfg = to_object(_compose(["+experiment=llama2_7b"]))
+    assert cfg.model.path == "meta-llama/Llama-2-7b-hf"
+    assert cfg.bits.choices == [2, 3, 4] and cfg.bits.group_size == 128
+    assert (cfg.data.num_samples, cfg.data.seq_len) == (128, 2048)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("bits.choices=[2,9]", "outside 1-8"),
+        ("bits.group_size=0", "group_size"),
+        ("search.metric=mse", "jsd or kl"),
+        ("proxy.storage=zip", "dense or codes"),
+    ],
+)
+def test_bad_values_are_refused(override, message):
+    with pytest.raises(AMQConfigError, match=message):
+        to_object(_compose([override]))
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "amq.run", *args, "logger=none", f"hydra.run.dir={cwd}/run"], capture_output=True, text=True, cwd=Path(CONF).parent, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["model.path=/no/such/model"], "no such model directory"),
+        (["bits.choices=[0,2]"], "outside 1-8"),
+        (["data=text", "data.path=/no/such.txt"], "no such file"),
+        (["model=nope"], "Could not find 'model/nope'"),
+    ],
+)
+def test_cli_bad_input_is_one_clear_line(tmp_path, args, message):
+    r = _cli(*args, cwd=tmp_path)
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_group_size_and_budget_checked_before_heavy_work(tmp_path, small_model_dir):
+    r = _cli(f"model.path={small_model_dir}", "bits.group_size=96", cwd=tmp_path)
+    assert r.returncode == 2 and "does not divide the input width 128" in r.stderr
+    r = _cli(f"model.path={small_model_dir}", "search.budgets=[1.5]", cwd=tmp_path)
+    assert r.returncode == 2 and "achievable range 2.000-4.000 average bits" in r.stderr
+    assert not (tmp_path / "run" / "sensitivity.json").exists()

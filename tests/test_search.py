@@ -1,0 +1,91 @@
+"""The search end to end on a small trained Llama, and kill-and-resume through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "logger=none",
+    "search.initial_random=10",
+    "search.iterations=3",
+    "search.candidates=6",
+    "optimizer.population=24",
+    "optimizer.generations=6",
+    "predictor.epochs=80",
+    "data.num_samples=8",
+    "data.batch_size=8",
+    "search.budgets=[2.5,3.0,3.5]",
+]
+
+
+def _cmd(model: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "amq.run", f"model.path={model}", f"hydra.run.dir={run_dir}", *SMALL, *extra]
+
+
+def _archive(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "archive.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_search_writes_every_output_and_beats_uniform(tmp_path, small_model_dir):
+    run = tmp_path / "run"
+    r = subprocess.run(_cmd(small_model_dir, run), capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("sensitivity.json", "archive.jsonl", "pareto.json", "front.png", "baselines.json", ".hydra/config.yaml"):
+        assert (run / name).exists(), name
+    archive = _archive(run)
+    n_initial = 3 + 10
+    assert len(archive) == n_initial + 3 * 6
+    assert len({tuple(a["plan"]) for a in archive}) == len(archive)
+    pareto = json.loads((run / "pareto.json").read_text())["front"]
+    assert pareto and all(set(p) >= {"layers", "avg_bits", "bytes", "divergence", "predicted_divergence"} for p in pareto)
+    plan3 = json.loads((run / "plans" / "3bits.json").read_text())
+    assert plan3["avg_bits"] <= 3.0 + 1e-9 and len(plan3["layers"]) == 14
+    uniform = {int(k): v for k, v in json.loads((run / "baselines.json").read_text()).items()}
+    assert plan3["divergence"] < uniform[3], (plan3["divergence"], uniform)
+
+
+@pytest.mark.slow
+def test_killed_search_resumes_with_every_evaluation_exactly_once(tmp_path, small_model_dir):
+    ref_run, run = tmp_path / "ref", tmp_path / "run"
+    ref = subprocess.run(_cmd(small_model_dir, ref_run), capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    proc = subprocess.Popen(_cmd(small_model_dir, run), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    jsonl = run / "archive.jsonl"
+    # kill in the middle of iteration 1's evaluations (after the 13 initial plans and 2 more)
+    while time.time() < deadline and not (jsonl.exists() and len(jsonl.read_text().splitlines()) >= 15):
+        assert proc.poll() is None, "search ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = len(_archive(run))
+    assert 15 <= before < 13 + 18
+
+    r = subprocess.run(_cmd(small_model_dir, run, "resume=true"), capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got, want = _archive(run), _archive(ref_run)
+    plans = [tuple(a["plan"]) for a in got]
+    assert len(plans) == len(set(plans)) == 13 + 18  # every evaluation exactly once
+    # and the resumed search is the uninterrupted one: same plans, same divergences
+    assert sorted(plans) == sorted(tuple(a["plan"]) for a in want)
+    div = {tuple(a["plan"]): a["divergence"] for a in want}
+    assert all(abs(a["divergence"] - div[tuple(a["plan"])]) < 1e-9 for a in got)
+
+
+def test_existing_run_dir_needs_resume(tmp_path, small_model_dir):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "optuna.journal").write_text("")
+    r = subprocess.run(_cmd(small_model_dir, run), capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 2 and "pass resume=true" in r.stderr
