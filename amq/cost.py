@@ -50,7 +50,9 @@ class CostModel:
 
     def plan_bytes(self, bits: Sequence[int]) -> int:
         """Bytes of the searchable layers under a plan."""
-        return int(sum(layer_bytes(lay.out_features, lay.in_features, b, self.group_size) for lay, b in zip(self.layers, bits, strict=True)))
+        return int(
+            sum(layer_bytes(lay.out_features, lay.in_features, b, self.group_size) for lay, b in zip(self.layers, bits, strict=True))
+        )
 
     def avg_bits(self, bits: Sequence[int]) -> float:
         """Average bits per quantized weight (codes only; scales/zeros are a constant overhead)."""
@@ -67,7 +69,7 @@ class CostModel:
             return int(value * 1e9) - self.other_bytes
         n = self.numel
         overhead = sum(math.ceil(lay.in_features / self.group_size) * lay.out_features for lay in self.layers) * SCALE_ZERO_BYTES
-        return int(math.floor(value * n.sum() / 8 + 1e-6)) + overhead
+        return math.floor(value * n.sum() / 8 + 1e-6) + overhead
 
     def check_budget(self, value: float, unit: str, lowest: Sequence[int] | None = None) -> None:
         """Refuse a budget outside what plans can reach, naming the achievable range."""
@@ -89,9 +91,7 @@ def build_cost_model(layers: Sequence[LayerInfo], choices: Sequence[int], group_
     """Check shapes against the packing rules and build the cost model."""
     for lay in layers:
         if lay.in_features % group_size:
-            raise AMQConfigError(
-                f"bits.group_size={group_size} does not divide the input width {lay.in_features} of {lay.name}"
-            )
+            raise AMQConfigError(f"bits.group_size={group_size} does not divide the input width {lay.in_features} of {lay.name}")
         if lay.in_features % PACK_ALIGN:
             raise AMQConfigError(f"{lay.name}: input width {lay.in_features} is not a multiple of {PACK_ALIGN}")
     searchable = sum(lay.numel for lay in layers)

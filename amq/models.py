@@ -80,9 +80,7 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
                 break
         if isinstance(mod, nn.ModuleList):
             return mod
-    biggest = max(
-        (m for m in model.modules() if isinstance(m, nn.ModuleList)), key=len, default=None
-    )
+    biggest = max((m for m in model.modules() if isinstance(m, nn.ModuleList)), key=len, default=None)
     if biggest is None:
         raise AMQConfigError(f"{type(model).__name__}: no list of decoder blocks found")
     return biggest
@@ -117,9 +115,7 @@ def load_model(cfg: ModelConfig, path: str) -> nn.Module:
     dtype = DTYPES[cfg.dtype]
     if device.type == "cpu" and dtype == torch.float16:
         dtype = torch.float32  # fp16 matmuls on CPU are slow and not more faithful
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, trust_remote_code=cfg.trust_remote_code
-    )
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     model.to(device).eval()
     model.requires_grad_(False)
     log.info("loaded %s (%s, %s)", path, dtype, device)

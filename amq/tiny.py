@@ -74,9 +74,7 @@ def _train_tokenizer(text: str, vocab_size: int):
         show_progress=False,
     )
     tok.train_from_iterator([text], trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
 
 def build_tiny_model(out_dir: Path, recipe: TinyRecipe = TinyRecipe()) -> Path:

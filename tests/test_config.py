@@ -58,7 +58,13 @@ def test_bad_values_are_refused(override, message):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "amq.run", *args, "logger=none", f"hydra.run.dir={cwd}/run"], capture_output=True, text=True, cwd=Path(CONF).parent, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "amq.run", *args, "logger=none", f"hydra.run.dir={cwd}/run"],
+        capture_output=True,
+        text=True,
+        cwd=Path(CONF).parent,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize(

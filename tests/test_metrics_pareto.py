@@ -22,7 +22,11 @@ def test_front_and_hypervolume_match_brute_force():
     rng = np.random.default_rng(1)
     mem, loss = rng.random(40).tolist(), rng.random(40).tolist()
     idx = front_indices(mem, loss)
-    brute = [i for i in range(40) if not any(mem[j] <= mem[i] and loss[j] <= loss[i] and (mem[j], loss[j]) != (mem[i], loss[i]) for j in range(40))]
+    brute = [
+        i
+        for i in range(40)
+        if not any(mem[j] <= mem[i] and loss[j] <= loss[i] and (mem[j], loss[j]) != (mem[i], loss[i]) for j in range(40))
+    ]
     assert sorted(idx) == sorted(brute)
     # hypervolume by grid counting
     ref = (1.0, 1.0)

@@ -60,7 +60,9 @@ def test_killed_search_resumes_with_every_evaluation_exactly_once(tmp_path, smal
     ref = subprocess.run(_cmd(small_model_dir, ref_run), capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert ref.returncode == 0, ref.stderr[-3000:]
 
-    proc = subprocess.Popen(_cmd(small_model_dir, run), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        _cmd(small_model_dir, run), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 600
     jsonl = run / "archive.jsonl"
     # kill in the middle of iteration 1's evaluations (after the 13 initial plans and 2 more)

@@ -41,5 +41,5 @@ def score(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 def holdout_split(n: int, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Random (train, test) index split with at least 2 points on each side."""
     perm = rng.permutation(n)
-    k = min(max(2, int(round(n * share))), n - 2)
+    k = min(max(2, round(n * share)), n - 2)
     return perm[k:], perm[:k]

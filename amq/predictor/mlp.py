@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
 
@@ -22,7 +23,7 @@ class PlanRegressor(L.LightningModule):
         self.save_hyperparameters()
         dims = [n_features] + [hidden] * layers
         blocks: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:], strict=True):
+        for a, b in itertools.pairwise(dims):
             blocks += [nn.Linear(a, b), nn.SiLU()]
         self.body = nn.Sequential(*blocks)
         self.head = nn.Linear(dims[-1], 1)

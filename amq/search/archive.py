@@ -48,7 +48,9 @@ def open_storage(run_dir: Path) -> JournalStorage:
 class Archive:
     """Optuna-backed archive of (plan, divergence, bytes); param `p{i}` is layer i's bits."""
 
-    def __init__(self, storage: optuna.storages.BaseStorage | str, names: Sequence[str], choices: Sequence[int], jsonl: Path | None = None) -> None:
+    def __init__(
+        self, storage: optuna.storages.BaseStorage | str, names: Sequence[str], choices: Sequence[int], jsonl: Path | None = None
+    ) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(
             study_name=STUDY_NAME,
@@ -72,7 +74,16 @@ class Archive:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             ua = t.user_attrs
             out.append(
-                Record(self._plan_of(t), float(t.values[0]), int(t.values[1]), float(ua["avg_bits"]), int(ua["iteration"]), str(ua["source"]), t.number, float(ua.get("seconds", 0.0)))
+                Record(
+                    self._plan_of(t),
+                    float(t.values[0]),
+                    int(t.values[1]),
+                    float(ua["avg_bits"]),
+                    int(ua["iteration"]),
+                    str(ua["source"]),
+                    t.number,
+                    float(ua.get("seconds", 0.0)),
+                )
             )
         # canonical order (not trial numbers, which a resume changes), so that everything
         # fitted on the archive is the same whether or not the search was interrupted
@@ -114,7 +125,9 @@ class Archive:
             log.info("re-queued %d evaluation(s) interrupted by the previous run", len(stale))
         return len(stale)
 
-    def evaluate_waiting(self, evaluate: Callable[[Plan], tuple[float, int, float]], progress: Callable[[Record], None] | None = None) -> list[Record]:
+    def evaluate_waiting(
+        self, evaluate: Callable[[Plan], tuple[float, int, float]], progress: Callable[[Record], None] | None = None
+    ) -> list[Record]:
         """Take and score every waiting trial; `evaluate(plan) -> (divergence, bytes, seconds)`."""
         done = []
         while self.waiting():

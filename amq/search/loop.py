@@ -112,7 +112,9 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         "data": asdict(cfg.data),
         "metric": cfg.search.metric,
     }
-    sens = load_or_measure(run_dir / "sensitivity.json", key, names, cfg.bits.choices[0], bank.apply, evaluator.score, cfg.search.sensitivity_path)
+    sens = load_or_measure(
+        run_dir / "sensitivity.json", key, names, cfg.bits.choices[0], bank.apply, evaluator.score, cfg.search.sensitivity_path
+    )
     timings["sensitivity"] = time.perf_counter() - t0
     budgets_bytes = {b: cost.budget_to_bytes(b, cfg.search.budget_unit) for b in cfg.search.budgets}
     lowest = cfg.bits.choices[0]
@@ -128,7 +130,10 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     space = SearchSpace(tuple(names), tuple(cfg.bits.choices), fixed)
     log.info(
         "search space: 10^%.1f plans, 10^%.1f after pruning (%d layer(s) fixed to %d bits: %s)",
-        space.log10_size(False), space.log10_size(True), len(fixed), cfg.bits.choices[-1],
+        space.log10_size(False),
+        space.log10_size(True),
+        len(fixed),
+        cfg.bits.choices[-1],
         ", ".join(names[i] for i in sorted(fixed)) or "none",
     )
     lo_bytes, hi_bytes = cost.plan_bytes(space.uniform(lowest)), cost.plan_bytes(space.uniform(cfg.bits.choices[-1]))
@@ -143,7 +148,9 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     tracker = Tracker(cfg.logger, run_dir, _flat(asdict(cfg)), cfg.run_name, state.get("wandb_id"))
     state["wandb_id"] = tracker.run_id
     state_path.write_text(json.dumps(state))
-    tracker.log({"space/log10_size": space.log10_size(False), "space/log10_size_pruned": space.log10_size(True), "space/fixed_layers": len(fixed)})
+    tracker.log(
+        {"space/log10_size": space.log10_size(False), "space/log10_size_pruned": space.log10_size(True), "space/fixed_layers": len(fixed)}
+    )
 
     def evaluate(plan: Plan) -> tuple[float, int, float]:
         t = time.perf_counter()
@@ -171,7 +178,9 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         t_eval = run_queue("initial archive")
         records = archive.records()
         hv_ref = (1.0, max(r.divergence for r in records if r.iteration == 0) * 1.1)
-        _log_iteration(tracker, 0, records, cost, lo_bytes, hi_bytes, hv_ref, {"evaluate_s": t_eval, **{f"{k}_s": v for k, v in timings.items()}}, {})
+        _log_iteration(
+            tracker, 0, records, cost, lo_bytes, hi_bytes, hv_ref, {"evaluate_s": t_eval, **{f"{k}_s": v for k, v in timings.items()}}, {}
+        )
 
         # --- iterations: fit, propose, evaluate ------------------------------------------
         for it in range(1, cfg.search.iterations + 1):
@@ -183,7 +192,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
                 t = time.perf_counter()
                 points = propose(
                     space,
-                    lambda plans: predictor.predict(space.encode(plans)),
+                    lambda plans, p=predictor: p.predict(space.encode(plans)),
                     cost.plan_bytes,
                     window,
                     cfg.optimizer,
@@ -249,11 +258,20 @@ def _log_iteration(tracker: Tracker, it: int, records: list[Record], cost: CostM
     metrics.update({f"predictor/{k}": v for k, v in pm.items()})
     metrics.update({f"time/{k}": v for k, v in phase.items()})
     tracker.log(metrics, step=it)
-    tracker.table("search/front", ["avg_bits", "bytes", "divergence", "iteration", "source"], [[r.avg_bits, r.bytes, r.divergence, r.iteration, r.source] for r in front], step=it)
+    tracker.table(
+        "search/front",
+        ["avg_bits", "bytes", "divergence", "iteration", "source"],
+        [[r.avg_bits, r.bytes, r.divergence, r.iteration, r.source] for r in front],
+        step=it,
+    )
     tau = pm.get("kendall_tau")
     log.info(
         "iteration %d: archive %d, front %d, hypervolume %.4f%s",
-        it, len(records), len(front), hv, f", predictor tau {tau:.3f} rmse {pm['rmse']:.2e}" if tau is not None else "",
+        it,
+        len(records),
+        len(front),
+        hv,
+        f", predictor tau {tau:.3f} rmse {pm['rmse']:.2e}" if tau is not None else "",
     )
 
 

@@ -7,6 +7,7 @@ ordinal integer parameter (index into the choice set), so Optuna's crossovers se
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -107,7 +108,7 @@ def pick_spread(points: list[tuple[Plan, float, int]], k: int, window: tuple[int
     lo, hi = window
     edges = np.linspace(lo, hi, k + 1)
     chosen: list[Plan] = []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges):
         in_bin = [p[0] for p in fresh if a <= p[2] <= b and p[0] not in chosen]
         if in_bin:
             chosen.append(min(in_bin, key=rank.__getitem__))

@@ -1,0 +1,106 @@
+"""AMQ search vs uniform plans vs random search on the reference 17M Llama (CPU).
+
+    AMQ_SHARED=/path/to/shared python benchmarks/search_17m.py
+
+Runs the real search (`+experiment=small_cpu`), then a random search given the same number of
+real evaluations (the archive plus the sensitivity pass), on the same proxy bank, calibration
+tokens and metric, and writes benchmarks/search_17m.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+
+from amq.config import register_configs, to_object
+from amq.data import calibration_ids
+from amq.metrics import DivergenceEvaluator
+from amq.models import load_model, load_tokenizer, searchable_linears
+from amq.quant.bank import ProxyBank
+from amq.search.loop import prepare, run_search
+from amq.search.space import SearchSpace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    shared = Path(os.environ.get("AMQ_SHARED", ""))
+    if not (shared / "models" / "amq-llama-17m").is_dir():
+        sys.exit("set AMQ_SHARED to the folder holding models/amq-llama-17m and data/linuxdoc")
+    overrides = [
+        "+experiment=small_cpu",
+        f"model.path={shared / 'models' / 'amq-llama-17m'}",
+        "model.name=amq-llama-17m",
+        f"data.path={shared / 'data' / 'linuxdoc' / 'calib.txt'}",
+        "logger=none",
+        *sys.argv[1:],
+    ]
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = to_object(compose(config_name="config", overrides=overrides))
+    run_dir = ROOT / "outputs" / "bench-search-17m" / time.strftime("%Y%m%d-%H%M%S")
+
+    t0 = time.perf_counter()
+    result = run_search(cfg, run_dir)
+    search_s = time.perf_counter() - t0
+    sens = json.loads((run_dir / "sensitivity.json").read_text())["sensitivity"]
+    n_evals = len(result.records) + len(sens)
+
+    # random search with the same number of real evaluations, same bank and data
+    prep = prepare(cfg)
+    model = load_model(cfg.model, prep.model_path)
+    ids = calibration_ids(cfg.data, load_tokenizer(prep.model_path))
+    evaluator = DivergenceEvaluator(model, ids, cfg.data.batch_size, cfg.search.metric)
+    bank = ProxyBank(searchable_linears(model), cfg.bits.choices, cfg.bits.group_size, cfg.proxy)
+    space = SearchSpace(tuple(bank.names), tuple(cfg.bits.choices))
+    rng = np.random.default_rng(cfg.seed + 1)
+    random_rows = []
+    for plan in space.random_plans(n_evals, rng):
+        bank.apply(plan)
+        random_rows.append((prep.cost.plan_bytes(plan), prep.cost.avg_bits(plan), evaluator.score()))
+
+    cost = prep.cost
+    lines = [
+        "# AMQ search on amq-llama-17m (CPU)",
+        "",
+        "Command: `AMQ_SHARED=<shared> python benchmarks/search_17m.py " + " ".join(sys.argv[1:]) + "`",
+        "",
+        f"Calibration: `linuxdoc/calib.txt`, {cfg.data.num_samples} x {cfg.data.seq_len} tokens, {cfg.search.metric.upper()};"
+        f" proxy {cfg.proxy.name}, group {cfg.bits.group_size}. Search wall time {search_s / 60:.1f} min on {os.cpu_count()} CPU cores;"
+        f" {len(result.records)} archive evaluations + {len(sens)} sensitivity evaluations = {n_evals};"
+        f" random search got the same {n_evals} evaluations.",
+        f"Predictor ({cfg.predictor.name}) on held-out archive points after the last iteration:"
+        f" Kendall tau {result.predictor_metrics.get('kendall_tau', float('nan')):.3f},"
+        f" RMSE {result.predictor_metrics.get('rmse', float('nan')):.2e}.",
+        "",
+        "| budget (avg bits) | AMQ plan bits | AMQ divergence | random search best | uniform plan at >= memory | uniform divergence | AMQ better than both |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    uniform = result.uniform
+    for budget, rec in result.budget_plans.items():
+        cap = cost.budget_to_bytes(budget, "bits")
+        fits = [r for r in random_rows if r[0] <= cap]
+        rnd = min(fits, key=lambda r: r[2]) if fits else None
+        ub = min((b for b in uniform if b >= budget - 1e-9), default=None)
+        amq_div = rec.divergence if rec else float("nan")
+        better = rec is not None and (rnd is None or amq_div < rnd[2]) and (ub is None or amq_div < uniform[ub])
+        lines.append(
+            f"| {budget:g} | {rec.avg_bits:.3f} | {amq_div:.5f} | "
+            + (f"{rnd[2]:.5f} ({rnd[1]:.3f} bits)" if rnd else "none fits")
+            + f" | {ub}-bit | {uniform[ub]:.5f} | {'yes' if better else 'no'} |"
+        )
+    lines += ["", f"Uniform plans (every layer): {', '.join(f'{b}-bit {d:.5f}' for b, d in sorted(uniform.items()))}.", ""]
+    lines += [f"Run dir: `{run_dir.relative_to(ROOT)}` (front.png, pareto.json, plans/).", ""]
+    out = ROOT / "benchmarks" / "search_17m.md"
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
