@@ -1,0 +1,77 @@
+"""Packing round trip, and the Triton kernel under the interpreter against a float64 reference."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from amq.quant.groupwise import quantize_hqq
+from amq_kernels.packing import dequantize, pack, plane_widths, unpack_codes
+
+
+def _packed(n: int, k: int, bits: int, group: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=g) * 0.02
+    q = quantize_hqq(w, bits, group, iters=2)
+    return q, pack(q.codes, q.scale, q.zero, bits, group)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+def test_pack_roundtrip_and_exact_bytes(bits):
+    q, p = _packed(48, 256, bits, 64)
+    assert torch.equal(unpack_codes(p), q.codes)
+    assert p.nbytes() == 48 * 256 * bits // 8 + 48 * (256 // 64) * 4  # what amq.cost counts
+    assert torch.allclose(dequantize(p, torch.float32), q.dequantize(torch.float32))
+
+
+def test_plane_widths():
+    assert plane_widths(3) == [2, 1] and plane_widths(4) == [4] and plane_widths(2) == [2]
+    with pytest.raises(ValueError):
+        plane_widths(9)
+
+
+def test_cost_model_matches_packed_bytes():
+    from amq.cost import layer_bytes
+
+    for bits in (2, 3, 4):
+        _, p = _packed(64, 384, bits, 128)
+        assert p.nbytes() == layer_bytes(64, 384, bits, 128)
+
+
+INTERPRETER_CHECK = r"""
+import torch
+from amq.quant.groupwise import quantize_hqq
+from amq_kernels.packing import pack, dequantize
+from amq_kernels.matmul import matmul
+torch.manual_seed(0)
+fails = 0
+for bits in (2, 3, 4):
+    for dtype in (torch.float16, torch.bfloat16):
+        for m in (1, 3, 17):
+            n, k, group = 72, 128, 64   # ragged N (not a multiple of BLOCK_N), odd M
+            w = torch.randn(n, k) * 0.05
+            q = quantize_hqq(w, bits, group, iters=2)
+            p = pack(q.codes, q.scale, q.zero, bits, group)
+            x = torch.randn(m, k).to(dtype)
+            ref = x.double() @ dequantize(p, torch.float64).t()
+            y = matmul(x, p)
+            assert y.dtype == dtype and y.shape == (m, n)
+            err = ((y.double() - ref).norm() / ref.norm()).item()
+            ok = err < 1e-2 and not torch.isnan(y).any()
+            fails += not ok
+            print(bits, dtype, m, f"{err:.2e}", "ok" if ok else "FAIL")
+raise SystemExit(fails)
+"""
+
+
+@pytest.mark.interpreter
+def test_triton_kernel_under_interpreter():
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}  # must be set before triton is imported
+    r = subprocess.run([sys.executable, "-c", INTERPRETER_CHECK], capture_output=True, text=True, env=env, timeout=600, cwd=Path(__file__).parent)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
