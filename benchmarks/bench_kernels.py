@@ -51,6 +51,7 @@ def check(n: int, k: int, bits: int, m: int, dtype: torch.dtype) -> float:
 
 def time_cycle(fns) -> float:
     """Median microseconds of one call, cycling through len(fns) distinct weights."""
+
     def run():
         for f in fns:
             f()
@@ -58,17 +59,67 @@ def time_cycle(fns) -> float:
     return do_bench_cudagraph(run) * 1e3 / len(fns)
 
 
+def sweep() -> None:
+    """Time a small grid of tile configs per case; prints the best (feeds matmul._tiling)."""
+    import itertools
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    print("| N x K | M | bits | best config | us | fp16 us | speedup | default us |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (n, k), m, bits in itertools.product(SHAPES[:3], [1, 16, 2048], [2, 3, 4]):
+        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(4)]
+        ps = [random_packed(n, k, bits) for _ in range(4)]
+        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+        t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
+        t_default = time_cycle([lambda p=p: matmul(x, p) for p in ps])
+        configs = []
+        if m <= 16:
+            for bn, bk, waves, nw in itertools.product([32, 64, 128, 256], [128], [1, 2, 4, 8], [4, 8]):
+                split = max(1, min(k // bk, -(-waves * sms // -(-n // bn))))
+                configs.append(
+                    {"BLOCK_M": 1 if m == 1 else 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split, "num_warps": nw, "num_stages": 3}
+                )
+        else:
+            for bm, bn, bk, nw, ns in [
+                (128, 128, 64, 8, 3),
+                (128, 128, 32, 4, 4),
+                (64, 128, 64, 4, 3),
+                (128, 256, 64, 8, 3),
+                (64, 64, 64, 4, 4),
+                (128, 64, 64, 4, 4),
+                (256, 128, 64, 8, 3),
+                (128, 128, 128, 8, 3),
+            ]:
+                configs.append({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": nw, "num_stages": ns})
+        best = (float("inf"), None)
+        for cfg in configs:
+            try:
+                t = time_cycle([lambda p=p, c=cfg: matmul(x, p, c) for p in ps])
+            except Exception:  # out of shared memory or registers for this tile
+                continue
+            best = min(best, (t, cfg), key=lambda b: b[0])
+        t, cfg = best
+        short = {k_: v for k_, v in cfg.items() if k_ != "BLOCK_M"} if cfg else None
+        print(f"| {n} x {k} | {m} | {bits} | {short} | {t:.1f} | {t16:.1f} | {t16 / t:.2f}x | {t_default:.1f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--sweep", action="store_true", help="search tile configs instead of the table")
     ap.add_argument("--quick", action="store_true", help="Llama-2-7B shapes and M in {1, 16, 2048} only")
     args = ap.parse_args()
+    if args.sweep:
+        sweep()
+        return
     shapes = SHAPES[:3] if args.quick else SHAPES
     ms = [1, 16, 2048] if args.quick else MS
     dev = torch.cuda.get_device_name()
     bw = copy_bandwidth()
 
     print(f"# Mixed-bit matmul on {dev}\n")
-    print(f"Command: `PYTHONPATH=kernels python benchmarks/bench_kernels.py{' --quick' if args.quick else ''}`; torch {torch.__version__}, triton {triton.__version__}.")
+    print(
+        f"Command: `PYTHONPATH=kernels python benchmarks/bench_kernels.py{' --quick' if args.quick else ''}`; torch {torch.__version__}, triton {triton.__version__}."
+    )
     print(f"Copy bandwidth measured in this run: {bw:.0f} GB/s (read + write).\n")
 
     # --- correctness: fresh random data, fp16 and bf16, relative error vs float64 ---------
@@ -79,7 +130,9 @@ def main() -> None:
                 for n, k in shapes[:3]:
                     errs.append((bits, str(dtype).split(".")[-1], m, n, k, check(n, k, bits, m, dtype)))
     worst = max(e[-1] if e[-1] == e[-1] else float("inf") for e in errs)
-    print(f"Correctness: {len(errs)} cases (bits 2/3/4 x fp16/bf16 x M 1/5/16/300 x 3 shapes), worst relative error {worst:.2e} (limit 1e-2), NaN: {any(e[-1] != e[-1] for e in errs)}.\n")
+    print(
+        f"Correctness: {len(errs)} cases (bits 2/3/4 x fp16/bf16 x M 1/5/16/300 x 3 shapes), worst relative error {worst:.2e} (limit 1e-2), NaN: {any(e[-1] != e[-1] for e in errs)}.\n"
+    )
 
     # --- timing ---------------------------------------------------------------------------
     print("| N x K | M | bits | ours us | fp16 us | speedup | ours GB/s | % of copy BW |")

@@ -28,7 +28,9 @@ GB = 1e9
 def main() -> None:
     print("# Proxy bank memory plan ({2,3,4} bits, group 128, 128 x 2048 calibration tokens)\n")
     print("Command: `python benchmarks/memory_plan.py > benchmarks/memory_plan.md`\n")
-    print("| model | searchable layers | linear weights (fp16) | dense bank (fp16 x 3) | codes bank (uint8 + fp16 scale/zero, x 3) | reference log-probs (bf16) | dense plan on one GPU | codes plan on one GPU |")
+    print(
+        "| model | searchable layers | linear weights (fp16) | dense bank (fp16 x 3) | codes bank (uint8 + fp16 scale/zero, x 3) | reference log-probs (bf16) | dense plan on one GPU | codes plan on one GPU |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, arch in ARCHS.items():
         with torch.device("meta"):

@@ -46,7 +46,13 @@ class PackedWeight:
 
     def to(self, device: torch.device | str) -> PackedWeight:
         return PackedWeight(
-            [p.to(device) for p in self.planes], self.scales.to(device), self.zeros.to(device), self.bits, self.group_size, self.out_features, self.in_features
+            [p.to(device) for p in self.planes],
+            self.scales.to(device),
+            self.zeros.to(device),
+            self.bits,
+            self.group_size,
+            self.out_features,
+            self.in_features,
         )
 
 

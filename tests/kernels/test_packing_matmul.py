@@ -73,5 +73,7 @@ raise SystemExit(fails)
 def test_triton_kernel_under_interpreter():
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1"}  # must be set before triton is imported
-    r = subprocess.run([sys.executable, "-c", INTERPRETER_CHECK], capture_output=True, text=True, env=env, timeout=600, cwd=Path(__file__).parent)
+    r = subprocess.run(
+        [sys.executable, "-c", INTERPRETER_CHECK], capture_output=True, text=True, env=env, timeout=600, cwd=Path(__file__).parent
+    )
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
