@@ -15,6 +15,13 @@ def check_data(cfg: DataConfig) -> None:
         p = Path(str(cfg.path)).expanduser()
         if not p.is_file():
             raise AMQConfigError(f"data.path {cfg.path!r}: no such file")
+    if cfg.name in ("wikitext2", "c4"):
+        import importlib.util
+
+        if importlib.util.find_spec("datasets") is None:
+            raise AMQConfigError(
+                f"data={cfg.name} needs the `datasets` package (pip install 'amq[data]'); offline, use data=text data.path=<file>"
+            )
 
 
 def load_text(cfg: DataConfig, split: str = "train") -> str:

@@ -168,6 +168,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         return time.perf_counter() - t
 
     predictor_metrics: dict[str, float] = {}
+    iter_plot = run_dir / "front_latest.png" if tracker.run else None  # the per-iteration plot W&B shows
     try:
         # --- iteration 0: the initial archive ------------------------------------------
         if 0 not in archive.iterations_started():
@@ -178,9 +179,8 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         t_eval = run_queue("initial archive")
         records = archive.records()
         hv_ref = (1.0, max(r.divergence for r in records if r.iteration == 0) * 1.1)
-        _log_iteration(
-            tracker, 0, records, cost, lo_bytes, hi_bytes, hv_ref, {"evaluate_s": t_eval, **{f"{k}_s": v for k, v in timings.items()}}, {}
-        )
+        phase0 = {"evaluate_s": t_eval, **{f"{k}_s": v for k, v in timings.items()}}
+        _log_iteration(tracker, 0, records, lo_bytes, hi_bytes, hv_ref, phase0, {}, iter_plot)
 
         # --- iterations: fit, propose, evaluate ------------------------------------------
         for it in range(1, cfg.search.iterations + 1):
@@ -204,7 +204,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
                 archive.enqueue(picks, it, "nsga2", cost.avg_bits)
                 phase["propose_s"] = time.perf_counter() - t
             phase["evaluate_s"] = run_queue(f"iteration {it}/{cfg.search.iterations}")
-            _log_iteration(tracker, it, archive.records(), cost, lo_bytes, hi_bytes, hv_ref, phase, predictor_metrics)
+            _log_iteration(tracker, it, archive.records(), lo_bytes, hi_bytes, hv_ref, phase, predictor_metrics, iter_plot)
 
         # --- outputs -----------------------------------------------------------------------
         records = archive.records()
@@ -249,7 +249,8 @@ def _fit_predictor(cfg: Config, space: SearchSpace, records: list[Record], seed:
     return final, metrics
 
 
-def _log_iteration(tracker: Tracker, it: int, records: list[Record], cost: CostModel, lo: int, hi: int, hv_ref, phase, pm) -> None:
+def _log_iteration(tracker: Tracker, it: int, records: list[Record], lo: int, hi: int, hv_ref, phase, pm, plot_path: Path | None) -> None:
+    """Per-iteration W&B record: archive size, hypervolume, predictor scores, phase times, front."""
     mem = [(r.bytes - lo) / max(1, hi - lo) for r in records]
     div = [r.divergence for r in records]
     hv = hypervolume(mem, div, hv_ref)
@@ -264,6 +265,10 @@ def _log_iteration(tracker: Tracker, it: int, records: list[Record], cost: CostM
         [[r.avg_bits, r.bytes, r.divergence, r.iteration, r.source] for r in front],
         step=it,
     )
+    if plot_path is not None:
+        fb, fd = [r.avg_bits for r in front], [r.divergence for r in front]
+        plot_front(plot_path, [r.avg_bits for r in records], div, fb, fd, {}, [], f"iteration {it}: {len(records)} evaluated plans")
+        tracker.image("search/front_plot", plot_path, step=it)
     tau = pm.get("kendall_tau")
     log.info(
         "iteration %d: archive %d, front %d, hypervolume %.4f%s",
