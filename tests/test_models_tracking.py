@@ -17,7 +17,9 @@ def _meta_model(config):
 def test_searchable_linears_are_the_decoder_blocks_linears(family):
     from transformers import AutoConfig
 
-    cfg = AutoConfig.for_model(family, hidden_size=256, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, vocab_size=1000)
+    cfg = AutoConfig.for_model(
+        family, hidden_size=256, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, vocab_size=1000
+    )
     model = _meta_model(cfg)
     names = list(searchable_linears(model))
     assert len(names) == 3 * 7
