@@ -140,7 +140,8 @@ class SearchConfig:
     iterations: int = 10
     candidates: int = 12  # real evaluations per iteration
     metric: str = "jsd"  # jsd | kl
-    prune_threshold: float = 2.0  # fix layers above this multiple of the median sensitivity; 0 = off
+    prune_threshold: float = 2.0  # prune layers above this multiple of the median sensitivity; 0 = off
+    prune_to: str = "highest"  # highest: fix them to the highest bits (AMQ) | no_lowest: drop the lowest choice
     budgets: list[float] = field(default_factory=lambda: [2.5, 3.0, 3.5])
     budget_unit: str = "bits"  # bits: average bits per quantized weight | gb: whole model in GB
     sensitivity_path: str | None = None  # reuse a sensitivity.json from another run
@@ -150,6 +151,7 @@ class SearchConfig:
         _check(self.budget_unit in ("bits", "gb"), f"search.budget_unit must be bits or gb, got {self.budget_unit!r}")
         _check(self.iterations >= 0 and self.candidates >= 1, "search.iterations >= 0 and search.candidates >= 1")
         _check(self.prune_threshold >= 0, "search.prune_threshold must be >= 0")
+        _check(self.prune_to in ("highest", "no_lowest"), f"search.prune_to must be highest or no_lowest, got {self.prune_to!r}")
         _check(all(b > 0 for b in self.budgets), "search.budgets must be positive")
 
 

@@ -123,18 +123,18 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     # so that the smallest budget still has plans to choose between
     prune_cap = (cost.plan_bytes([lowest] * len(names)) + min(budgets_bytes.values())) // 2
 
-    def keeps_budgets(fixed: dict[int, int]) -> bool:
-        return cost.plan_bytes(SearchSpace(tuple(names), tuple(cfg.bits.choices), fixed).uniform(lowest)) <= prune_cap
+    def keeps_budgets(restricted: dict[int, tuple[int, ...]]) -> bool:
+        return cost.plan_bytes(SearchSpace(tuple(names), tuple(cfg.bits.choices), restricted).uniform(lowest)) <= prune_cap
 
-    fixed = prune(sens, names, cfg.search.prune_threshold, cfg.bits.choices[-1], keeps_budgets)
-    space = SearchSpace(tuple(names), tuple(cfg.bits.choices), fixed)
+    restricted = prune(sens, names, cfg.search.prune_threshold, cfg.bits.choices, cfg.search.prune_to, keeps_budgets)
+    space = SearchSpace(tuple(names), tuple(cfg.bits.choices), restricted)
     log.info(
-        "search space: 10^%.1f plans, 10^%.1f after pruning (%d layer(s) fixed to %d bits: %s)",
+        "search space: 10^%.1f plans, 10^%.1f after pruning (%d layer(s) restricted to %s bits: %s)",
         space.log10_size(False),
         space.log10_size(True),
-        len(fixed),
-        cfg.bits.choices[-1],
-        ", ".join(names[i] for i in sorted(fixed)) or "none",
+        len(restricted),
+        "the highest" if cfg.search.prune_to == "highest" else "all but the lowest",
+        ", ".join(names[i] for i in sorted(restricted)) or "none",
     )
     lo_bytes, hi_bytes = cost.plan_bytes(space.uniform(lowest)), cost.plan_bytes(space.uniform(cfg.bits.choices[-1]))
     window = _window(cost, budgets_bytes, lo_bytes, hi_bytes)
@@ -149,7 +149,11 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     state["wandb_id"] = tracker.run_id
     state_path.write_text(json.dumps(state))
     tracker.log(
-        {"space/log10_size": space.log10_size(False), "space/log10_size_pruned": space.log10_size(True), "space/fixed_layers": len(fixed)}
+        {
+            "space/log10_size": space.log10_size(False),
+            "space/log10_size_pruned": space.log10_size(True),
+            "space/pruned_layers": len(restricted),
+        }
     )
 
     def evaluate(plan: Plan) -> tuple[float, int, float]:

@@ -61,16 +61,15 @@ def propose(
     )
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     free = space.free
-    k = len(space.choices)
-    index = {b: j for j, b in enumerate(space.choices)}
+    opts = {i: space.options(i) for i in free}
     for plan in (seeds or [])[: cfg.population]:
-        study.enqueue_trial({f"l{i}": index[plan[i]] for i in free})
+        study.enqueue_trial({f"l{i}": opts[i].index(plan[i]) for i in free})
 
     lo, hi = window
     seen: dict[Plan, tuple[float, int]] = {}
     for _ in tqdm(range(cfg.generations), desc="nsga-ii", unit="gen", disable=not show_progress, leave=False):
         trials = [study.ask() for _ in range(cfg.population)]
-        plans = [space.make([space.choices[t.suggest_int(f"l{i}", 0, k - 1)] for i in free]) for t in trials]
+        plans = [space.make([opts[i][t.suggest_int(f"l{i}", 0, len(opts[i]) - 1)] for i in free]) for t in trials]
         preds = predict(plans)
         for t, plan, p in zip(trials, plans, preds, strict=True):
             nbytes = plan_bytes(plan)

@@ -59,23 +59,27 @@ def prune(
     sensitivity: dict[str, float],
     names: Sequence[str],
     threshold: float,
-    highest: int,
-    allowed: Callable[[dict[int, int]], bool] = lambda fixed: True,
-) -> dict[int, int]:
-    """Layers whose sensitivity exceeds `threshold` x the median are fixed to `highest` bits.
+    choices: Sequence[int],
+    mode: str = "highest",
+    allowed: Callable[[dict[int, tuple[int, ...]]], bool] = lambda restricted: True,
+) -> dict[int, tuple[int, ...]]:
+    """Layers whose sensitivity exceeds `threshold` x the median get a narrower choice set:
+    the highest bit-width alone (`mode="highest"`, AMQ) or every choice but the lowest
+    (`mode="no_lowest"`).
 
-    Most sensitive first, and only while `allowed(fixed)` holds: pruning must never make a
+    Most sensitive first, and only while `allowed(restricted)` holds: pruning must never make a
     requested budget unreachable (the caller checks the smallest plan against the budgets).
     """
-    if threshold <= 0:
+    if threshold <= 0 or len(choices) < 2:
         return {}
+    narrowed = (choices[-1],) if mode == "highest" else tuple(choices[1:])
     med = statistics.median(sensitivity.values())
     over = sorted((i for i, n in enumerate(names) if sensitivity[n] > threshold * med), key=lambda i: -sensitivity[names[i]])
-    fixed: dict[int, int] = {}
+    restricted: dict[int, tuple[int, ...]] = {}
     for i in over:
-        trial = {**fixed, i: highest}
+        trial = {**restricted, i: narrowed}
         if not allowed(trial):
-            log.warning("pruning stopped after %d of %d layers to keep every budget reachable", len(fixed), len(over))
+            log.warning("pruning stopped after %d of %d layers to keep every budget reachable", len(restricted), len(over))
             break
-        fixed = trial
-    return fixed
+        restricted = trial
+    return restricted

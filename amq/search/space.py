@@ -1,4 +1,4 @@
-"""The search space: a bit-width per searchable layer, with pruned layers fixed to the highest."""
+"""The search space: a bit-width per searchable layer; pruning narrows some layers' choices."""
 
 from __future__ import annotations
 
@@ -13,40 +13,51 @@ Plan = tuple[int, ...]
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Layer names in model order, the choice set, and the layers fixed by pruning."""
+    """Layer names in model order, the choice set, and the layers pruning restricted.
+
+    `restricted[i]` is layer i's own choice set: `(highest,)` fixes it (AMQ's pruning),
+    `choices[1:]` only takes away the lowest bit-width.
+    """
 
     names: tuple[str, ...]
     choices: tuple[int, ...]
-    fixed: dict[int, int] = field(default_factory=dict)  # layer index -> bits
+    restricted: dict[int, tuple[int, ...]] = field(default_factory=dict)
+
+    def options(self, i: int) -> tuple[int, ...]:
+        return self.restricted.get(i, self.choices)
 
     @property
     def free(self) -> list[int]:
-        return [i for i in range(len(self.names)) if i not in self.fixed]
+        """Layers with more than one choice: the search's variables."""
+        return [i for i in range(len(self.names)) if len(self.options(i)) > 1]
 
     def log10_size(self, pruned: bool = True) -> float:
-        n = len(self.free) if pruned else len(self.names)
-        return n * math.log10(len(self.choices))
+        if not pruned:
+            return len(self.names) * math.log10(len(self.choices))
+        return sum(math.log10(len(self.options(i))) for i in range(len(self.names)))
 
     def make(self, free_bits: Sequence[int]) -> Plan:
-        """A full plan from bits of the free layers (fixed layers filled in)."""
-        plan = [0] * len(self.names)
-        for i, b in self.fixed.items():
-            plan[i] = b
+        """A full plan from bits of the free layers (single-choice layers filled in)."""
+        plan = [self.options(i)[0] for i in range(len(self.names))]
         for i, b in zip(self.free, free_bits, strict=True):
             plan[i] = int(b)
         return tuple(plan)
 
     def uniform(self, bits: int) -> Plan:
-        """All free layers at `bits` (pruned layers stay fixed)."""
-        return self.make([bits] * len(self.free))
+        """Every layer at `bits`, or the nearest bit-width its own choice set allows."""
+        return tuple(min(self.options(i), key=lambda b: (abs(b - bits), -b)) for i in range(len(self.names)))
 
     def random_plans(self, n: int, rng: np.random.Generator) -> list[Plan]:
         """Plans spread over the memory range: each draws its own mix of the choices."""
         plans = []
-        k = len(self.choices)
         for _ in range(n):
-            probs = rng.dirichlet(np.full(k, 0.7))
-            plans.append(self.make(rng.choice(self.choices, size=len(self.free), p=probs).tolist()))
+            probs = dict(zip(self.choices, rng.dirichlet(np.full(len(self.choices), 0.7)), strict=True))
+            bits = []
+            for i in self.free:
+                opts = self.options(i)
+                p = np.array([probs[b] for b in opts]) + 1e-12
+                bits.append(int(rng.choice(opts, p=p / p.sum())))
+            plans.append(self.make(bits))
         return plans
 
     def encode(self, plans: Sequence[Plan]) -> np.ndarray:

@@ -1,0 +1,30 @@
+import numpy as np
+
+from amq.search.sensitivity import prune
+from amq.search.space import SearchSpace
+
+NAMES = tuple(f"l{i}" for i in range(6))
+SENS = {"l0": 1.0, "l1": 1.1, "l2": 9.0, "l3": 0.9, "l4": 5.0, "l5": 1.0}
+
+
+def test_prune_highest_fixes_sensitive_layers_most_sensitive_first():
+    restricted = prune(SENS, NAMES, 2.0, (2, 3, 4), "highest")
+    assert restricted == {2: (4,), 4: (4,)}
+    space = SearchSpace(NAMES, (2, 3, 4), restricted)
+    assert space.free == [0, 1, 3, 5]
+    assert space.uniform(2) == (2, 2, 4, 2, 4, 2)
+    assert abs(space.log10_size() - 4 * np.log10(3)) < 1e-9
+
+
+def test_prune_no_lowest_keeps_the_uniform_middle_plan_reachable():
+    restricted = prune(SENS, NAMES, 2.0, (2, 3, 4), "no_lowest")
+    space = SearchSpace(NAMES, (2, 3, 4), restricted)
+    assert space.uniform(3) == (3,) * 6 and space.uniform(2) == (2, 2, 3, 2, 3, 2)
+    plans = space.random_plans(200, np.random.default_rng(0))
+    assert all(p[2] in (3, 4) and p[4] in (3, 4) for p in plans)
+    assert {p[0] for p in plans} == {2, 3, 4}
+
+
+def test_prune_stops_when_a_budget_would_become_unreachable():
+    restricted = prune(SENS, NAMES, 2.0, (2, 3, 4), "highest", allowed=lambda r: len(r) <= 1)
+    assert restricted == {2: (4,)}  # the most sensitive one only
