@@ -4,12 +4,13 @@
 
 Runs the real search (`+experiment=small_cpu`), then a random search given the same number of
 real evaluations (the archive plus the sensitivity pass), on the same proxy bank, calibration
-tokens and metric, and writes benchmarks/search_17m.md.
+tokens and metric, and writes benchmarks/search_17m_prune-<search.prune_to>.md.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     shared = Path(os.environ.get("AMQ_SHARED", ""))
     if not (shared / "models" / "amq-llama-17m").is_dir():
         sys.exit("set AMQ_SHARED to the folder holding models/amq-llama-17m and data/linuxdoc")
@@ -97,7 +99,7 @@ def main() -> None:
         )
     lines += ["", f"Uniform plans (every layer): {', '.join(f'{b}-bit {d:.5f}' for b, d in sorted(uniform.items()))}.", ""]
     lines += [f"Run dir: `{run_dir.relative_to(ROOT)}` (front.png, pareto.json, plans/).", ""]
-    out = ROOT / "benchmarks" / "search_17m.md"
+    out = ROOT / "benchmarks" / f"search_17m_prune-{cfg.search.prune_to}.md"
     out.write_text("\n".join(lines))
     print("\n".join(lines))
 
