@@ -14,7 +14,7 @@ run() {
 }
 first=$(run first)
 cached=$(run cached)
-cp "$out/cached/front.png" docs/front_default.png
+mkdir -p docs && cp "$out/cached/front.png" docs/front_default.png
 {
   echo "# Default run wall time"
   echo
