@@ -28,3 +28,14 @@ def test_prune_no_lowest_keeps_the_uniform_middle_plan_reachable():
 def test_prune_stops_when_a_budget_would_become_unreachable():
     restricted = prune(SENS, NAMES, 2.0, (2, 3, 4), "highest", allowed=lambda r: len(r) <= 1)
     assert restricted == {2: (4,)}  # the most sensitive one only
+
+
+def test_pick_spread_serves_each_budget_from_below():
+    from amq.search.nsga import pick_spread
+
+    # (plan, predicted divergence, bytes): the best predictions sit just above the budget of 100
+    points = [((i,), 1.0 / b, b) for i, b in enumerate(range(60, 141, 2))]
+    picks = pick_spread(points, 4, (60, 140), set(), caps=[100])
+    by_plan = {p[0]: p[2] for p in points}
+    assert by_plan[picks[0]] == 100  # the cap's pick fits under it
+    assert len(picks) == 4 and len(set(picks)) == 4

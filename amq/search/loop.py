@@ -204,7 +204,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
                     seeds=[r.plan for r in _front(archive.records())],
                     show_progress=show_progress,
                 )
-                picks = pick_spread(points, cfg.search.candidates, window, archive.known_plans())
+                picks = pick_spread(points, cfg.search.candidates, window, archive.known_plans(), list(budgets_bytes.values()))
                 archive.enqueue(picks, it, "nsga2", cost.avg_bits)
                 phase["propose_s"] = time.perf_counter() - t
             phase["evaluate_s"] = run_queue(f"iteration {it}/{cfg.search.iterations}")

@@ -96,20 +96,29 @@ def front_levels(points: list[tuple[Plan, float, int]]) -> list[int]:
     return level
 
 
-def pick_spread(points: list[tuple[Plan, float, int]], k: int, window: tuple[int, int], exclude: set[Plan]) -> list[Plan]:
-    """K new plans spread over the memory window: in each of k equal bins the best by
-    (front level, predicted divergence); empty bins are filled from the best remaining."""
+def pick_spread(
+    points: list[tuple[Plan, float, int]], k: int, window: tuple[int, int], exclude: set[Plan], caps: list[int] | None = None
+) -> list[Plan]:
+    """K new plans: first, for every budget cap, the best plan that fits under it within one
+    bin width (a budget is served only by plans at or below it); then the best plan in each of
+    the remaining equal bins of the window; empty bins are filled from the best remaining.
+    "Best" is (front level, predicted divergence)."""
     fresh = [p for p in points if p[0] not in exclude]
     if not fresh:
         return []
     level = front_levels(fresh)
     rank = {p[0]: (lv, p[1]) for p, lv in zip(fresh, level, strict=True)}
     lo, hi = window
-    edges = np.linspace(lo, hi, k + 1)
+    width = (hi - lo) / k
     chosen: list[Plan] = []
+    for cap in sorted(caps or []):
+        under = [p[0] for p in fresh if cap - width <= p[2] <= cap and p[0] not in chosen]
+        if under and len(chosen) < k:
+            chosen.append(min(under, key=rank.__getitem__))
+    edges = np.linspace(lo, hi, k - len(chosen) + 1)
     for a, b in itertools.pairwise(edges):
         in_bin = [p[0] for p in fresh if a <= p[2] <= b and p[0] not in chosen]
         if in_bin:
             chosen.append(min(in_bin, key=rank.__getitem__))
     rest = sorted((p[0] for p in fresh if p[0] not in chosen), key=rank.__getitem__)
-    return chosen + rest[: k - len(chosen)]
+    return (chosen + rest)[:k]
