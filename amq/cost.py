@@ -41,13 +41,6 @@ class CostModel:
     def numel(self) -> np.ndarray:
         return np.array([layer.numel for layer in self.layers], dtype=np.int64)
 
-    def table(self) -> np.ndarray:
-        """(layers, choices) int64 array of bytes."""
-        return np.array(
-            [[layer_bytes(lay.out_features, lay.in_features, b, self.group_size) for b in self.choices] for lay in self.layers],
-            dtype=np.int64,
-        )
-
     def plan_bytes(self, bits: Sequence[int]) -> int:
         """Bytes of the searchable layers under a plan."""
         return int(
