@@ -19,3 +19,12 @@ def test_predictor_ranks_an_additive_log_divergence(name):
     m = score(y[te], p.predict(x[te]))
     assert m["kendall_tau"] > 0.85, m
     assert m["rmse"] < y.std()
+
+
+def test_rbf_fits_fewer_points_than_dimensions():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 3, size=(20, 56)) / 2.0
+    y = np.exp(-x.sum(1) / 10)
+    p = make_predictor(PredictorConfig(name="rbf"), seed=0)
+    p.fit(x, y)
+    assert np.isfinite(p.predict(x)).all()

@@ -15,7 +15,9 @@ class RBFPredictor:
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> None:
         t = np.log(np.maximum(y, 1e-12)) if self.cfg.log_target else y
-        self.rbf = RBFInterpolator(x.astype(np.float64), t, kernel=self.cfg.kernel, smoothing=self.cfg.smoothing, degree=1)
+        # a linear tail needs more points than dimensions; early archives may be smaller
+        degree = 1 if len(x) > x.shape[1] else 0
+        self.rbf = RBFInterpolator(x.astype(np.float64), t, kernel=self.cfg.kernel, smoothing=self.cfg.smoothing, degree=degree)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         assert self.rbf is not None, "fit first"
