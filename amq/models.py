@@ -61,13 +61,14 @@ def load_config(path: str, trust_remote_code: bool = False):
         raise AMQConfigError(f"model.path {path!r}: cannot load its config ({str(exc).splitlines()[0]})") from None
 
 
-def layer_infos_from_config(hf_config, trust_remote_code: bool = False) -> list[LayerInfo]:
-    """Searchable layers of a model built on the meta device: no memory, no download of weights."""
+def shapes_from_config(hf_config, trust_remote_code: bool = False) -> tuple[list[LayerInfo], int]:
+    """Searchable layers and total parameter count of a model built on the meta device:
+    no memory, no weights read."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
-    return layer_infos(model)
+    return layer_infos(model), sum(p.numel() for p in model.parameters())
 
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:

@@ -20,7 +20,7 @@ from amq.config import AMQConfigError, Config
 from amq.cost import CostModel, build_cost_model
 from amq.data import calibration_ids, check_data
 from amq.metrics import DivergenceEvaluator
-from amq.models import layer_infos_from_config, load_config, load_model, load_tokenizer, resolve_model_path, searchable_linears
+from amq.models import load_config, load_model, load_tokenizer, resolve_model_path, searchable_linears, shapes_from_config
 from amq.plotting import plot_front
 from amq.predictor import holdout_split, make_predictor, score
 from amq.quant.bank import ProxyBank
@@ -48,22 +48,13 @@ def prepare(cfg: Config) -> Prepared:
     check_data(cfg.data)
     path = resolve_model_path(cfg.model.path)
     hf_config = load_config(path, cfg.model.trust_remote_code)
-    layers = layer_infos_from_config(hf_config, cfg.model.trust_remote_code)
+    layers, total = shapes_from_config(hf_config, cfg.model.trust_remote_code)
     if not layers:
         raise AMQConfigError(f"{path}: no linear layers found in the decoder blocks")
-    total = _param_count(hf_config, cfg.model.trust_remote_code)
     cost = build_cost_model(layers, cfg.bits.choices, cfg.bits.group_size, total)
     for b in cfg.search.budgets:
         cost.check_budget(b, cfg.search.budget_unit)
     return Prepared(path, cost)
-
-
-def _param_count(hf_config, trust_remote_code: bool) -> int:
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        m = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
-    return sum(p.numel() for p in m.parameters())
 
 
 @dataclass
@@ -191,7 +182,8 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
             phase: dict[str, float] = {}
             if it not in archive.iterations_started():
                 t = time.perf_counter()
-                predictor, predictor_metrics = _fit_predictor(cfg, space, archive.records(), seed=cfg.seed + it)
+                records = archive.records()
+                predictor, predictor_metrics = _fit_predictor(cfg, space, records, seed=cfg.seed + it)
                 phase["fit_s"] = time.perf_counter() - t
                 t = time.perf_counter()
                 points = propose(
@@ -201,7 +193,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
                     window,
                     cfg.optimizer,
                     seed=cfg.seed + it,
-                    seeds=[r.plan for r in _front(archive.records())],
+                    seeds=[r.plan for r in _front(records)],
                     show_progress=show_progress,
                 )
                 picks = pick_spread(points, cfg.search.candidates, window, archive.known_plans(), list(budgets_bytes.values()))
