@@ -137,6 +137,7 @@ class SearchConfig:
 
     initial_uniform: bool = True  # every uniform plan is in the initial archive
     initial_random: int = 40  # random plans spread over the memory range
+    ilp_seeds: int = 5  # integer-programming plans (per-layer estimates) at the budgets + this many caps; 0 = none
     iterations: int = 10
     candidates: int = 12  # real evaluations per iteration
     metric: str = "jsd"  # jsd | kl
@@ -150,6 +151,7 @@ class SearchConfig:
         _check(self.metric in ("jsd", "kl"), f"search.metric must be jsd or kl, got {self.metric!r}")
         _check(self.budget_unit in ("bits", "gb"), f"search.budget_unit must be bits or gb, got {self.budget_unit!r}")
         _check(self.iterations >= 0 and self.candidates >= 1, "search.iterations >= 0 and search.candidates >= 1")
+        _check(self.ilp_seeds >= 0, "search.ilp_seeds must be >= 0")
         _check(self.prune_threshold >= 0, "search.prune_threshold must be >= 0")
         _check(self.prune_to in ("highest", "no_lowest"), f"search.prune_to must be highest or no_lowest, got {self.prune_to!r}")
         _check(all(b > 0 for b in self.budgets), "search.budgets must be positive")

@@ -47,6 +47,10 @@ class CostModel:
             sum(layer_bytes(lay.out_features, lay.in_features, b, self.group_size) for lay, b in zip(self.layers, bits, strict=True))
         )
 
+    def table(self) -> np.ndarray:
+        """(layers, choices) bytes of every layer at every choice."""
+        return np.array([[layer_bytes(lay.out_features, lay.in_features, b, self.group_size) for b in self.choices] for lay in self.layers])
+
     def avg_bits(self, bits: Sequence[int]) -> float:
         """Average bits per quantized weight (codes only; scales/zeros are a constant overhead)."""
         n = self.numel

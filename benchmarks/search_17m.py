@@ -24,6 +24,7 @@ from amq.data import calibration_ids
 from amq.metrics import DivergenceEvaluator
 from amq.models import load_model, load_tokenizer, searchable_linears
 from amq.quant.bank import ProxyBank
+from amq.search.ilp import allocate, greedy, loss_table
 from amq.search.loop import prepare, run_search
 from amq.search.space import SearchSpace
 
@@ -51,8 +52,9 @@ def main() -> None:
     t0 = time.perf_counter()
     result = run_search(cfg, run_dir)
     search_s = time.perf_counter() - t0
-    sens = json.loads((run_dir / "sensitivity.json").read_text())["sensitivity"]
-    n_evals = len(result.records) + len(sens)
+    per_bits = json.loads((run_dir / "sensitivity.json").read_text())["per_bits"]
+    n_sens = sum(len(d) for d in per_bits.values())
+    n_evals = len(result.records) + n_sens
 
     # random search with the same number of real evaluations, same bank and data
     prep = prepare(cfg)
@@ -67,7 +69,16 @@ def main() -> None:
         bank.apply(plan)
         random_rows.append((prep.cost.plan_bytes(plan), prep.cost.avg_bits(plan), evaluator.score()))
 
+    # the peers from the same per-layer table: exact-budget ILP and sensitivity greedy
     cost = prep.cost
+    loss = loss_table({n: {int(b): v for b, v in d.items()} for n, d in per_bits.items()}, bank.names, cfg.bits.choices)
+    peers: dict[str, dict[float, tuple[float, float]]] = {"ilp": {}, "greedy": {}}
+    for budget in cfg.search.budgets:
+        cap = cost.budget_to_bytes(budget, "bits")
+        for name, fn in (("ilp", allocate), ("greedy", greedy)):
+            plan = fn(loss, cost.table(), cap, space)
+            bank.apply(plan)
+            peers[name][budget] = (cost.avg_bits(plan), evaluator.score())
     lines = [
         "# AMQ search on amq-llama-17m (CPU)",
         "",
@@ -75,14 +86,17 @@ def main() -> None:
         "",
         f"Calibration: `linuxdoc/calib.txt`, {cfg.data.num_samples} x {cfg.data.seq_len} tokens, {cfg.search.metric.upper()};"
         f" proxy {cfg.proxy.name}, group {cfg.bits.group_size}. Search wall time {search_s / 60:.1f} min on {os.cpu_count()} CPU cores;"
-        f" {len(result.records)} archive evaluations + {len(sens)} sensitivity evaluations = {n_evals};"
+        f" {len(result.records)} archive evaluations + {n_sens} sensitivity evaluations (every layer at every bit-width) = {n_evals};"
         f" random search got the same {n_evals} evaluations.",
         f"Predictor ({cfg.predictor.name}) on held-out archive points after the last iteration:"
         f" Kendall tau {result.predictor_metrics.get('kendall_tau', float('nan')):.3f},"
         f" RMSE {result.predictor_metrics.get('rmse', float('nan')):.2e}.",
         "",
-        "| budget (avg bits) | AMQ plan bits | AMQ divergence | random search best | uniform plan at >= memory | uniform divergence | AMQ better than both |",
-        "|---|---|---|---|---|---|---|",
+        "ILP (exact budget, summed per-layer divergences) and greedy use the sensitivity table the search measured.",
+        "",
+        "| budget (avg bits) | AMQ plan bits | AMQ divergence | random search best | uniform plan at >= memory | uniform divergence"
+        " | ILP | greedy | AMQ better than random and uniform |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     uniform = result.uniform
     for budget, rec in result.budget_plans.items():
@@ -95,11 +109,13 @@ def main() -> None:
         lines.append(
             f"| {budget:g} | {rec.avg_bits:.3f} | {amq_div:.5f} | "
             + (f"{rnd[2]:.5f} ({rnd[1]:.3f} bits)" if rnd else "none fits")
-            + f" | {ub}-bit | {uniform[ub]:.5f} | {'yes' if better else 'no'} |"
+            + f" | {ub}-bit | {uniform[ub]:.5f}"
+            + "".join(f" | {peers[k][budget][1]:.5f} ({peers[k][budget][0]:.3f} bits)" for k in ("ilp", "greedy"))
+            + f" | {'yes' if better else 'no'} |"
         )
     lines += ["", f"Uniform plans (every layer): {', '.join(f'{b}-bit {d:.5f}' for b, d in sorted(uniform.items()))}.", ""]
     lines += [f"Run dir: `{run_dir.relative_to(ROOT)}` (front.png, pareto.json, plans/).", ""]
-    out = ROOT / "benchmarks" / f"search_17m_prune-{cfg.search.prune_to}.md"
+    out = ROOT / "benchmarks" / f"search_17m_{cfg.predictor.name}_prune-{cfg.search.prune_to}_ilp{cfg.search.ilp_seeds}.md"
     out.write_text("\n".join(lines))
     print("\n".join(lines))
 

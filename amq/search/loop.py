@@ -25,9 +25,10 @@ from amq.plotting import plot_front
 from amq.predictor import holdout_split, make_predictor, score
 from amq.quant.bank import ProxyBank
 from amq.search.archive import Archive, Record, open_storage
+from amq.search.ilp import allocate, loss_table
 from amq.search.nsga import pick_spread, propose
 from amq.search.pareto import front_indices, hypervolume
-from amq.search.sensitivity import load_or_measure, prune
+from amq.search.sensitivity import load_or_measure, lowest_column, prune
 from amq.search.space import Plan, SearchSpace
 from amq.tracking import Tracker
 
@@ -99,13 +100,21 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         "model": prep.model_path,
         "proxy": asdict(cfg.proxy),
         "group_size": cfg.bits.group_size,
-        "lowest": cfg.bits.choices[0],
+        "choices": list(cfg.bits.choices),
         "data": asdict(cfg.data),
         "metric": cfg.search.metric,
     }
-    sens = load_or_measure(
-        run_dir / "sensitivity.json", key, names, cfg.bits.choices[0], bank.apply, evaluator.score, cfg.search.sensitivity_path
+    per_bits = load_or_measure(
+        run_dir / "sensitivity.json",
+        key,
+        names,
+        cfg.bits.choices,
+        bank.apply,
+        evaluator.score,
+        cfg.search.sensitivity_path,
+        show_progress,
     )
+    sens = lowest_column(per_bits)
     timings["sensitivity"] = time.perf_counter() - t0
     budgets_bytes = {b: cost.budget_to_bytes(b, cfg.search.budget_unit) for b in cfg.search.budgets}
     lowest = cfg.bits.choices[0]
@@ -171,6 +180,8 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
             initial = [space.uniform(b) for b in cfg.bits.choices] if cfg.search.initial_uniform else []
             initial += space.random_plans(cfg.search.initial_random, rng)
             archive.enqueue(initial, 0, "initial", cost.avg_bits)
+            seeds = ilp_seeds(space, loss_table(per_bits, names, cfg.bits.choices), cost, budgets_bytes, window, cfg.search.ilp_seeds)
+            archive.enqueue(seeds, 0, "ilp", cost.avg_bits)
         t_eval = run_queue("initial archive")
         records = archive.records()
         hv_ref = (1.0, max(r.divergence for r in records if r.iteration == 0) * 1.1)
@@ -215,6 +226,17 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         return result
     finally:
         tracker.finish()
+
+
+def ilp_seeds(space: SearchSpace, loss: np.ndarray, cost: CostModel, budgets_bytes: dict, window: tuple[int, int], n: int) -> list[Plan]:
+    """Integer-programming plans (summed per-layer loss, exact budget) at every budget and at
+    `n` caps spread over the window: the peers' best guess, which the search must improve on."""
+    if n <= 0:
+        return []
+    caps = sorted({*budgets_bytes.values(), *np.linspace(window[0], window[1], n).astype(int).tolist()})
+    table = cost.table()
+    plans = [allocate(loss, table, cap, space) for cap in caps]
+    return list(dict.fromkeys(p for p in plans if p is not None))
 
 
 def _window(cost: CostModel, budgets_bytes: dict[float, int], lo: int, hi: int) -> tuple[int, int]:

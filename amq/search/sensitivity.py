@@ -1,4 +1,9 @@
-"""Per-layer sensitivity (that layer alone at the lowest bit-width) and search-space pruning."""
+"""Per-layer sensitivity and search-space pruning.
+
+Each layer is measured alone at every bit-width of the choice set (every other layer at full
+precision). The lowest bit-width's column is AMQ's sensitivity, which pruning uses; the whole
+table is the per-layer loss estimate that integer-programming and greedy allocation need.
+"""
 
 from __future__ import annotations
 
@@ -16,43 +21,57 @@ log = logging.getLogger(__name__)
 
 
 def measure_sensitivity(
-    names: Sequence[str], lowest: int, apply: Callable[[Sequence[int]], None], score: Callable[[], float], show_progress: bool = True
-) -> dict[str, float]:
-    """Divergence with one layer at `lowest` bits and every other layer at full precision."""
-    out: dict[str, float] = {}
-    for i, name in enumerate(tqdm(names, desc="sensitivity", unit="layer", disable=not show_progress)):
-        plan = [FULL] * len(names)
-        plan[i] = lowest
-        apply(plan)
-        out[name] = score()
+    names: Sequence[str],
+    choices: Sequence[int],
+    apply: Callable[[Sequence[int]], None],
+    score: Callable[[], float],
+    show_progress: bool = True,
+) -> dict[str, dict[int, float]]:
+    """Divergence with one layer at each of `choices` and every other layer at full precision."""
+    out: dict[str, dict[int, float]] = {n: {} for n in names}
+    bar = tqdm(total=len(names) * len(choices), desc="sensitivity", unit="eval", disable=not show_progress)
+    for i, name in enumerate(names):
+        for b in choices:
+            plan = [FULL] * len(names)
+            plan[i] = b
+            apply(plan)
+            out[name][b] = score()
+            bar.update()
+    bar.close()
     apply([FULL] * len(names))
     return out
+
+
+def lowest_column(per_bits: dict[str, dict[int, float]]) -> dict[str, float]:
+    """AMQ's sensitivity: each layer's divergence at the lowest bit-width."""
+    return {n: d[min(d)] for n, d in per_bits.items()}
 
 
 def load_or_measure(
     path: Path,
     key: dict,
     names: Sequence[str],
-    lowest: int,
+    choices: Sequence[int],
     apply: Callable[[Sequence[int]], None],
     score: Callable[[], float],
     reuse: str | None = None,
-) -> dict[str, float]:
-    """Read sensitivities from `reuse` or `path` when their key matches; else measure and save."""
+    show_progress: bool = True,
+) -> dict[str, dict[int, float]]:
+    """Read the per-layer table from `reuse` or `path` when its key matches; else measure and save."""
     for candidate in [Path(reuse)] if reuse else [path]:
         if candidate.is_file():
             data = json.loads(candidate.read_text())
-            if data.get("key") == key and list(data["sensitivity"]) == list(names):
+            if data.get("key") == key and list(data.get("per_bits", {})) == list(names):
                 log.info("sensitivity reused from %s", candidate)
                 if candidate != path:
                     path.write_text(candidate.read_text())
-                return {k: float(v) for k, v in data["sensitivity"].items()}
+                return {n: {int(b): float(v) for b, v in d.items()} for n, d in data["per_bits"].items()}
             log.warning("sensitivity in %s was measured under other settings; measuring again", candidate)
-    sens = measure_sensitivity(names, lowest, apply, score)
+    per_bits = measure_sensitivity(names, choices, apply, score, show_progress)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "sensitivity": sens}, indent=2))
+    tmp.write_text(json.dumps({"key": key, "sensitivity": lowest_column(per_bits), "per_bits": per_bits}, indent=1))
     tmp.replace(path)
-    return sens
+    return per_bits
 
 
 def prune(

@@ -1,0 +1,91 @@
+"""GPTQ (Frantar et al., 2023): column-by-column quantization with second-order error feedback.
+
+For a layer y = x W^T with calibration inputs X, GPTQ minimizes ||X W^T - X Q^T||^2 one input
+column at a time: each column is rounded, and its rounding error, scaled by the inverse
+Hessian H^-1 = (2 X^T X + damp I)^-1, is pushed onto the columns not yet quantized. The upper
+Cholesky factor of H^-1 gives the update rows; columns go in blocks so the rank-1 updates
+stay in a small slab and the rest of the matrix gets one GEMM per block.
+
+Group-wise scales and zeros (min-max, fp16 as stored) are taken from the error-updated weights
+when each group's first column is reached. With `act_order`, columns are visited in order of
+decreasing Hessian diagonal; group parameters are then computed up front from the original
+weights ("static groups"), so groups stay contiguous input ranges as the packed format needs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from amq.quant.groupwise import GroupQuant, _minmax_params
+
+
+class HessianAccumulator:
+    """Running H = 2/n sum x x^T over the rows of a layer's calibration inputs (float64 sums)."""
+
+    def __init__(self, in_features: int, device: torch.device) -> None:
+        self.h = torch.zeros(in_features, in_features, device=device, dtype=torch.float32)
+        self.n = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).float()
+        m = x.shape[0]
+        self.h.mul_(self.n / (self.n + m))
+        self.n += m
+        x = x * (2.0 / self.n) ** 0.5
+        self.h.addmm_(x.T, x)
+
+
+def gptq_quantize(
+    w: torch.Tensor,
+    h: torch.Tensor,
+    bits: int,
+    group_size: int,
+    damp: float = 0.01,
+    act_order: bool = False,
+    block_size: int = 128,
+) -> GroupQuant:
+    """Quantize weight `w` (out, in) given the Hessian `h` (in, in) of its inputs."""
+    out_f, in_f = w.shape
+    if in_f % group_size:
+        raise ValueError(f"group size {group_size} does not divide input width {in_f}")
+    qmax = 2**bits - 1
+    W = w.detach().float().clone()
+    H = h.detach().float().clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    n_groups = in_f // group_size
+    scale = torch.empty(out_f, n_groups, device=W.device)
+    zero = torch.empty(out_f, n_groups, device=W.device)
+
+    perm = torch.arange(in_f, device=W.device)
+    if act_order:
+        s, z = _minmax_params(W.view(out_f, n_groups, group_size), bits)  # static groups
+        scale, zero = s.squeeze(-1), z.squeeze(-1)
+        perm = torch.argsort(torch.diag(H), descending=True)
+        W, H = W[:, perm], H[perm][:, perm]
+
+    H.diagonal().add_(damp * torch.mean(torch.diag(H)))
+    L = torch.linalg.cholesky(H)
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+
+    codes = torch.empty(out_f, in_f, device=W.device, dtype=torch.uint8)
+    for i1 in range(0, in_f, block_size):
+        i2 = min(i1 + block_size, in_f)
+        W1 = W[:, i1:i2].clone()
+        err1 = torch.zeros_like(W1)
+        hinv1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = int(perm[i1 + i])
+            g = col // group_size
+            if not act_order and col % group_size == 0:
+                s, z = _minmax_params(W1[:, i : i + group_size].unsqueeze(1), bits)
+                scale[:, g], zero[:, g] = s.view(-1), z.view(-1)
+            w_col = W1[:, i]
+            q = torch.clamp(torch.round(w_col / scale[:, g] + zero[:, g]), 0, qmax)
+            codes[:, col] = q.to(torch.uint8)
+            err = (w_col - (q - zero[:, g]) * scale[:, g]) / hinv1[i, i]
+            W1[:, i:] -= err.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
+            err1[:, i] = err
+        W[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return GroupQuant(codes, scale.half(), zero.half(), bits, group_size)

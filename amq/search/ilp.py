@@ -1,0 +1,84 @@
+"""Bit allocation from per-layer loss estimates: exact-budget integer programming and greedy.
+
+The peers' way (MXQ, GAMMA-style): assume a plan's loss is the sum of each layer's loss when
+quantized alone, and pick one bit-width per layer to minimize that sum under the byte budget.
+The program is small (layers x choices binaries, one budget row, one row per layer), so
+scipy's HiGHS solves it exactly in milliseconds. The same solver repairs a search plan to a
+budget, and seeds the search's initial archive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from amq.search.space import Plan, SearchSpace
+
+
+def loss_table(per_bits: dict[str, dict[int, float]], names: Sequence[str], choices: Sequence[int]) -> np.ndarray:
+    """(layers, choices) array of each layer's measured loss alone at each bit-width."""
+    return np.array([[per_bits[n][b] for b in choices] for n in names], dtype=np.float64)
+
+
+def allocate(
+    loss: np.ndarray,
+    cost: np.ndarray,
+    cap: int,
+    space: SearchSpace,
+    allowed: np.ndarray | None = None,
+) -> Plan | None:
+    """Plan minimizing the summed per-layer loss with total bytes <= `cap`; None if none fits.
+
+    `loss` and `cost` are (layers, choices); `allowed` (same shape, bool) narrows the choices
+    further than the search space does (repair uses it)."""
+    n_layers, n_choices = loss.shape
+    mask = np.array([[b in space.options(i) for b in space.choices] for i in range(n_layers)])
+    if allowed is not None:
+        mask &= allowed
+    if np.where(mask, cost, np.inf).min(axis=1).sum() > cap:
+        return None
+    one_each = np.kron(np.eye(n_layers), np.ones(n_choices))
+    res = milp(
+        c=loss.ravel(),
+        integrality=np.ones(loss.size),
+        bounds=Bounds(0, mask.ravel().astype(float)),
+        constraints=[LinearConstraint(one_each, 1, 1), LinearConstraint(cost.ravel()[None, :].astype(float), -np.inf, cap)],
+    )
+    if res.x is None:
+        return None
+    pick = res.x.reshape(n_layers, n_choices).argmax(axis=1)
+    return tuple(int(space.choices[j]) for j in pick)
+
+
+def greedy(loss: np.ndarray, cost: np.ndarray, cap: int, space: SearchSpace) -> Plan | None:
+    """Sensitivity greedy: start every layer at its highest option, then repeatedly take the
+    layer whose next step down adds the least loss per byte saved, until the plan fits."""
+    col = {b: j for j, b in enumerate(space.choices)}
+    opts = [space.options(i) for i in range(len(space.names))]
+    pos = [len(o) - 1 for o in opts]  # index into each layer's own options
+    total = int(sum(cost[i, col[o[-1]]] for i, o in enumerate(opts)))
+    while total > cap:
+        best, best_i = np.inf, -1
+        for i, o in enumerate(opts):
+            if pos[i] == 0:
+                continue
+            cur, nxt = col[o[pos[i]]], col[o[pos[i] - 1]]
+            ratio = (loss[i, nxt] - loss[i, cur]) / max(1, cost[i, cur] - cost[i, nxt])
+            if ratio < best:
+                best, best_i = ratio, i
+        if best_i < 0:
+            return None
+        o = opts[best_i]
+        total -= int(cost[best_i, col[o[pos[best_i]]]] - cost[best_i, col[o[pos[best_i] - 1]]])
+        pos[best_i] -= 1
+    return tuple(int(o[p]) for o, p in zip(opts, pos, strict=True))
+
+
+def repair(plan: Plan, loss: np.ndarray, cost: np.ndarray, cap: int, space: SearchSpace, reach: int = 1) -> Plan | None:
+    """The best plan under `cap` (by the loss estimates) that moves each layer at most `reach`
+    steps of the choice set away from `plan`: fits a searched plan to a budget exactly."""
+    pos = np.array([space.choices.index(b) for b in plan])
+    allowed = np.abs(np.arange(len(space.choices))[None, :] - pos[:, None]) <= reach
+    return allocate(loss, cost, cap, space, allowed)
