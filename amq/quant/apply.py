@@ -11,6 +11,7 @@ The result: every planned layer becomes a `QuantLinear` holding its packed weigh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,10 +68,8 @@ def capture_block_inputs(model: nn.Module, ids: torch.Tensor, batch_size: int) -
     handle = first.register_forward_pre_hook(grab, with_kwargs=True)
     try:
         for batch in ids.split(batch_size):
-            try:
+            with contextlib.suppress(_StopForward):
                 model(input_ids=batch.to(device), use_cache=False)
-            except _StopForward:
-                pass
     finally:
         handle.remove()
     return seen
