@@ -143,6 +143,7 @@ class SearchConfig:
     metric: str = "jsd"  # jsd | kl
     prune_threshold: float = 2.0  # prune layers above this multiple of the median sensitivity; 0 = off
     prune_to: str = "highest"  # highest: fix them to the highest bits (AMQ) | no_lowest: drop the lowest choice
+    strategy: str = "amq"  # amq: predictor + NSGA-II proposals | random: random plans (the baseline), same evaluation count
     budgets: list[float] = field(default_factory=lambda: [2.5, 3.0, 3.5])
     budget_unit: str = "bits"  # bits: average bits per quantized weight | gb: whole model in GB
     sensitivity_path: str | None = None  # reuse a sensitivity.json from another run
@@ -151,6 +152,7 @@ class SearchConfig:
         _check(self.metric in ("jsd", "kl"), f"search.metric must be jsd or kl, got {self.metric!r}")
         _check(self.budget_unit in ("bits", "gb"), f"search.budget_unit must be bits or gb, got {self.budget_unit!r}")
         _check(self.iterations >= 0 and self.candidates >= 1, "search.iterations >= 0 and search.candidates >= 1")
+        _check(self.strategy in ("amq", "random"), f"search.strategy must be amq or random, got {self.strategy!r}")
         _check(self.ilp_seeds >= 0, "search.ilp_seeds must be >= 0")
         _check(self.prune_threshold >= 0, "search.prune_threshold must be >= 0")
         _check(self.prune_to in ("highest", "no_lowest"), f"search.prune_to must be highest or no_lowest, got {self.prune_to!r}")
@@ -189,13 +191,87 @@ class Config:
     run_name: str = "amq"
 
 
+QUANT_METHODS = ("gptq", "awq", "hqq", "rtn")
+
+
+@dataclass
+class QuantizerConfig:
+    """The final quantizer that applies a plan (the search's proxy is separate)."""
+
+    method: str = "gptq"  # gptq | awq | hqq | rtn
+    group_size: int = 128
+    damp: float = 0.01  # gptq: Hessian dampening, fraction of the mean diagonal
+    act_order: bool = False  # gptq: columns by decreasing Hessian diagonal (static groups)
+    block_size: int = 128  # gptq: columns per lazy-update block
+    awq_grid: int = 20  # awq: scale exponents and clip ratios tried
+    awq_clip: bool = True
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        _check(self.method in QUANT_METHODS, f"quantizer.method must be one of {', '.join(QUANT_METHODS)}, got {self.method!r}")
+        _check(self.group_size > 0, f"quantizer.group_size must be positive, got {self.group_size}")
+        _check(0 <= self.damp < 1, "quantizer.damp must be in [0, 1)")
+
+
+PLAN_SOURCES = ("none", "uniform", "file", "ilp", "greedy")
+
+
+@dataclass
+class PlanConfig:
+    """Which per-layer plan to apply: uniform bits, a plan JSON from a search, or a peer
+    allocator (ilp, greedy) over a search's per-layer sensitivity table at a budget."""
+
+    source: str = "uniform"  # none (16-bit reference) | uniform | file | ilp | greedy
+    bits: int = 3  # uniform
+    path: str | None = None  # file: plans/<b>bits.json; ilp/greedy: a run dir or its sensitivity.json
+    budget: float | None = None  # ilp/greedy
+    budget_unit: str = "bits"
+    choices: list[int] = field(default_factory=lambda: [2, 3, 4])  # ilp/greedy
+
+    def __post_init__(self) -> None:
+        _check(self.source in PLAN_SOURCES, f"plan.source must be one of {', '.join(PLAN_SOURCES)}, got {self.source!r}")
+        _check(1 <= self.bits <= 8, f"plan.bits {self.bits} is outside 1-8")
+        _check(self.source in ("none", "uniform") or bool(self.path), f"plan={self.source} needs plan.path=<plan json or search run dir>")
+        _check(self.source not in ("ilp", "greedy") or self.budget is not None, f"plan={self.source} needs plan.budget=<bits or GB>")
+        _check(self.budget_unit in ("bits", "gb"), f"plan.budget_unit must be bits or gb, got {self.budget_unit!r}")
+
+
+@dataclass
+class EvalSettings:
+    """Perplexity by the standard protocol: each test text joined, non-overlapping windows."""
+
+    tests: dict[str, str] = field(default_factory=dict)  # name -> wikitext2 | c4 | builtin | a local text file
+    seq_len: int = 2048
+    batch_size: int = 1
+    max_windows: int | None = None  # None: the whole split (the standard); a number for quick checks
+
+    def __post_init__(self) -> None:
+        _check(self.seq_len > 1 and self.batch_size > 0, "eval.seq_len and eval.batch_size must be positive")
+
+
+@dataclass
+class EvaluateConfig:
+    """The root config of `python -m amq.evaluate`: quantize a model to a plan, measure, export."""
+
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING  # calibration data for gptq/awq
+    quantizer: QuantizerConfig = MISSING
+    plan: PlanConfig = MISSING
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    logger: LoggerConfig = MISSING
+    export: bool = False  # write a packed checkpoint into the run dir
+    seed: int = 0
+    run_name: str = "eval"
+
+
 def register_configs() -> None:
-    """Register the root schema: every group's YAML is merged into its typed field."""
+    """Register the root schemas: every group's YAML is merged into its typed field."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
 
 
-def to_object(cfg: DictConfig | Any) -> Config:
+def to_object(cfg: DictConfig | Any) -> Any:
     """Turn a composed DictConfig into validated dataclasses (raises AMQConfigError)."""
     try:
         obj = OmegaConf.to_object(cfg)
@@ -203,5 +279,5 @@ def to_object(cfg: DictConfig | Any) -> Config:
         raise
     except Exception as exc:  # omegaconf validation errors: keep only the first line
         raise AMQConfigError(str(exc).splitlines()[0]) from None
-    assert isinstance(obj, Config)
+    assert isinstance(obj, (Config, EvaluateConfig))
     return obj

@@ -14,13 +14,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from amq.config import AMQConfigError
+from amq.config import AMQConfigError, QuantizerConfig
 from amq.models import decoder_blocks, searchable_linears
 from amq.quant.awq import clip_weight, search_scale
 from amq.quant.gptq import HessianAccumulator, gptq_quantize
@@ -29,25 +28,6 @@ from amq_kernels.linear import QuantLinear
 from amq_kernels.packing import pack
 
 log = logging.getLogger(__name__)
-METHODS = ("gptq", "awq", "hqq", "rtn")
-
-
-@dataclass
-class QuantizerConfig:
-    """Settings of the final quantizer (the search's proxy is separate)."""
-
-    method: str = "gptq"  # gptq | awq | hqq | rtn
-    group_size: int = 128
-    damp: float = 0.01  # gptq: Hessian dampening, fraction of the mean diagonal
-    act_order: bool = False  # gptq: columns by decreasing Hessian diagonal (static groups)
-    block_size: int = 128  # gptq: columns per lazy-update block
-    awq_grid: int = 20  # awq: scale exponents and clip ratios tried
-    awq_clip: bool = True
-    batch_size: int = 8
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise AMQConfigError(f"quantizer.method must be one of {', '.join(METHODS)}, got {self.method!r}")
 
 
 class _StopForward(Exception):

@@ -181,7 +181,8 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
             initial += space.random_plans(cfg.search.initial_random, rng)
             archive.enqueue(initial, 0, "initial", cost.avg_bits)
             seeds = ilp_seeds(space, loss_table(per_bits, names, cfg.bits.choices), cost, budgets_bytes, window, cfg.search.ilp_seeds)
-            archive.enqueue(seeds, 0, "ilp", cost.avg_bits)
+            if cfg.search.strategy == "amq":
+                archive.enqueue(seeds, 0, "ilp", cost.avg_bits)
         t_eval = run_queue("initial archive")
         records = archive.records()
         hv_ref = (1.0, max(r.divergence for r in records if r.iteration == 0) * 1.1)
@@ -191,7 +192,10 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         # --- iterations: fit, propose, evaluate ------------------------------------------
         for it in range(1, cfg.search.iterations + 1):
             phase: dict[str, float] = {}
-            if it not in archive.iterations_started():
+            if it not in archive.iterations_started() and cfg.search.strategy == "random":
+                picks = _random_in_window(space, cost, window, archive.known_plans(), cfg.search.candidates, cfg.seed + it)
+                archive.enqueue(picks, it, "random", cost.avg_bits)
+            elif it not in archive.iterations_started():
                 t = time.perf_counter()
                 records = archive.records()
                 predictor, predictor_metrics = _fit_predictor(cfg, space, records, seed=cfg.seed + it)
@@ -237,6 +241,19 @@ def ilp_seeds(space: SearchSpace, loss: np.ndarray, cost: CostModel, budgets_byt
     table = cost.table()
     plans = [allocate(loss, table, cap, space) for cap in caps]
     return list(dict.fromkeys(p for p in plans if p is not None))
+
+
+def _random_in_window(space: SearchSpace, cost: CostModel, window: tuple[int, int], known: set, k: int, seed: int) -> list[Plan]:
+    """The random-search baseline's proposals: fresh random plans inside the memory window."""
+    rng = np.random.default_rng(seed)
+    out: list[Plan] = []
+    for _ in range(100):
+        for plan in space.random_plans(8 * k, rng):
+            if window[0] <= cost.plan_bytes(plan) <= window[1] and plan not in known and plan not in out:
+                out.append(plan)
+        if len(out) >= k:
+            break
+    return out[:k]
 
 
 def _window(cost: CostModel, budgets_bytes: dict[float, int], lo: int, hi: int) -> tuple[int, int]:

@@ -56,6 +56,14 @@ class PackedWeight:
         )
 
 
+def empty_packed(out_features: int, in_features: int, bits: int, group_size: int, device: torch.device | str = "cpu") -> PackedWeight:
+    """A zero-filled PackedWeight of the right shapes: the target a checkpoint loads into."""
+    planes = [torch.zeros(in_features * w // WORD_BITS, out_features, dtype=torch.int32, device=device) for w in plane_widths(bits)]
+    groups = (in_features // group_size, out_features)
+    z = torch.zeros(groups, dtype=torch.float16, device=device)
+    return PackedWeight(planes, z, z.clone(), bits, group_size, out_features, in_features)
+
+
 def pack(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, group_size: int) -> PackedWeight:
     """Pack codes (N, K) uint8 with per-group scale/zero (N, K // group_size)."""
     n, k = codes.shape

@@ -1,0 +1,132 @@
+"""`python -m amq.evaluate`: apply a plan with a real quantizer, measure perplexity, export.
+
+Writes `result.json` into the run dir (method, plan source, bits, bytes, perplexity per test
+set with its context length and window count) and, with `export=true`, a packed checkpoint
+under `export/`. `python -m amq.report <dir>` turns many of these into one comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from amq.config import AMQConfigError, DataConfig, EvaluateConfig, register_configs, to_object
+from amq.cost import build_cost_model
+from amq.data import calibration_ids, check_data, load_text
+from amq.models import load_config, load_model, load_tokenizer, resolve_model_path, shapes_from_config
+from amq.perplexity import perplexity, token_stream
+from amq.plans import build_plan
+from amq.tracking import Tracker
+
+log = logging.getLogger(__name__)
+register_configs()
+
+
+def _test_text(source: str) -> str:
+    """A test split by name (wikitext2, c4 from the hub; builtin: the embedded held-out text) or a local file."""
+    if source == "builtin":
+        from amq.tiny import builtin_corpus
+
+        return builtin_corpus()[1]
+    if source in ("wikitext2", "c4"):
+        return load_text(DataConfig(name=source), split="test" if source == "wikitext2" else "validation")
+    p = Path(source).expanduser()
+    if not p.is_file():
+        raise AMQConfigError(f"eval.tests: {source!r} is not wikitext2, c4, builtin or an existing text file")
+    return p.read_text(encoding="utf-8", errors="replace")
+
+
+def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> dict:
+    """Quantize `cfg.model` to `cfg.plan` with `cfg.quantizer`; return (and save) the results."""
+    from amq.export import payload_bytes, save_quantized
+    from amq.quant.apply import quantize_model
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # cheap checks first: paths, plan, budget, test files
+    path = resolve_model_path(cfg.model.path)
+    layers, total = shapes_from_config(load_config(path, cfg.model.trust_remote_code), cfg.model.trust_remote_code)
+    choices = sorted({*cfg.plan.choices, cfg.plan.bits})
+    cost = build_cost_model(layers, choices, cfg.quantizer.group_size, total)
+    names = [lay.name for lay in layers]
+    plan = build_plan(cfg.plan, names, cost)
+    needs_data = bool(plan) and cfg.quantizer.method in ("gptq", "awq")
+    if needs_data:
+        check_data(cfg.data)
+    if not cfg.eval.tests:
+        raise AMQConfigError("eval.tests is empty: name at least one test text (wikitext2, c4, builtin or a file)")
+    for source in cfg.eval.tests.values():
+        if source in ("wikitext2", "c4"):
+            check_data(DataConfig(name=source))
+        elif source != "builtin" and not Path(source).expanduser().is_file():
+            raise AMQConfigError(f"eval.tests: {source!r} is not wikitext2, c4, builtin or an existing text file")
+    if cfg.export and not plan:
+        raise AMQConfigError("export=true needs a quantized plan (plan.source is none)")
+
+    torch.manual_seed(cfg.seed)
+    model = load_model(cfg.model, path)
+    tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
+    result: dict = {
+        "model": cfg.model.name,
+        "method": cfg.quantizer.method if plan else "fp16",
+        "plan_source": cfg.plan.source,
+        "budget": cfg.plan.budget,
+        "group_size": cfg.quantizer.group_size,
+        "plan": plan,
+    }
+    if plan:
+        bits = [plan[n] for n in names]
+        result.update(avg_bits=cost.avg_bits(bits), bytes=cost.plan_bytes(bits), model_gb=cost.model_gb(bits))
+        t0 = time.perf_counter()
+        ids = calibration_ids(cfg.data, tokenizer) if needs_data else None
+        quantize_model(model, plan, cfg.quantizer, ids, show_progress, pack_layers=cfg.export)
+        result["quantize_s"] = time.perf_counter() - t0
+    else:
+        result.update(avg_bits=16.0, bytes=2 * sum(lay.numel for lay in layers), model_gb=2 * total / 1e9)
+
+    result["perplexity"] = {}
+    for name, source in cfg.eval.tests.items():
+        ids = token_stream(_test_text(source), tokenizer)
+        ppl, windows = perplexity(model, ids, cfg.eval.seq_len, cfg.eval.batch_size, cfg.eval.max_windows, f"ppl {name}", show_progress)
+        result["perplexity"][name] = {"ppl": ppl, "seq_len": cfg.eval.seq_len, "windows": windows, "tokens": int(ids.numel())}
+        log.info("%s: perplexity %.3f (%d windows of %d tokens)", name, ppl, windows, cfg.eval.seq_len)
+
+    if cfg.export:
+        dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float16
+        out = save_quantized(model, run_dir / "export", cfg.quantizer.method, {"avg_bits": result["avg_bits"]}, tokenizer, dtype)
+        size, payload = (out / "model.safetensors").stat().st_size, payload_bytes(out / "model.safetensors")
+        predicted = round(result["model_gb"] * 1e9)
+        result["export"] = {"dir": str(out), "file_bytes": size, "tensor_bytes": payload, "cost_model_bytes": predicted}
+        result["export"]["size_ratio"] = size / predicted
+        log.info("export: %d bytes on disk (%d of tensors) vs %d by the cost model", size, payload, predicted)
+
+    (run_dir / "result.json").write_text(json.dumps(result, indent=1))
+    tracker = Tracker(cfg.logger, run_dir, {k: v for k, v in asdict(cfg).items() if k != "plan"}, cfg.run_name)
+    tracker.summary({"avg_bits": result["avg_bits"], **{f"ppl/{k}": v["ppl"] for k, v in result["perplexity"].items()}})
+    tracker.finish()
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(dcfg: DictConfig) -> float | None:
+    """One evaluation; returns the first test set's perplexity (for sweepers)."""
+    try:
+        cfg = to_object(dcfg)
+        result = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except AMQConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    first = next(iter(result["perplexity"].values()), None)
+    return first["ppl"] if first else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Packed checkpoints: safetensors weights + a JSON quantization config, reloadable into the HF
+model class with QuantLinear layers.
+
+Layout of an export directory:
+
+    config.json            the model's HF config (unchanged)
+    model.safetensors      every tensor: 16-bit rest of the model, and per quantized layer its
+                           bit planes (plane0, plane1, ...), scales and zeros (kernels/README.md)
+    quantization.json      format, method, group size, and every layer's bits
+    tokenizer files        when a tokenizer is given
+
+Nothing is pickled: safetensors for tensors, JSON for the rest. Tied weights (embeddings and
+lm_head) are stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from amq.config import AMQConfigError
+from amq_kernels.linear import QuantLinear
+from amq_kernels.packing import empty_packed
+
+log = logging.getLogger(__name__)
+FORMAT = "amq-bitplane"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+QCONFIG = "quantization.json"
+
+
+def quantized_layers(model: nn.Module) -> dict[str, QuantLinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+
+
+def save_quantized(
+    model: nn.Module,
+    out_dir: str | Path,
+    method: str,
+    extra: Mapping | None = None,
+    tokenizer=None,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
+    """Write `model` (with QuantLinear layers) to `out_dir`; returns the directory.
+
+    The unquantized rest (embeddings, norms, lm_head) is cast to `dtype` in place first, so a
+    model evaluated in float32 on a CPU is still stored at 16 bits, as the cost model counts."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    layers = quantized_layers(model)
+    if not layers:
+        raise ValueError("the model has no QuantLinear layers; quantize it first")
+    for mod in model.modules():
+        if not isinstance(mod, QuantLinear):
+            for p in mod.parameters(recurse=False):
+                if p.is_floating_point():
+                    p.data = p.data.to(dtype)
+    model.config.save_pretrained(out)
+    tmp = out / (WEIGHTS + ".tmp")
+    save_model(model, str(tmp), metadata={"format": "pt"})
+    tmp.replace(out / WEIGHTS)
+    doc = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "method": method,
+        "group_size": sorted({q.group_size for q in layers.values()}),
+        "dtype": str(dtype).removeprefix("torch."),
+        "layers": {n: {"bits": q.bits, "group_size": q.group_size, "method": method} for n, q in layers.items()},
+        **(dict(extra) if extra else {}),
+    }
+    (out / QCONFIG).write_text(json.dumps(doc, indent=1))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    log.info("exported %d quantized layers to %s (%.1f MB)", len(layers), out, (out / WEIGHTS).stat().st_size / 1e6)
+    return out
+
+
+def payload_bytes(path: str | Path) -> int:
+    """Tensor bytes of a safetensors file: its size less the 8-byte length and the JSON header."""
+    p = Path(path)
+    with p.open("rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+    return p.stat().st_size - 8 - header_len
+
+
+def read_quant_config(path: str | Path) -> dict:
+    p = Path(path) / QCONFIG
+    if not p.is_file():
+        raise AMQConfigError(f"{path}: no {QCONFIG}; not an amq export")
+    doc = json.loads(p.read_text())
+    if doc.get("format") != FORMAT or doc.get("version", 0) > FORMAT_VERSION:
+        raise AMQConfigError(f"{p}: format {doc.get('format')!r} v{doc.get('version')} is not one this amq reads")
+    return doc
+
+
+def load_quantized(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> nn.Module:
+    """Rebuild the HF model from its config, put QuantLinear layers where the export has them,
+    and load every tensor (strict: a missing or extra tensor is an error)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    doc = read_quant_config(path)
+    config = AutoConfig.from_pretrained(path)  # no remote code: a plain HF architecture
+    dtype = dtype or getattr(torch, doc.get("dtype", "float16"))
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    for name, spec in doc["layers"].items():
+        lin = model.get_submodule(name)
+        packed = empty_packed(lin.out_features, lin.in_features, int(spec["bits"]), int(spec["group_size"]))
+        bias = torch.zeros_like(lin.bias) if lin.bias is not None else None
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, QuantLinear(packed, bias))
+    missing, unexpected = load_model(model, str(Path(path) / WEIGHTS), strict=False)
+    if missing or unexpected:
+        raise AMQConfigError(
+            f"{path}: checkpoint does not match the model (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
+        )
+    return model.to(device).eval()

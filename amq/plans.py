@@ -1,0 +1,68 @@
+"""Where a plan to apply comes from: uniform bits, a search's plan JSON, or a peer allocator
+(ILP, greedy) over a search's per-layer sensitivity table at a budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from amq.config import AMQConfigError, PlanConfig
+from amq.cost import CostModel
+from amq.search.ilp import allocate, greedy, loss_table
+from amq.search.space import SearchSpace
+
+
+def read_plan_file(path: str | Path) -> dict[str, int]:
+    """Per-layer bits from a plan JSON written by a search (plans/<b>bits.json or a pareto entry)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise AMQConfigError(f"plan.path {str(path)!r}: no such plan file")
+    try:
+        doc = json.loads(p.read_text())
+        return {str(k): int(v) for k, v in doc["layers"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise AMQConfigError(f"plan.path {str(path)!r}: not a plan file ({type(exc).__name__}: {exc})") from None
+
+
+def read_sensitivity(path: str | Path) -> dict[str, dict[int, float]]:
+    """The per-layer table (layer -> bits -> divergence) from a run dir or its sensitivity.json."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "sensitivity.json"
+    if not p.is_file():
+        raise AMQConfigError(f"plan.path {str(path)!r}: no sensitivity.json (give a search run dir)")
+    doc = json.loads(p.read_text())
+    if "per_bits" not in doc:
+        raise AMQConfigError(f"{p}: has no per-bit-width table (written by an older amq); run the search again")
+    return {n: {int(b): float(v) for b, v in d.items()} for n, d in doc["per_bits"].items()}
+
+
+def build_plan(cfg: PlanConfig, names: list[str], cost: CostModel) -> dict[str, int]:
+    """The layer -> bits plan that `cfg` describes, for a model with searchable layers `names`."""
+    if cfg.source == "none":
+        return {}
+    if cfg.source == "uniform":
+        return {n: cfg.bits for n in names}
+    if cfg.source == "file":
+        plan = read_plan_file(str(cfg.path))
+    else:
+        table = read_sensitivity(str(cfg.path))
+        if sorted(table) != sorted(names):
+            raise AMQConfigError(f"plan.path {cfg.path!r}: its sensitivity table is for another model")
+        missing = [b for b in cost.choices if any(b not in d for d in table.values())]
+        if missing:
+            raise AMQConfigError(f"the sensitivity table has no {missing} bits entries; plan.choices must match the search")
+        cost.check_budget(float(cfg.budget), cfg.budget_unit)
+        cap = cost.budget_to_bytes(float(cfg.budget), cfg.budget_unit)
+        space = SearchSpace(tuple(names), tuple(cost.choices))
+        fn = allocate if cfg.source == "ilp" else greedy
+        bits = fn(loss_table(table, names, cost.choices), cost.table(), cap, space)
+        if bits is None:
+            raise AMQConfigError(f"no plan fits the budget {cfg.budget} {cfg.budget_unit}")
+        plan = dict(zip(names, bits, strict=True))
+    unknown = sorted(set(plan) - set(names))
+    if unknown or len(plan) != len(names):
+        raise AMQConfigError(
+            f"the plan does not match the model's searchable layers (e.g. {(unknown or sorted(set(names) - set(plan)))[:2]})"
+        )
+    return {n: plan[n] for n in names}
