@@ -137,6 +137,7 @@ class SearchConfig:
 
     initial_uniform: bool = True  # every uniform plan is in the initial archive
     initial_random: int = 40  # random plans spread over the memory range
+    ilp_refit: bool = True  # each iteration, also an ILP plan per budget on the per-layer table refitted to the archive
     ilp_seeds: int = 5  # integer-programming plans (per-layer estimates) at the budgets + this many caps; 0 = none
     iterations: int = 10
     candidates: int = 12  # real evaluations per iteration
@@ -240,7 +241,7 @@ class PlanConfig:
 class EvalSettings:
     """Perplexity by the standard protocol: each test text joined, non-overlapping windows."""
 
-    tests: dict[str, str] = field(default_factory=dict)  # name -> wikitext2 | c4 | builtin | a local text file
+    tests: list[str] = field(default_factory=list)  # wikitext2 | c4 | builtin | a local text file (named <folder>/<stem>)
     seq_len: int = 2048
     batch_size: int = 1
     max_windows: int | None = None  # None: the whole split (the standard); a number for quick checks

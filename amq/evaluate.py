@@ -31,6 +31,14 @@ log = logging.getLogger(__name__)
 register_configs()
 
 
+def test_name(source: str) -> str:
+    """How a test text is named in results: the dataset name, or <folder>/<stem> of a file."""
+    if source in ("wikitext2", "c4", "builtin"):
+        return source
+    p = Path(source)
+    return f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
+
+
 def _test_text(source: str) -> str:
     """A test split by name (wikitext2, c4 from the hub; builtin: the embedded held-out text) or a local file."""
     if source == "builtin":
@@ -63,7 +71,7 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
         check_data(cfg.data)
     if not cfg.eval.tests:
         raise AMQConfigError("eval.tests is empty: name at least one test text (wikitext2, c4, builtin or a file)")
-    for source in cfg.eval.tests.values():
+    for source in cfg.eval.tests:
         if source in ("wikitext2", "c4"):
             check_data(DataConfig(name=source))
         elif source != "builtin" and not Path(source).expanduser().is_file():
@@ -93,7 +101,8 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
         result.update(avg_bits=16.0, bytes=2 * sum(lay.numel for lay in layers), model_gb=2 * total / 1e9)
 
     result["perplexity"] = {}
-    for name, source in cfg.eval.tests.items():
+    for source in cfg.eval.tests:
+        name = test_name(source)
         ids = token_stream(_test_text(source), tokenizer)
         ppl, windows = perplexity(model, ids, cfg.eval.seq_len, cfg.eval.batch_size, cfg.eval.max_windows, f"ppl {name}", show_progress)
         result["perplexity"][name] = {"ppl": ppl, "seq_len": cfg.eval.seq_len, "windows": windows, "tokens": int(ids.numel())}

@@ -94,9 +94,9 @@ def main() -> None:
         "",
         "ILP (exact budget, summed per-layer divergences) and greedy use the sensitivity table the search measured.",
         "",
-        "| budget (avg bits) | AMQ plan bits | AMQ divergence | random search best | uniform plan at >= memory | uniform divergence"
+        "| budget (avg bits) | AMQ plan bits | AMQ divergence | AMQ plan from | random search best | uniform plan at >= memory | uniform divergence"
         " | ILP | greedy | AMQ better than random and uniform |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     uniform = result.uniform
     for budget, rec in result.budget_plans.items():
@@ -107,7 +107,7 @@ def main() -> None:
         amq_div = rec.divergence if rec else float("nan")
         better = rec is not None and (rnd is None or amq_div < rnd[2]) and (ub is None or amq_div < uniform[ub])
         lines.append(
-            f"| {budget:g} | {rec.avg_bits:.3f} | {amq_div:.5f} | "
+            f"| {budget:g} | {rec.avg_bits:.3f} | {amq_div:.5f} | {rec.source} (iteration {rec.iteration}) | "
             + (f"{rnd[2]:.5f} ({rnd[1]:.3f} bits)" if rnd else "none fits")
             + f" | {ub}-bit | {uniform[ub]:.5f}"
             + "".join(f" | {peers[k][budget][1]:.5f} ({peers[k][budget][0]:.3f} bits)" for k in ("ilp", "greedy"))

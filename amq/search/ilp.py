@@ -82,3 +82,22 @@ def repair(plan: Plan, loss: np.ndarray, cost: np.ndarray, cap: int, space: Sear
     pos = np.array([space.choices.index(b) for b in plan])
     allowed = np.abs(np.arange(len(space.choices))[None, :] - pos[:, None]) <= reach
     return allocate(loss, cost, cap, space, allowed)
+
+
+def fit_additive(plans: Sequence[Plan], y: np.ndarray, prior: np.ndarray, choices: Sequence[int], ridge: float = 0.1) -> np.ndarray:
+    """Per-layer loss table refitted to measured plans: y ~ a * sum(prior) + sum(delta), with a
+    ridge penalty pulling each delta to 0. The sensitivity table alone misses interactions
+    (errors of many layers compound); the archive's real evaluations correct it where they
+    have evidence, and the ILP then optimizes the corrected table exactly."""
+    n_layers, n_choices = prior.shape
+    col = {b: j for j, b in enumerate(choices)}
+    x = np.zeros((len(plans), n_layers * n_choices))
+    for r, plan in enumerate(plans):
+        for i, b in enumerate(plan):
+            x[r, i * n_choices + col[b]] = 1.0
+    base = x @ prior.ravel()
+    a = float(base @ y / max(base @ base, 1e-30))
+    resid = y - a * base
+    lam = ridge * len(plans) / n_choices
+    delta = np.linalg.solve(x.T @ x + lam * np.eye(x.shape[1]), x.T @ resid)
+    return a * prior + delta.reshape(n_layers, n_choices)

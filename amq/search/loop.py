@@ -25,7 +25,7 @@ from amq.plotting import plot_front
 from amq.predictor import holdout_split, make_predictor, score
 from amq.quant.bank import ProxyBank
 from amq.search.archive import Archive, Record, open_storage
-from amq.search.ilp import allocate, loss_table
+from amq.search.ilp import allocate, fit_additive, loss_table
 from amq.search.nsga import pick_spread, propose
 from amq.search.pareto import front_indices, hypervolume
 from amq.search.sensitivity import load_or_measure, lowest_column, prune
@@ -138,6 +138,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     )
     lo_bytes, hi_bytes = cost.plan_bytes(space.uniform(lowest)), cost.plan_bytes(space.uniform(cfg.bits.choices[-1]))
     window = _window(cost, budgets_bytes, lo_bytes, hi_bytes)
+    loss = loss_table(per_bits, names, cfg.bits.choices)  # per-layer estimates for the ILP
 
     # --- archive, tracker ----------------------------------------------------------------
     archive = Archive(open_storage(run_dir), names, cfg.bits.choices, run_dir / "archive.jsonl")
@@ -180,7 +181,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
             initial = [space.uniform(b) for b in cfg.bits.choices] if cfg.search.initial_uniform else []
             initial += space.random_plans(cfg.search.initial_random, rng)
             archive.enqueue(initial, 0, "initial", cost.avg_bits)
-            seeds = ilp_seeds(space, loss_table(per_bits, names, cfg.bits.choices), cost, budgets_bytes, window, cfg.search.ilp_seeds)
+            seeds = ilp_seeds(space, loss, cost, budgets_bytes, window, cfg.search.ilp_seeds)
             if cfg.search.strategy == "amq":
                 archive.enqueue(seeds, 0, "ilp", cost.avg_bits)
         t_eval = run_queue("initial archive")
@@ -211,7 +212,10 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
                     seeds=[r.plan for r in _front(records)],
                     show_progress=show_progress,
                 )
-                picks = pick_spread(points, cfg.search.candidates, window, archive.known_plans(), list(budgets_bytes.values()))
+                known = archive.known_plans()
+                refit = ilp_refit(space, records, loss, cost, budgets_bytes, known) if cfg.search.ilp_refit else []
+                picks = pick_spread(points, cfg.search.candidates - len(refit), window, known | set(refit), list(budgets_bytes.values()))
+                archive.enqueue(refit, it, "ilp-refit", cost.avg_bits)
                 archive.enqueue(picks, it, "nsga2", cost.avg_bits)
                 phase["propose_s"] = time.perf_counter() - t
             phase["evaluate_s"] = run_queue(f"iteration {it}/{cfg.search.iterations}")
@@ -241,6 +245,20 @@ def ilp_seeds(space: SearchSpace, loss: np.ndarray, cost: CostModel, budgets_byt
     table = cost.table()
     plans = [allocate(loss, table, cap, space) for cap in caps]
     return list(dict.fromkeys(p for p in plans if p is not None))
+
+
+def ilp_refit(space: SearchSpace, records: list[Record], loss: np.ndarray, cost: CostModel, budgets_bytes: dict, known: set) -> list[Plan]:
+    """Exact-budget ILP on the per-layer table refitted to the archive: one new plan per budget
+    (if it is not already evaluated). Complements NSGA-II, which explores; this exploits."""
+    if len(records) < 8:
+        return []
+    table = fit_additive([r.plan for r in records], np.array([r.divergence for r in records]), loss, space.choices)
+    out: list[Plan] = []
+    for cap in budgets_bytes.values():
+        plan = allocate(table, cost.table(), cap, space)
+        if plan is not None and plan not in known and plan not in out:
+            out.append(plan)
+    return out
 
 
 def _random_in_window(space: SearchSpace, cost: CostModel, window: tuple[int, int], known: set, k: int, seed: int) -> list[Plan]:
