@@ -245,6 +245,9 @@ class EvalSettings:
     seq_len: int = 2048
     batch_size: int = 1
     max_windows: int | None = None  # None: the whole split (the standard); a number for quick checks
+    zero_shot: list[str] = field(default_factory=list)  # lm-eval tasks, e.g. [arc_easy, piqa]; needs amq[eval]
+    tasks_path: str | None = None  # a folder of local lm-eval task YAMLs (offline)
+    zero_shot_limit: int | None = None  # examples per task (None: all)
 
     def __post_init__(self) -> None:
         _check(self.seq_len > 1 and self.batch_size > 0, "eval.seq_len and eval.batch_size must be positive")

@@ -108,6 +108,14 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
         result["perplexity"][name] = {"ppl": ppl, "seq_len": cfg.eval.seq_len, "windows": windows, "tokens": int(ids.numel())}
         log.info("%s: perplexity %.3f (%d windows of %d tokens)", name, ppl, windows, cfg.eval.seq_len)
 
+    if cfg.eval.zero_shot:
+        from amq.zeroshot import zero_shot
+
+        result["zero_shot"] = zero_shot(
+            model, tokenizer, cfg.eval.zero_shot, cfg.eval.batch_size, cfg.eval.zero_shot_limit, cfg.eval.tasks_path
+        )
+        log.info("zero-shot (0-shot, lm-eval): %s", result["zero_shot"])
+
     if cfg.export:
         dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float16
         out = save_quantized(model, run_dir / "export", cfg.quantizer.method, {"avg_bits": result["avg_bits"]}, tokenizer, dtype)

@@ -13,9 +13,12 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 register_configs()
 
 
-def _compose(overrides=()):
+def _compose(overrides=(), root="config"):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name=root, overrides=list(overrides))
+
+
+EVALUATE_ONLY = {"quantizer", "plan"}  # groups of `python -m amq.evaluate` (conf/evaluate.yaml)
 
 
 GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in Path(CONF).iterdir() if g.is_dir() and g.name != "experiment"}
@@ -24,9 +27,11 @@ GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in Path(CONF).i
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_every_group_option_composes(group, option):
     overrides = [f"{group}={option}"]
-    if option in ("local", "text"):
+    if option in ("local", "text", "file", "ilp", "greedy"):
         overrides.append(f"{group}.path=/x")
-    cfg = to_object(_compose(overrides))
+    if option in ("ilp", "greedy"):
+        overrides.append("plan.budget=3.0")
+    cfg = to_object(_compose(overrides, "evaluate" if group in EVALUATE_ONLY else "config"))
     assert getattr(cfg, group) is not None
 
 
