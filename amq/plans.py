@@ -8,7 +8,7 @@ from pathlib import Path
 
 from amq.config import AMQConfigError, PlanConfig
 from amq.cost import CostModel
-from amq.search.ilp import allocate, greedy, loss_table
+from amq.search.ilp import allocate, greedy, loss_table, repair
 from amq.search.space import SearchSpace
 
 
@@ -37,6 +37,21 @@ def read_sensitivity(path: str | Path) -> dict[str, dict[int, float]]:
     return {n: {int(b): float(v) for b, v in d.items()} for n, d in doc["per_bits"].items()}
 
 
+def repair_to_budget(plan: dict[str, int], run_dir: Path, names: list[str], cost: CostModel, cfg: PlanConfig) -> dict[str, int]:
+    """Fit a searched plan to a new budget exactly: the ILP over the run's per-layer table,
+    each layer allowed one step of the choice set away from the plan (two if one is not enough)."""
+    table = read_sensitivity(run_dir)
+    cost.check_budget(float(cfg.budget), cfg.budget_unit)
+    cap = cost.budget_to_bytes(float(cfg.budget), cfg.budget_unit)
+    space = SearchSpace(tuple(names), tuple(cost.choices))
+    loss = loss_table(table, names, cost.choices)
+    for reach in (1, 2, len(cost.choices)):
+        fixed = repair(tuple(plan[n] for n in names), loss, cost.table(), cap, space, reach)
+        if fixed is not None:
+            return dict(zip(names, fixed, strict=True))
+    raise AMQConfigError(f"no plan fits the budget {cfg.budget} {cfg.budget_unit}")
+
+
 def build_plan(cfg: PlanConfig, names: list[str], cost: CostModel) -> dict[str, int]:
     """The layer -> bits plan that `cfg` describes, for a model with searchable layers `names`."""
     if cfg.source == "none":
@@ -45,6 +60,8 @@ def build_plan(cfg: PlanConfig, names: list[str], cost: CostModel) -> dict[str, 
         return {n: cfg.bits for n in names}
     if cfg.source == "file":
         plan = read_plan_file(str(cfg.path))
+        if cfg.budget is not None:
+            plan = repair_to_budget(plan, Path(str(cfg.path)).expanduser().parent.parent, names, cost, cfg)
     else:
         table = read_sensitivity(str(cfg.path))
         if sorted(table) != sorted(names):

@@ -112,3 +112,23 @@ def test_evaluate_cli_bad_input_is_one_line(tmp_path, small_model_dir, args, mes
     r = _eval(small_model_dir, tmp_path / "run", *args)
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.strip().startswith("error:") and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_searched_plan_is_repaired_to_a_new_budget(tmp_path):
+    from amq.config import PlanConfig
+    from amq.models import LayerInfo
+    from amq.plans import build_plan
+
+    layers = [LayerInfo(f"model.layers.0.l{i}", 128, 128 * (1 + i % 2)) for i in range(6)]
+    cost = build_cost_model(layers, [2, 3, 4], 128, sum(lay.numel for lay in layers) + 1000)
+    names = [lay.name for lay in layers]
+    run = tmp_path / "run"
+    (run / "plans").mkdir(parents=True)
+    (run / "sensitivity.json").write_text(
+        json.dumps({"per_bits": {n: {"2": 0.1 * (i + 1), "3": 0.01, "4": 0.001} for i, n in enumerate(names)}})
+    )
+    start = dict(zip(names, [4, 4, 3, 3, 4, 4], strict=True))
+    (run / "plans" / "3.5bits.json").write_text(json.dumps({"layers": start}))
+    plan = build_plan(PlanConfig(source="file", path=str(run / "plans" / "3.5bits.json"), budget=3.0), names, cost)
+    assert cost.avg_bits([plan[n] for n in names]) <= 3.0 + 1e-9
+    assert all(abs(plan[n] - start[n]) <= 1 for n in names)
