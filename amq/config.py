@@ -148,6 +148,12 @@ class SearchConfig:
     budgets: list[float] = field(default_factory=lambda: [2.5, 3.0, 3.5])
     budget_unit: str = "bits"  # bits: average bits per quantized weight | gb: whole model in GB
     sensitivity_path: str | None = None  # reuse a sensitivity.json from another run
+    storage: str | None = (
+        None  # archive storage: None = Optuna journal file in the run dir; or a DB URL (postgresql://...) shared with workers
+    )
+    study: str | None = None  # study name in a shared storage (default: <run_name>-<run dir name>)
+    heartbeat_s: int = 30  # DB storages: a worker silent this long x2 loses its evaluation to another worker
+    driver_evaluates: bool = True  # the driver also evaluates candidates (false: only `amq.worker` processes do)
 
     def __post_init__(self) -> None:
         _check(self.metric in ("jsd", "kl"), f"search.metric must be jsd or kl, got {self.metric!r}")

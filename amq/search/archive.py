@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import optuna
 from optuna.distributions import CategoricalDistribution
-from optuna.storages import JournalStorage
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -41,19 +44,44 @@ class Record:
     seconds: float
 
 
-def open_storage(run_dir: Path) -> JournalStorage:
-    return JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal")))
+def open_storage(run_dir: Path | None, url: str | None = None, heartbeat_s: int = 30) -> optuna.storages.BaseStorage:
+    """The run dir's journal file, or a shared database (PostgreSQL/MySQL/SQLite URL) with
+    heartbeats: a worker that stops beating has its trial failed and re-queued (Optuna's
+    RetryHeartbeatStaleTrialCallback), so another worker evaluates it."""
+    if url is None:
+        assert run_dir is not None
+        return JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal")))
+    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_s,
+            grace_period=2 * heartbeat_s,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=None),
+        )
+
+
+def _round(value: float) -> float:
+    """Divergences are kept to 7 significant digits: the same plan scored in another process
+    (another worker, a resumed run) then gives the same number, so the search decides the same."""
+    return float(f"{value:.6e}")
 
 
 class Archive:
     """Optuna-backed archive of (plan, divergence, bytes); param `p{i}` is layer i's bits."""
 
     def __init__(
-        self, storage: optuna.storages.BaseStorage | str, names: Sequence[str], choices: Sequence[int], jsonl: Path | None = None
+        self,
+        storage: optuna.storages.BaseStorage | str,
+        names: Sequence[str],
+        choices: Sequence[int],
+        jsonl: Path | None = None,
+        study_name: str = STUDY_NAME,
     ) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.heartbeat = isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
         self.study = optuna.create_study(
-            study_name=STUDY_NAME,
+            study_name=study_name,
             storage=storage,
             directions=["minimize", "minimize"],
             sampler=optuna.samplers.RandomSampler(seed=0),
@@ -97,6 +125,9 @@ class Archive:
     def waiting(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
+    def running(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
     def iterations_started(self) -> set[int]:
         states = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
         return {int(t.user_attrs["iteration"]) for t in self.study.get_trials(deepcopy=False, states=states)}
@@ -116,7 +147,11 @@ class Archive:
         return n
 
     def requeue_stale(self) -> int:
-        """Trials left RUNNING by a killed process are failed and their plans queued again."""
+        """Trials left RUNNING by a killed process are failed and their plans queued again.
+        With heartbeats (DB storages), only trials whose worker stopped beating."""
+        if self.heartbeat:
+            fail_stale_trials(self.study)
+            return 0
         stale = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         for t in stale:
             self.study.tell(t.number, state=TrialState.FAIL)
@@ -125,24 +160,58 @@ class Archive:
             log.info("re-queued %d evaluation(s) interrupted by the previous run", len(stale))
         return len(stale)
 
+    def take_one(self, evaluate: Callable[[Plan], tuple[float, int, float]], worker: str = "driver") -> Record | None:
+        """Take one waiting trial (if any), score it, record it. Heartbeats are sent while it runs."""
+        if not self.waiting():
+            return None
+        trial = self.study.ask()
+        plan = tuple(int(trial.suggest_categorical(f"p{i}", self.choices)) for i in range(len(self.names)))
+        if trial.user_attrs.get("iteration") is None:  # asked with no waiting trial left (another worker was faster)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None
+        trial.set_user_attr("worker", worker)
+        beat = _Heartbeat(self.study, trial._trial_id) if self.heartbeat else None
+        try:
+            div, nbytes, secs = evaluate(plan)
+        finally:
+            if beat:
+                beat.stop()
+        div = _round(div)
+        trial.set_user_attr("seconds", secs)
+        try:
+            self.study.tell(trial, [div, nbytes])
+        except (RuntimeError, ValueError):  # failed as stale meanwhile: its retry copy is someone else's now
+            log.warning("trial %d was given to another worker while this one evaluated it", trial.number)
+            return None
+        ua = trial.user_attrs
+        rec = Record(plan, div, nbytes, float(ua["avg_bits"]), int(ua["iteration"]), str(ua["source"]), trial.number, secs)
+        self._append_jsonl(rec)
+        return rec
+
     def evaluate_waiting(
         self, evaluate: Callable[[Plan], tuple[float, int, float]], progress: Callable[[Record], None] | None = None
     ) -> list[Record]:
         """Take and score every waiting trial; `evaluate(plan) -> (divergence, bytes, seconds)`."""
         done = []
         while self.waiting():
-            trial = self.study.ask()
-            plan = tuple(int(trial.suggest_categorical(f"p{i}", self.choices)) for i in range(len(self.names)))
-            div, nbytes, secs = evaluate(plan)
-            trial.set_user_attr("seconds", secs)
-            self.study.tell(trial, [div, nbytes])
-            ua = trial.user_attrs
-            rec = Record(plan, div, nbytes, float(ua["avg_bits"]), int(ua["iteration"]), str(ua["source"]), trial.number, secs)
-            self._append_jsonl(rec)
-            done.append(rec)
-            if progress:
-                progress(rec)
+            rec = self.take_one(evaluate)
+            if rec is not None:
+                done.append(rec)
+                if progress:
+                    progress(rec)
         return done
+
+    def drain(self, evaluate, progress=None, driver_evaluates: bool = True, poll_s: float = 0.5) -> None:
+        """Until nothing is waiting or running: evaluate here (unless the driver only waits), and
+        fail the trials of workers that stopped beating so that they are queued again."""
+        while True:
+            if driver_evaluates:
+                self.evaluate_waiting(evaluate, progress)
+            if self.heartbeat:
+                fail_stale_trials(self.study)
+            if not self.waiting() and not self.running():
+                return
+            time.sleep(poll_s)
 
     # --- mirror --------------------------------------------------------------------------
     def _append_jsonl(self, rec: Record) -> None:
@@ -167,3 +236,24 @@ class Archive:
             for rec in self.records():
                 f.write(json.dumps(self._row(rec)) + "\n")
         tmp.replace(self.jsonl)
+
+
+class _Heartbeat:
+    """Records a trial's heartbeat every interval while its evaluation runs."""
+
+    def __init__(self, study: optuna.Study, trial_id: int) -> None:
+        self.storage = study._storage
+        self.trial_id = trial_id
+        self.interval = self.storage.get_heartbeat_interval() or 30
+        self.stopped = threading.Event()
+        self.storage.record_heartbeat(trial_id)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self.storage.record_heartbeat(self.trial_id)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()

@@ -24,7 +24,7 @@ from amq.models import load_config, load_model, load_tokenizer, resolve_model_pa
 from amq.plotting import plot_front
 from amq.predictor import holdout_split, make_predictor, score
 from amq.quant.bank import ProxyBank
-from amq.search.archive import Archive, Record, open_storage
+from amq.search.archive import STUDY_NAME, Archive, Record, open_storage
 from amq.search.ilp import allocate, fit_additive, loss_table
 from amq.search.nsga import pick_spread, propose
 from amq.search.pareto import front_indices, hypervolume
@@ -68,6 +68,39 @@ class SearchResult:
     predictor_metrics: dict[str, float]
 
 
+def build_scorer(cfg: Config, model_path: str, show_progress: bool = True) -> tuple[ProxyBank, DivergenceEvaluator, dict[str, float]]:
+    """Model, cached reference outputs and the proxy bank: what scoring a plan needs (the
+    driver and every worker build the same)."""
+    timings = {}
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    model = load_model(cfg.model, model_path)
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    ids = calibration_ids(cfg.data, tokenizer)
+    evaluator = DivergenceEvaluator(model, ids, cfg.data.batch_size, cfg.search.metric)
+    timings["reference"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bank = ProxyBank(searchable_linears(model), cfg.bits.choices, cfg.bits.group_size, cfg.proxy, show_progress)
+    timings["bank"] = time.perf_counter() - t0
+    return bank, evaluator, timings
+
+
+def scorer(bank: ProxyBank, evaluator: DivergenceEvaluator, cost: CostModel):
+    """plan -> (divergence, bytes, seconds): one forward pass with the plan swapped in."""
+
+    def evaluate(plan: Plan) -> tuple[float, int, float]:
+        t = time.perf_counter()
+        bank.apply(plan)
+        div = evaluator.score()
+        return div, cost.plan_bytes(plan), time.perf_counter() - t
+
+    return evaluate
+
+
+def study_name(cfg: Config, run_dir: Path) -> str:
+    return cfg.search.study or (STUDY_NAME if cfg.search.storage is None else f"{cfg.run_name}-{run_dir.name}")
+
+
 def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> SearchResult:
     """Find the front of (memory, divergence) plans; write every output into `run_dir`."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -78,19 +111,8 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     cost = prep.cost
     timings: dict[str, float] = {}
 
-    # --- model, calibration data, reference outputs -------------------------------------
-    t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    model = load_model(cfg.model, prep.model_path)
-    tokenizer = load_tokenizer(prep.model_path, cfg.model.trust_remote_code)
-    ids = calibration_ids(cfg.data, tokenizer)
-    evaluator = DivergenceEvaluator(model, ids, cfg.data.batch_size, cfg.search.metric)
-    timings["reference"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    linears = searchable_linears(model)
-    bank = ProxyBank(linears, cfg.bits.choices, cfg.bits.group_size, cfg.proxy, show_progress)
-    timings["bank"] = time.perf_counter() - t0
+    # --- model, calibration data, reference outputs, proxy bank ----------------------------
+    bank, evaluator, timings = build_scorer(cfg, prep.model_path, show_progress)
     names = bank.names
     log.info("proxy bank: %d layers x %d bit-widths, %.1f MB", len(names), len(cfg.bits.choices), bank.nbytes() / 1e6)
 
@@ -141,7 +163,12 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     loss = loss_table(per_bits, names, cfg.bits.choices)  # per-layer estimates for the ILP
 
     # --- archive, tracker ----------------------------------------------------------------
-    archive = Archive(open_storage(run_dir), names, cfg.bits.choices, run_dir / "archive.jsonl")
+    storage = open_storage(run_dir, cfg.search.storage, cfg.search.heartbeat_s)
+    archive = Archive(storage, names, cfg.bits.choices, run_dir / "archive.jsonl", study_name(cfg, run_dir))
+    # what a worker needs to score plans exactly as the driver does: `python -m amq.worker storage=... study=...`
+    archive.study.set_user_attr("config", asdict(cfg))
+    archive.study.set_user_attr("model_path", prep.model_path)
+    archive.study.set_user_attr("done", False)
     archive.requeue_stale()
     archive.rewrite_jsonl()
     state_path = run_dir / "state.json"
@@ -157,19 +184,16 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         }
     )
 
-    def evaluate(plan: Plan) -> tuple[float, int, float]:
-        t = time.perf_counter()
-        bank.apply(plan)
-        div = evaluator.score()
-        return div, cost.plan_bytes(plan), time.perf_counter() - t
+    evaluate = scorer(bank, evaluator, cost)
 
     def run_queue(desc: str) -> float:
         t = time.perf_counter()
         n = archive.waiting()
-        if n:
+        if n or archive.running():
             bar = tqdm(total=n, desc=desc, unit="plan", disable=not show_progress)
-            archive.evaluate_waiting(evaluate, lambda rec: bar.update())
+            archive.drain(evaluate, lambda rec: bar.update(), cfg.search.driver_evaluates)
             bar.close()
+            archive.rewrite_jsonl()  # workers' evaluations too
         return time.perf_counter() - t
 
     predictor_metrics: dict[str, float] = {}
@@ -231,6 +255,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         result = _write_outputs(cfg, run_dir, prep, space, records, budgets_bytes, final_predictor, uniform, predictor_metrics)
         tracker.summary({"predictor/kendall_tau": predictor_metrics.get("kendall_tau"), "archive/size": len(records)})
         tracker.image("search/front_plot", run_dir / "front.png")
+        archive.study.set_user_attr("done", True)  # workers exit
         return result
     finally:
         tracker.finish()

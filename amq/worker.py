@@ -1,0 +1,109 @@
+"""`python -m amq.worker storage=<url> study=<name>`: evaluate a search's candidates on this device.
+
+A worker reads the driver's config from the study (so it scores plans exactly as the driver
+does), builds its own model, reference outputs and proxy bank, then takes waiting trials one at
+a time until the driver marks the study done. Start as many as there are GPUs (SLURM array
+tasks, or local processes with `device=cuda:1` ...). With a database storage, a worker sends
+heartbeats while it evaluates; if it dies, its trial is failed and queued again (Optuna's
+RetryHeartbeatStaleTrialCallback) and another worker takes it: only that evaluation's time is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+
+import optuna
+from omegaconf import OmegaConf
+
+from amq.config import AMQConfigError, Config, register_configs, to_object
+from amq.cost import build_cost_model
+from amq.models import load_config, shapes_from_config
+from amq.search.archive import Archive, open_storage
+from amq.search.loop import build_scorer, scorer
+
+log = logging.getLogger("amq.worker")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """key=value arguments, as Hydra users type them."""
+    ap = argparse.ArgumentParser(prog="python -m amq.worker", description=__doc__.splitlines()[0])
+    ap.add_argument("args", nargs="*", help="storage=<url or journal file> study=<name> [device=cuda:0] [poll_s=1] [heartbeat_s=30]")
+    ns = ap.parse_args(argv)
+    opts = {"storage": None, "study": None, "device": None, "poll_s": "1.0", "heartbeat_s": None, "wait_s": "600"}
+    for a in ns.args:
+        key, sep, value = a.partition("=")
+        if not sep or key not in opts:
+            ap.error(f"unknown argument {a!r}; expected key=value with key in {sorted(opts)}")
+        opts[key] = value
+    if not opts["storage"] or not opts["study"]:
+        ap.error("storage=<url> and study=<name> are required")
+    return argparse.Namespace(**opts)
+
+
+def run_worker(
+    storage_url: str, study: str, device: str | None = None, poll_s: float = 1.0, heartbeat_s: int | None = None, wait_s: float = 600
+) -> int:
+    """Evaluate until the driver says done; returns how many plans this worker scored."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage_url.startswith(("postgresql", "mysql", "sqlite")):
+        storage = open_storage(None, storage_url, heartbeat_s or 30)
+    else:  # a journal file on a shared filesystem
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = JournalStorage(JournalFileBackend(storage_url))
+    deadline = time.monotonic() + wait_s
+    while True:  # workers may start before the driver has created the study
+        try:
+            attrs = optuna.load_study(study_name=study, storage=storage).user_attrs
+            if "config" in attrs:
+                break
+        except KeyError:
+            pass
+        if time.monotonic() > deadline:
+            raise AMQConfigError(f"no search study {study!r} in {storage_url} after {wait_s:.0f}s")
+        time.sleep(poll_s)
+    register_configs()
+    cfg: Config = to_object(OmegaConf.merge(OmegaConf.structured(Config), attrs["config"]))
+    if device:
+        cfg.model.device = device
+    model_path = attrs["model_path"]
+    layers, total = shapes_from_config(load_config(model_path, cfg.model.trust_remote_code), cfg.model.trust_remote_code)
+    cost = build_cost_model(layers, cfg.bits.choices, cfg.bits.group_size, total)
+    bank, evaluator, _ = build_scorer(cfg, model_path, show_progress=False)
+    archive = Archive(storage, bank.names, cfg.bits.choices, None, study)
+    evaluate = scorer(bank, evaluator, cost)
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    n = 0
+    log.info("worker %s on study %s", name, study)
+    while True:
+        rec = archive.take_one(evaluate, worker=name)
+        if rec is not None:
+            n += 1
+            log.info("plan %d: %.3f bits, divergence %.4g (%.2fs)", rec.trial, rec.avg_bits, rec.divergence, rec.seconds)
+            continue
+        if archive.study.user_attrs.get("done"):
+            log.info("study done; %d plans evaluated here", n)
+            return n
+        time.sleep(poll_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        hb = int(args.heartbeat_s) if args.heartbeat_s else None
+        run_worker(args.storage, args.study, args.device, float(args.poll_s), hb, float(args.wait_s))
+    except AMQConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""One search, many evaluating processes: a driver and 3 workers on a real PostgreSQL server
+(launchers/postgres_local.sh; .ci/run installs Debian's postgresql), one worker SIGKILLed in the
+middle of an evaluation. The final archive must equal a single-process run's."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("psycopg")
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = [
+    "logger=none",
+    "predictor=rbf",
+    "search.initial_random=8",
+    "search.iterations=2",
+    "search.candidates=6",
+    "optimizer.population=24",
+    "optimizer.generations=5",
+    "data.num_samples=48",  # slow enough per evaluation that a worker can be killed in the middle of one
+    "data.seq_len=128",
+    "search.budgets=[2.5,3.0,3.5]",
+]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    script = ROOT / "launchers" / "postgres_local.sh"
+    state = Path(tempfile.mkdtemp(prefix="amq-pg-"))  # outside pytest's private tmp: the server runs as user postgres
+    r = subprocess.run(["bash", str(script), "start", str(state), "55433"], capture_output=True, text=True, timeout=120)
+    if r.returncode == 3:
+        pytest.skip(r.stderr.strip())
+    assert r.returncode == 0, r.stderr
+    yield r.stdout.strip()
+    subprocess.run(["bash", str(script), "stop", str(state)], timeout=60)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def _archive(run_dir: Path) -> dict[tuple, float]:
+    rows = [json.loads(line) for line in (run_dir / "archive.jsonl").read_text().splitlines()]
+    return {tuple(r["plan"]): r["divergence"] for r in rows}
+
+
+def _running_of(url: str, study: str, worker_pid: int) -> bool:
+    import optuna
+    from optuna.trial import TrialState
+
+    st = optuna.load_study(study_name=study, storage=url)
+    return any(t.user_attrs.get("worker", "").endswith(f":{worker_pid}") for t in st.get_trials(states=(TrialState.RUNNING,)))
+
+
+@pytest.mark.slow
+def test_driver_and_three_workers_with_one_killed_equal_a_single_process_run(tmp_path, small_model_dir, postgres):
+    base = [sys.executable, "-m", "amq.run", f"model.path={small_model_dir}", *SETTINGS]
+    single = tmp_path / "single"
+    r = subprocess.run([*base, f"hydra.run.dir={single}"], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    study = "dist-test"
+    worker_cmd = [sys.executable, "-m", "amq.worker", f"storage={postgres}", f"study={study}", "heartbeat_s=2", "poll_s=0.2"]
+    workers = [subprocess.Popen(worker_cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    dist = tmp_path / "dist"
+    driver = subprocess.Popen(
+        [*base, f"hydra.run.dir={dist}", f"search.storage={postgres}", f"search.study={study}", "search.heartbeat_s=2"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    victim = workers[0]
+    deadline = time.time() + 600
+    killed = False
+    while time.time() < deadline and driver.poll() is None:
+        try:
+            if _running_of(postgres, study, victim.pid):
+                victim.send_signal(signal.SIGKILL)
+                killed = True
+                break
+        except KeyError:  # the study is not created yet
+            pass
+        time.sleep(0.02)
+    assert killed, "the worker never held an evaluation"
+    _, err = driver.communicate(timeout=900)
+    assert driver.returncode == 0, err[-3000:]
+    for w in workers[1:]:
+        assert w.wait(timeout=120) == 0  # the driver marked the study done
+
+    import optuna
+
+    trials = optuna.load_study(study_name=study, storage=postgres).get_trials()
+    assert any(t.state.name == "FAIL" and str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}") for t in trials)
+    by_worker = {t.user_attrs.get("worker", "").split(":")[-1] for t in trials if t.state.name == "COMPLETE"}
+    assert len(by_worker - {"driver"}) >= 2  # workers did real work
+
+    a, b = _archive(single), _archive(dist)
+    assert set(a) == set(b)  # the same plans, each exactly once
+    for plan, div in a.items():
+        assert b[plan] == pytest.approx(div, rel=1e-5)
