@@ -28,7 +28,9 @@ def run(n_workers: int, url: str) -> tuple[float, int]:
     study = f"throughput-{n_workers}"
     run_dir = Path(tempfile.mkdtemp(prefix="amq-tp-"))
     worker = [sys.executable, "-m", "amq.worker", f"storage={url}", f"study={study}", "poll_s=0.2"]
-    workers = [subprocess.Popen(worker, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n_workers)]
+    # the machine's cores are shared out: each worker gets cores / N threads (a GPU node gives each its own GPU)
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n_workers))}
+    workers = [subprocess.Popen(worker, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n_workers)]
     driver = [
         sys.executable, "-m", "amq.run", "logger=none", f"hydra.run.dir={run_dir}", f"search.storage={url}", f"search.study={study}",
         "search.driver_evaluates=false", f"search.initial_random={PLANS}", "search.ilp_seeds=0", "search.iterations=0",
@@ -59,7 +61,9 @@ def main() -> None:
         "Command: `python benchmarks/workers_throughput.py`",
         "",
         f"Embedded default model, initial archive of {PLANS} random plans + 3 uniform, the driver only enqueues;"
-        f" {os.cpu_count()} CPU cores, each worker a separate process with its own model and proxy bank.",
+        f" {os.cpu_count()} CPU cores, each worker a separate process with its own model and proxy bank and"
+        " cores/N torch threads (OMP_NUM_THREADS). On CPUs the workers share the same cores, so this measures the"
+        " mechanism's overhead and scaling up to the core count; on a GPU node each worker has its own device.",
         "",
         "| workers | plans evaluated | plans/s | speed-up vs 1 worker |",
         "|---|---|---|---|",
