@@ -5,6 +5,7 @@ middle of an evaluation. The final archive must equal a single-process run's."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -104,3 +105,45 @@ def test_driver_and_three_workers_with_one_killed_equal_a_single_process_run(tmp
     assert set(a) == set(b)  # the same plans, each exactly once
     for plan, div in a.items():
         assert b[plan] == pytest.approx(div, rel=1e-5)
+
+
+def _count_iteration(url: str, study: str, it: int) -> int:
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        st = optuna.load_study(study_name=study, storage=url)
+    except KeyError:
+        return 0
+    return sum(t.user_attrs.get("iteration") == it for t in st.get_trials(states=(TrialState.COMPLETE,)))
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_from_the_database(tmp_path, small_model_dir, postgres):
+    study = "driver-kill"
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "amq.run", f"model.path={small_model_dir}", *SETTINGS, "data.num_samples=8",
+        f"hydra.run.dir={run}", f"search.storage={postgres}", f"search.study={study}", "search.heartbeat_s=2",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and _count_iteration(postgres, study, 1) < 2:
+        assert proc.poll() is None, "search ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    import optuna
+
+    before = {t.number: t.values for t in optuna.load_study(study_name=study, storage=postgres).get_trials() if t.state.name == "COMPLETE"}
+
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)  # without resume: refused
+    assert again.returncode == 2 and "resume=true" in again.stderr
+    r = subprocess.run([*cmd, "resume=true"], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trials = optuna.load_study(study_name=study, storage=postgres).get_trials()
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    plans = [tuple(sorted(t.params.items())) for t in done]
+    assert len(plans) == len(set(plans))  # every plan evaluated exactly once
+    assert all(t.number in before and before[t.number] == t.values for t in done if t.number in before)
+    assert len(before) < len(done) and sum(t.user_attrs["iteration"] == 2 for t in done) == 6  # and it ran to the end

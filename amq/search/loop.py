@@ -108,6 +108,11 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     if journal.exists() and not cfg.resume:
         raise AMQConfigError(f"{run_dir} already holds a search; pass resume=true to continue it")
     prep = prepare(cfg)
+    storage = open_storage(run_dir, cfg.search.storage, cfg.search.heartbeat_s) if cfg.search.storage else None
+    if storage is not None and not cfg.resume:
+        name = study_name(cfg, run_dir)
+        if any(s.study_name == name for s in storage.get_all_studies()):
+            raise AMQConfigError(f"study {name!r} already exists in search.storage; pass resume=true to continue it")
     cost = prep.cost
     timings: dict[str, float] = {}
 
@@ -163,7 +168,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     loss = loss_table(per_bits, names, cfg.bits.choices)  # per-layer estimates for the ILP
 
     # --- archive, tracker ----------------------------------------------------------------
-    storage = open_storage(run_dir, cfg.search.storage, cfg.search.heartbeat_s)
+    storage = storage or open_storage(run_dir)  # the journal file is created only once the model loaded
     archive = Archive(storage, names, cfg.bits.choices, run_dir / "archive.jsonl", study_name(cfg, run_dir))
     # what a worker needs to score plans exactly as the driver does: `python -m amq.worker storage=... study=...`
     archive.study.set_user_attr("config", asdict(cfg))
