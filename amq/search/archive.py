@@ -8,6 +8,7 @@ evaluation that was in flight. `archive.jsonl` is a readable mirror, rewritten f
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -151,7 +152,7 @@ class Archive:
         With heartbeats (DB storages), only trials whose worker stopped beating."""
         if self.heartbeat:
             fail_stale_trials(self.study)
-            return 0
+            return self._requeue_unbeaten()
         stale = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         for t in stale:
             self.study.tell(t.number, state=TrialState.FAIL)
@@ -165,12 +166,16 @@ class Archive:
         if not self.waiting():
             return None
         trial = self.study.ask()
+        beat = _Heartbeat(self.study, trial._trial_id) if self.heartbeat else None  # first: a trial with no beat never goes stale
+        if beat:
+            trial.set_user_attr("beating", True)
         plan = tuple(int(trial.suggest_categorical(f"p{i}", self.choices)) for i in range(len(self.names)))
         if trial.user_attrs.get("iteration") is None:  # asked with no waiting trial left (another worker was faster)
+            if beat:
+                beat.stop()
             self.study.tell(trial, state=TrialState.FAIL)
             return None
         trial.set_user_attr("worker", worker)
-        beat = _Heartbeat(self.study, trial._trial_id) if self.heartbeat else None
         try:
             div, nbytes, secs = evaluate(plan)
         finally:
@@ -187,6 +192,25 @@ class Archive:
         rec = Record(plan, div, nbytes, float(ua["avg_bits"]), int(ua["iteration"]), str(ua["source"]), trial.number, secs)
         self._append_jsonl(rec)
         return rec
+
+    def _requeue_unbeaten(self) -> int:
+        """A process killed between taking a trial and its first heartbeat leaves a RUNNING trial
+        that heartbeats can never mark stale: fail and re-queue those once they are older than
+        the grace period."""
+        grace = 2 * (self.study._storage.get_heartbeat_interval() or 30)
+        now = datetime.datetime.now()
+        n = 0
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not t.user_attrs.get("beating") and t.datetime_start and (now - t.datetime_start).total_seconds() > 2 * grace:
+                try:
+                    self.study.tell(t.number, state=TrialState.FAIL)
+                except (RuntimeError, ValueError):
+                    continue
+                params = dict(t.params) or dict(t.system_attrs.get("fixed_params", {}))
+                if t.user_attrs.get("iteration") is not None and params:
+                    self.study.enqueue_trial(params, user_attrs={k: v for k, v in t.user_attrs.items() if k != "beating"})
+                    n += 1
+        return n
 
     def evaluate_waiting(
         self, evaluate: Callable[[Plan], tuple[float, int, float]], progress: Callable[[Record], None] | None = None
@@ -209,6 +233,7 @@ class Archive:
                 self.evaluate_waiting(evaluate, progress)
             if self.heartbeat:
                 fail_stale_trials(self.study)
+                self._requeue_unbeaten()
             if not self.waiting() and not self.running():
                 return
             time.sleep(poll_s)
