@@ -1,0 +1,107 @@
+"""`python -m amq.plan run_dir=DIR budget=2.75 [unit=bits|gb]`: a plan for a new memory target
+from a finished search, in seconds, with no new evaluation.
+
+Candidates: every evaluated plan that fits (the best is the measured front's), and the
+exact-budget ILP on the per-layer table refitted to the archive (`fit_additive`), plus an ILP
+repair of the best fitting front plan to use the whole budget. The archive-refitted table
+ranks them; the chosen plan is written to DIR/plans/<budget><unit>.json like the search's own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from amq.config import AMQConfigError
+from amq.cost import build_cost_model
+from amq.models import load_config, shapes_from_config
+from amq.plans import read_sensitivity
+from amq.search.ilp import allocate, fit_additive, loss_table, repair
+from amq.search.space import SearchSpace
+
+
+def replan(run_dir: Path, budget: float, unit: str = "bits") -> dict:
+    """The plan document for `budget`, chosen among measured and ILP plans by the refitted table."""
+    front_path, archive_path = run_dir / "pareto.json", run_dir / "archive.jsonl"
+    if not front_path.is_file() or not archive_path.is_file():
+        raise AMQConfigError(f"run_dir {str(run_dir)!r}: no finished search there (pareto.json, archive.jsonl)")
+    front = json.loads(front_path.read_text())["front"]
+    if not front:
+        raise AMQConfigError(f"{front_path}: the front is empty")
+    model_path = front[0]["model"]
+    names = list(front[0]["layers"])
+    choices = tuple(front[0]["choices"])
+    layers, total = shapes_from_config(load_config(model_path))
+    cost = build_cost_model(layers, choices, front[0]["group_size"], total)
+    cost.check_budget(budget, unit)
+    cap = cost.budget_to_bytes(budget, unit)
+
+    rows = [json.loads(line) for line in archive_path.read_text().splitlines()]
+    plans = [tuple(r["plan"]) for r in rows]
+    table = fit_additive(plans, np.array([r["divergence"] for r in rows]), loss_table(read_sensitivity(run_dir), names, choices), choices)
+    space = SearchSpace(tuple(names), choices)
+    measured = {tuple(r["plan"]): r["divergence"] for r in rows}
+    fits = [p for p in plans if cost.plan_bytes(p) <= cap]
+    candidates: dict[tuple, str] = {p: "archive" for p in fits}
+    ilp = allocate(table, cost.table(), cap, space)
+    if ilp is not None:
+        candidates.setdefault(ilp, "ilp")
+    if fits:
+        best = min(fits, key=measured.__getitem__)
+        fixed = repair(best, table, cost.table(), cap, space)
+        if fixed is not None:
+            candidates.setdefault(fixed, "repair")
+    if not candidates:
+        raise AMQConfigError(f"no plan fits {budget:g} {unit}")
+
+    def estimate(p: tuple) -> float:  # measured where measured, else the refitted table's sum
+        return measured.get(p, float(sum(table[i, choices.index(b)] for i, b in enumerate(p))))
+
+    plan = min(candidates, key=estimate)
+    return {
+        "version": front[0]["version"],
+        "model": model_path,
+        "group_size": front[0]["group_size"],
+        "choices": list(choices),
+        "avg_bits": cost.avg_bits(plan),
+        "bytes": cost.plan_bytes(plan),
+        "model_gb": cost.model_gb(plan),
+        "divergence": measured.get(plan),
+        "predicted_divergence": estimate(plan),
+        "from": candidates[plan],
+        "budget": {"value": budget, "unit": unit, "bytes": cap},
+        "layers": dict(zip(names, plan, strict=True)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = dict(a.partition("=")[::2] for a in (sys.argv[1:] if argv is None else argv))
+    unknown = set(args) - {"run_dir", "budget", "unit"}
+    if unknown or "run_dir" not in args or "budget" not in args:
+        print("usage: python -m amq.plan run_dir=DIR budget=2.75 [unit=bits|gb]", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    try:
+        unit = args.get("unit", "bits")
+        if unit not in ("bits", "gb"):
+            raise AMQConfigError(f"unit must be bits or gb, got {unit!r}")
+        doc = replan(Path(args["run_dir"]), float(args["budget"]), unit)
+    except (AMQConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args["run_dir"]) / "plans" / f"{float(args['budget']):g}{unit}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    measured = f"measured {doc['divergence']:.4g}" if doc["divergence"] is not None else f"estimated {doc['predicted_divergence']:.4g}"
+    print(
+        f"{out}: {doc['avg_bits']:.3f} bits, {doc['model_gb']:.4f} GB, divergence {measured} ({doc['from']}), {time.perf_counter() - t0:.1f}s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

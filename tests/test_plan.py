@@ -1,0 +1,61 @@
+"""amq.plan: a plan for a new budget from a finished search, without evaluating anything."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from amq.cost import build_cost_model
+from amq.models import layer_infos
+from amq.plan import main, replan
+
+
+def _fake_run(tmp_path, model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    layers = layer_infos(model)
+    names = [lay.name for lay in layers]
+    cost = build_cost_model(layers, [2, 3, 4], 128, sum(p.numel() for p in model.parameters()))
+    rng = np.random.default_rng(0)
+    per_bits = {n: {2: 0.05 + 0.1 * rng.random(), 3: 0.01 * rng.random(), 4: 0.001} for n in names}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "sensitivity.json").write_text(json.dumps({"per_bits": per_bits}))
+    rows = []
+    for _ in range(40):
+        plan = [int(b) for b in rng.choice([2, 3, 4], len(names))]
+        div = sum(per_bits[n][b] for n, b in zip(names, plan, strict=True)) * 1.2
+        rows.append({"plan": plan, "divergence": div, "avg_bits": cost.avg_bits(plan)})
+    (run / "archive.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    best = min(rows, key=lambda r: r["divergence"])
+    doc = {
+        "version": 1,
+        "model": str(model_dir),
+        "group_size": 128,
+        "choices": [2, 3, 4],
+        "layers": dict(zip(names, best["plan"], strict=True)),
+    }
+    (run / "pareto.json").write_text(json.dumps({"front": [doc]}))
+    return run, rows, cost, names
+
+
+def test_replan_fits_the_budget_and_is_no_worse_than_the_archive(tmp_path, small_model_dir):
+    run, rows, cost, names = _fake_run(tmp_path, small_model_dir)
+    for budget in (2.6, 3.1):
+        doc = replan(run, budget)
+        plan = [doc["layers"][n] for n in names]
+        assert cost.avg_bits(plan) <= budget + 1e-9 and doc["bytes"] <= doc["budget"]["bytes"]
+        fitting = [r["divergence"] for r in rows if cost.plan_bytes(r["plan"]) <= doc["budget"]["bytes"]]
+        assert doc["predicted_divergence"] <= min(fitting, default=np.inf) + 1e-12
+        assert doc["from"] in ("archive", "ilp", "repair")
+
+
+def test_plan_cli_writes_the_plan_and_refuses_bad_budgets(tmp_path, small_model_dir, capsys):
+    run, *_ = _fake_run(tmp_path, small_model_dir)
+    assert main([f"run_dir={run}", "budget=2.75"]) == 0
+    assert json.loads((run / "plans" / "2.75bits.json").read_text())["budget"]["value"] == 2.75
+    assert main([f"run_dir={run}", "budget=12"]) == 2
+    assert "outside the achievable range" in capsys.readouterr().err
+    assert main([f"run_dir={tmp_path / 'nope'}", "budget=3"]) == 2
