@@ -16,16 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from hydra import compose, initialize_config_dir
 
 from amq.config import register_configs, to_object
-from amq.data import calibration_ids
-from amq.metrics import DivergenceEvaluator
-from amq.models import load_model, load_tokenizer, searchable_linears
-from amq.quant.bank import ProxyBank
+from amq.search.baselines import random_search
 from amq.search.ilp import allocate, greedy, loss_table
-from amq.search.loop import prepare, run_search
+from amq.search.loop import build_scorer, prepare, run_search
 from amq.search.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,16 +54,15 @@ def main() -> None:
 
     # random search with the same number of real evaluations, same bank and data
     prep = prepare(cfg)
-    model = load_model(cfg.model, prep.model_path)
-    ids = calibration_ids(cfg.data, load_tokenizer(prep.model_path))
-    evaluator = DivergenceEvaluator(model, ids, cfg.data.batch_size, cfg.search.metric)
-    bank = ProxyBank(searchable_linears(model), cfg.bits.choices, cfg.bits.group_size, cfg.proxy)
+    bank, evaluator, _ = build_scorer(cfg, prep.model_path)
     space = SearchSpace(tuple(bank.names), tuple(cfg.bits.choices))
-    rng = np.random.default_rng(cfg.seed + 1)
-    random_rows = []
-    for plan in space.random_plans(n_evals, rng):
+
+    def score(plan):
         bank.apply(plan)
-        random_rows.append((prep.cost.plan_bytes(plan), prep.cost.avg_bits(plan), evaluator.score()))
+        return evaluator.score()
+
+    rows, _ = random_search(space, score, prep.cost.plan_bytes, n_evals, [], seed=cfg.seed + 1)
+    random_rows = [(nbytes, prep.cost.avg_bits(plan), div) for plan, nbytes, div in rows]
 
     # the peers from the same per-layer table: exact-budget ILP and sensitivity greedy
     cost = prep.cost
