@@ -47,12 +47,13 @@ def replan(run_dir: Path, budget: float, unit: str = "bits") -> dict:
     measured = {tuple(r["plan"]): r["divergence"] for r in rows}
     fits = [p for p in plans if cost.plan_bytes(p) <= cap]
     candidates: dict[tuple, str] = {p: "archive" for p in fits}
-    ilp = allocate(table, cost.table(), cap, space)
+    layer_cost = cost.table()
+    ilp = allocate(table, layer_cost, cap, space)
     if ilp is not None:
         candidates.setdefault(ilp, "ilp")
     if fits:
         best = min(fits, key=measured.__getitem__)
-        fixed = repair(best, table, cost.table(), cap, space)
+        fixed = repair(best, table, layer_cost, cap, space)
         if fixed is not None:
             candidates.setdefault(fixed, "repair")
     if not candidates:

@@ -217,13 +217,15 @@ class Archive:
     ) -> list[Record]:
         """Take and score every waiting trial; `evaluate(plan) -> (divergence, bytes, seconds)`."""
         done = []
-        while self.waiting():
-            rec = self.take_one(evaluate)
-            if rec is not None:
-                done.append(rec)
-                if progress:
-                    progress(rec)
-        return done
+        while True:
+            rec = self.take_one(evaluate)  # checks for a waiting trial itself
+            if rec is None:
+                if not self.waiting():
+                    return done
+                continue  # lost a race for a trial; others wait
+            done.append(rec)
+            if progress:
+                progress(rec)
 
     def drain(self, evaluate, progress=None, driver_evaluates: bool = True, poll_s: float = 0.5) -> None:
         """Until nothing is waiting or running: evaluate here (unless the driver only waits), and

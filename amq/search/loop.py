@@ -283,9 +283,10 @@ def ilp_refit(space: SearchSpace, records: list[Record], loss: np.ndarray, cost:
     if len(records) < 8:
         return []
     table = fit_additive([r.plan for r in records], np.array([r.divergence for r in records]), loss, space.choices)
+    layer_cost = cost.table()
     out: list[Plan] = []
     for cap in budgets_bytes.values():
-        plan = allocate(table, cost.table(), cap, space)
+        plan = allocate(table, layer_cost, cap, space)
         if plan is not None and plan not in known and plan not in out:
             out.append(plan)
     return out
