@@ -139,6 +139,7 @@ class SearchConfig:
     initial_random: int = 40  # random plans spread over the memory range
     ilp_refit: bool = True  # each iteration, also an ILP plan per budget on the per-layer table refitted to the archive
     ilp_seeds: int = 5  # integer-programming plans (per-layer estimates) at the budgets + this many caps; 0 = none
+    local_moves: int = 2  # each iteration, per budget: predictor-ranked bit swaps of the best plan under it; 0 = off
     iterations: int = 10
     candidates: int = 12  # real evaluations per iteration
     metric: str = "jsd"  # jsd | kl
@@ -161,6 +162,7 @@ class SearchConfig:
         _check(self.iterations >= 0 and self.candidates >= 1, "search.iterations >= 0 and search.candidates >= 1")
         _check(self.strategy in ("amq", "random"), f"search.strategy must be amq or random, got {self.strategy!r}")
         _check(self.ilp_seeds >= 0, "search.ilp_seeds must be >= 0")
+        _check(self.local_moves >= 0, "search.local_moves must be >= 0")
         _check(self.prune_threshold >= 0, "search.prune_threshold must be >= 0")
         _check(self.prune_to in ("highest", "no_lowest"), f"search.prune_to must be highest or no_lowest, got {self.prune_to!r}")
         _check(all(b > 0 for b in self.budgets), "search.budgets must be positive")

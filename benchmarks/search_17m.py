@@ -4,7 +4,7 @@
 
 Runs the real search (`+experiment=small_cpu`), then a random search given the same number of
 real evaluations (the archive plus the sensitivity pass), on the same proxy bank, calibration
-tokens and metric, and writes benchmarks/search_17m_prune-<search.prune_to>.md.
+tokens and metric, and writes benchmarks/search_17m_<predictor>_prune-<prune_to>_ilp<n>_local<n>.md.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def main() -> None:
         )
     lines += ["", f"Uniform plans (every layer): {', '.join(f'{b}-bit {d:.5f}' for b, d in sorted(uniform.items()))}.", ""]
     lines += [f"Run dir: `{run_dir.relative_to(ROOT)}` (front.png, pareto.json, plans/).", ""]
-    out = ROOT / "benchmarks" / f"search_17m_{cfg.predictor.name}_prune-{cfg.search.prune_to}_ilp{cfg.search.ilp_seeds}.md"
+    out = ROOT / "benchmarks" / f"search_17m_{cfg.predictor.name}_prune-{cfg.search.prune_to}_ilp{cfg.search.ilp_seeds}_local{cfg.search.local_moves}.md"
     out.write_text("\n".join(lines))
     print("\n".join(lines))
 

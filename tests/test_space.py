@@ -39,3 +39,27 @@ def test_pick_spread_serves_each_budget_from_below():
     by_plan = {p[0]: p[2] for p in points}
     assert by_plan[picks[0]] == 100  # the cap's pick fits under it
     assert len(picks) == 4 and len(set(picks)) == 4
+
+
+def test_swap_neighbours_stay_under_the_cap_and_differ_by_one_step_in_two_layers():
+    from amq.search.local import local_moves, swap_neighbours
+
+    space = SearchSpace(tuple(f"l{i}" for i in range(6)), (2, 3, 4), {0: (4,)})
+    sizes = [1, 1, 2, 2, 3, 3]
+    nbytes = lambda p: sum(b * s for b, s in zip(p, sizes, strict=True))  # noqa: E731
+    plan = (4, 3, 3, 2, 4, 3)
+    cap = nbytes(plan) + 1
+    nbrs = swap_neighbours(space, plan, nbytes, cap)
+    assert nbrs and len(set(nbrs)) == len(nbrs)
+    for n in nbrs:
+        assert nbytes(n) <= cap and n[0] == 4  # the fixed layer never moves
+        diff = [b - a for a, b in zip(plan, n, strict=True) if a != b]
+        assert sorted(diff) in ([1], [-1, 1])
+    # layer 1 up (+1 byte) alone fits; layer 5 up (+3) needs a layer of size >= 2 down
+    assert (4, 4, 3, 2, 4, 3) in nbrs and (4, 3, 3, 2, 4, 4) not in nbrs and (4, 3, 2, 2, 4, 4) in nbrs
+
+    # ranked by the predictor; known plans are skipped
+    predict = lambda plans: np.array([-sum(p[1:3]) for p in plans], dtype=float)  # noqa: E731
+    picks = local_moves(space, {cap: plan}, predict, nbytes, {(4, 4, 3, 2, 4, 3)}, 2)
+    assert len(picks) == 2 and (4, 4, 3, 2, 4, 3) not in picks
+    assert all(sum(p[1:3]) == 7 for p in picks)

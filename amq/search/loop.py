@@ -26,6 +26,7 @@ from amq.predictor import holdout_split, make_predictor, score
 from amq.quant.bank import ProxyBank
 from amq.search.archive import STUDY_NAME, Archive, Record, open_storage
 from amq.search.ilp import allocate, fit_additive, loss_table
+from amq.search.local import local_moves
 from amq.search.nsga import pick_spread, propose
 from amq.search.pareto import front_indices, hypervolume
 from amq.search.sensitivity import load_or_measure, lowest_column, prune
@@ -243,8 +244,20 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
                 )
                 known = archive.known_plans()
                 refit = ilp_refit(space, records, loss, cost, budgets_bytes, known) if cfg.search.ilp_refit else []
-                picks = pick_spread(points, cfg.search.candidates - len(refit), window, known | set(refit), list(budgets_bytes.values()))
+                best = _best_under(records, budgets_bytes)
+                local = local_moves(
+                    space,
+                    best,
+                    lambda plans, p=predictor: p.predict(space.encode(plans)),
+                    cost.plan_bytes,
+                    known | set(refit),
+                    cfg.search.local_moves,
+                )
+                local = local[: max(0, cfg.search.candidates - len(refit)) // 2]  # NSGA-II keeps at least half the rest
+                taken = known | set(refit) | set(local)
+                picks = pick_spread(points, max(0, cfg.search.candidates - len(refit) - len(local)), window, taken, list(budgets_bytes.values()))
                 archive.enqueue(refit, it, "ilp-refit", cost.avg_bits)
+                archive.enqueue(local, it, "local", cost.avg_bits)
                 archive.enqueue(picks, it, "nsga2", cost.avg_bits)
                 phase["propose_s"] = time.perf_counter() - t
             phase["evaluate_s"] = run_queue(f"iteration {it}/{cfg.search.iterations}")
@@ -303,6 +316,16 @@ def _random_in_window(space: SearchSpace, cost: CostModel, window: tuple[int, in
         if len(out) >= k:
             break
     return out[:k]
+
+
+def _best_under(records: list[Record], budgets_bytes: dict[float, int]) -> dict[int, Plan]:
+    """Budget cap (bytes) -> the lowest-divergence evaluated plan that fits under it."""
+    out: dict[int, Plan] = {}
+    for cap in budgets_bytes.values():
+        fits = [r for r in records if r.bytes <= cap]
+        if fits:
+            out[cap] = min(fits, key=lambda r: r.divergence).plan
+    return out
 
 
 def _window(cost: CostModel, budgets_bytes: dict[float, int], lo: int, hi: int) -> tuple[int, int]:

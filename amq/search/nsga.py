@@ -104,7 +104,7 @@ def pick_spread(
     the remaining equal bins of the window; empty bins are filled from the best remaining.
     "Best" is (front level, predicted divergence)."""
     fresh = [p for p in points if p[0] not in exclude]
-    if not fresh:
+    if not fresh or k <= 0:
         return []
     level = front_levels(fresh)
     rank = {p[0]: (lv, p[1]) for p, lv in zip(fresh, level, strict=True)}
