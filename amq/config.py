@@ -214,6 +214,7 @@ class QuantizerConfig:
     block_size: int = 128  # gptq: columns per lazy-update block
     awq_grid: int = 20  # awq: scale exponents and clip ratios tried
     awq_clip: bool = True
+    integer_zeros: bool = False  # round zero-points to integer codes: needed by the compressed-tensors and GPTQ exports
     batch_size: int = 8
 
     def __post_init__(self) -> None:
@@ -256,9 +257,14 @@ class EvalSettings:
     zero_shot: list[str] = field(default_factory=list)  # lm-eval tasks, e.g. [arc_easy, piqa]; needs amq[eval]
     tasks_path: str | None = None  # a folder of local lm-eval task YAMLs (offline)
     zero_shot_limit: int | None = None  # examples per task (None: all)
+    vs_16bit_windows: int = 16  # KL, JSD and same-top-token rate vs the 16-bit model on this many windows of the first test; 0 = off
 
     def __post_init__(self) -> None:
         _check(self.seq_len > 1 and self.batch_size > 0, "eval.seq_len and eval.batch_size must be positive")
+        _check(self.vs_16bit_windows >= 0, "eval.vs_16bit_windows must be >= 0")
+
+
+EXPORT_FORMATS = ("amq", "compressed-tensors", "gptq", "gptq_v2")
 
 
 @dataclass
@@ -271,9 +277,14 @@ class EvaluateConfig:
     plan: PlanConfig = MISSING
     eval: EvalSettings = field(default_factory=EvalSettings)
     logger: LoggerConfig = MISSING
-    export: bool = False  # write a packed checkpoint into the run dir
+    export: bool = False  # write the quantized model into the run dir, in every format of export_formats
+    export_formats: list[str] = field(default_factory=lambda: ["amq"])  # amq | compressed-tensors | gptq | gptq_v2
     seed: int = 0
     run_name: str = "eval"
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.export_formats) - set(EXPORT_FORMATS))
+        _check(not bad, f"export_formats: unknown {bad}; choose from {', '.join(EXPORT_FORMATS)}")
 
 
 def register_configs() -> None:

@@ -7,6 +7,8 @@ under `export/`. `python -m amq.report <dir>` turns many of these into one compa
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 import logging
 import sys
@@ -22,6 +24,7 @@ from omegaconf import DictConfig
 from amq.config import AMQConfigError, DataConfig, EvaluateConfig, register_configs, to_object
 from amq.cost import build_cost_model
 from amq.data import calibration_ids, check_data, load_text
+from amq.metrics import compare_to_reference
 from amq.models import load_config, load_model, load_tokenizer, resolve_model_path, shapes_from_config
 from amq.perplexity import perplexity, token_stream
 from amq.plans import build_plan
@@ -75,6 +78,11 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
             raise AMQConfigError(f"eval.tests: {source!r} is not wikitext2, c4, builtin or an existing text file")
     if cfg.export and not plan:
         raise AMQConfigError("export=true needs a quantized plan (plan.source is none)")
+    engine_formats = [f for f in cfg.export_formats if f != "amq"] if cfg.export else []
+    if engine_formats and not cfg.quantizer.integer_zeros:
+        raise AMQConfigError(f"export_formats {engine_formats} store integer zero-points: add quantizer.integer_zeros=true")
+    if "compressed-tensors" in engine_formats and importlib.util.find_spec("compressed_tensors") is None:
+        raise AMQConfigError("export_formats compressed-tensors needs the compressed-tensors package: pip install 'amq[export]'")
 
     torch.manual_seed(cfg.seed)
     model = load_model(cfg.model, path)
@@ -87,6 +95,7 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
         "group_size": cfg.quantizer.group_size,
         "plan": plan,
     }
+    reference = copy.deepcopy(model) if plan and cfg.eval.vs_16bit_windows else None  # the 16-bit model to compare with
     if plan:
         bits = [plan[n] for n in names]
         result.update(avg_bits=cost.avg_bits(bits), bytes=cost.plan_bytes(bits), model_gb=cost.model_gb(bits))
@@ -98,12 +107,22 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
         result.update(avg_bits=16.0, bytes=2 * sum(lay.numel for lay in layers), model_gb=2 * total / 1e9)
 
     result["perplexity"] = {}
-    for source in cfg.eval.tests:
+    for k, source in enumerate(cfg.eval.tests):
         name = test_name(source)
         ids = token_stream(_test_text(source), tokenizer)
         ppl, windows = perplexity(model, ids, cfg.eval.seq_len, cfg.eval.batch_size, cfg.eval.max_windows, f"ppl {name}", show_progress)
         result["perplexity"][name] = {"ppl": ppl, "seq_len": cfg.eval.seq_len, "windows": windows, "tokens": int(ids.numel())}
         log.info("%s: perplexity %.3f (%d windows of %d tokens)", name, ppl, windows, cfg.eval.seq_len)
+        if k == 0 and reference is not None:
+            n = min(windows, cfg.eval.vs_16bit_windows)
+            w = ids[: n * cfg.eval.seq_len].view(n, cfg.eval.seq_len)
+            vs = compare_to_reference(model, reference, w, cfg.eval.batch_size)
+            result["vs_16bit"] = {**vs, "test": name, "seq_len": cfg.eval.seq_len, "windows": n}
+            log.info(
+                "vs 16-bit on %s (%d windows of %d tokens): KL %.5f, JSD %.5f, same top token %.2f%%",
+                name, n, cfg.eval.seq_len, vs["kl"], vs["jsd"], 100 * vs["same_top_token"],
+            )  # fmt: skip
+    del reference
 
     if cfg.eval.zero_shot:
         from amq.zeroshot import zero_shot
@@ -115,16 +134,28 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
 
     if cfg.export:
         dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float16
-        out = save_quantized(model, run_dir / "export", cfg.quantizer.method, {"avg_bits": result["avg_bits"]}, tokenizer, dtype)
-        size, payload = (out / "model.safetensors").stat().st_size, payload_bytes(out / "model.safetensors")
         predicted = round(result["model_gb"] * 1e9)
-        result["export"] = {"dir": str(out), "file_bytes": size, "tensor_bytes": payload, "cost_model_bytes": predicted}
-        result["export"]["size_ratio"] = size / predicted
-        log.info("export: %d bytes on disk (%d of tensors) vs %d by the cost model", size, payload, predicted)
+        if "amq" in cfg.export_formats:
+            out = save_quantized(model, run_dir / "export", cfg.quantizer.method, {"avg_bits": result["avg_bits"]}, tokenizer, dtype)
+            size, payload = (out / "model.safetensors").stat().st_size, payload_bytes(out / "model.safetensors")
+            result["export"] = {"dir": str(out), "file_bytes": size, "tensor_bytes": payload, "cost_model_bytes": predicted}
+            result["export"]["size_ratio"] = size / predicted
+            log.info("export: %d bytes on disk (%d of tensors) vs %d by the cost model", size, payload, predicted)
+        for fmt in engine_formats:
+            from amq.engine_export import save_compressed_tensors, save_gptq
+
+            target = run_dir / f"export-{fmt}"
+            if fmt == "compressed-tensors":
+                save_compressed_tensors(model, target, tokenizer, dtype)
+            else:
+                save_gptq(model, target, tokenizer, dtype, checkpoint_format=fmt)
+            result.setdefault("engine_exports", {})[fmt] = str(target)
 
     (run_dir / "result.json").write_text(json.dumps(result, indent=1))
     tracker = Tracker(cfg.logger, run_dir, {k: v for k, v in asdict(cfg).items() if k != "plan"}, cfg.run_name)
-    tracker.summary({"avg_bits": result["avg_bits"], **{f"ppl/{k}": v["ppl"] for k, v in result["perplexity"].items()}})
+    summary = {"avg_bits": result["avg_bits"], **{f"ppl/{k}": v["ppl"] for k, v in result["perplexity"].items()}}
+    summary.update({f"vs_16bit/{k}": v for k, v in result.get("vs_16bit", {}).items() if isinstance(v, float)})
+    tracker.summary(summary)
     tracker.finish()
     return result
 

@@ -58,3 +58,27 @@ class DivergenceEvaluator:
             total += d.sum(dtype=torch.float64)
             count += d.numel()
         return float(total.item() / count)
+
+
+@torch.inference_mode()
+def compare_to_reference(
+    model: nn.Module,
+    reference: nn.Module,
+    windows: torch.Tensor,
+    batch_size: int = 1,
+) -> dict[str, float]:
+    """What users compare quantized models by, against the 16-bit model on the same windows
+    (n, seq_len): mean per-token KL(p16 || q) and JSD (nats), and the same-top-token rate
+    (how often the argmax next token is unchanged)."""
+    device = next(model.parameters()).device
+    ref_device = next(reference.parameters()).device
+    sums = {"kl": 0.0, "jsd": 0.0, "same_top_token": 0.0}
+    count = 0
+    for batch in windows.split(batch_size):
+        ref_logp = torch.log_softmax(reference(input_ids=batch.to(ref_device), use_cache=False).logits.float(), -1).to(device)
+        logp = torch.log_softmax(model(input_ids=batch.to(device), use_cache=False).logits.float(), -1)
+        sums["kl"] += float(kl(ref_logp, logp).sum(dtype=torch.float64))
+        sums["jsd"] += float(jsd(ref_logp, logp).sum(dtype=torch.float64))
+        sums["same_top_token"] += float((ref_logp.argmax(-1) == logp.argmax(-1)).sum())
+        count += batch.numel()
+    return {k: v / count for k, v in sums.items()}

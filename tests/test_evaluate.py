@@ -80,12 +80,25 @@ def test_load_refuses_a_folder_that_is_not_an_export(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_cli_uniform_and_ilp_plans(tmp_path, small_model_dir):
-    r = _eval(small_model_dir, tmp_path / "u", "quantizer=gptq", "plan.bits=3", "export=true")
+    r = _eval(
+        small_model_dir,
+        tmp_path / "u",
+        "quantizer=gptq",
+        "quantizer.integer_zeros=true",
+        "plan.bits=3",
+        "export=true",
+        "export_formats=[amq,compressed-tensors,gptq_v2]",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((tmp_path / "u" / "result.json").read_text())
     assert res["method"] == "gptq" and res["avg_bits"] == 3.0 and res["perplexity"]["builtin"]["windows"] == 3
     assert res["perplexity"]["builtin"]["seq_len"] == 128 and res["perplexity"]["builtin"]["ppl"] > 1
     assert (tmp_path / "u" / "export" / "model.safetensors").is_file()
+    assert (tmp_path / "u" / "export-compressed-tensors" / "config.json").is_file()
+    assert (tmp_path / "u" / "export-gptq_v2" / "quantize_config.json").is_file()
+    vs = res["vs_16bit"]  # the comparison users make, with its context stated
+    assert vs["seq_len"] == 128 and vs["windows"] == 3 and vs["test"] == "builtin"
+    assert 0 < vs["jsd"] < vs["kl"] and 0.5 < vs["same_top_token"] < 1
 
     # a per-layer table as a search writes it; the ILP plan must fit the budget exactly
     names = [lay.name for lay in layer_infos(_model(small_model_dir))]
@@ -105,6 +118,8 @@ def test_evaluate_cli_uniform_and_ilp_plans(tmp_path, small_model_dir):
         (["plan=file", "plan.path=/no/such/plan.json"], "no such plan file"),
         (["plan=ilp", "plan.path=/no/such/run", "plan.budget=3"], "no sensitivity.json"),
         (["quantizer.method=nope"], "quantizer.method must be one of"),
+        (["export=true", "export_formats=[gptq]"], "quantizer.integer_zeros=true"),
+        (["export_formats=[onnx]"], "export_formats: unknown"),
         (["eval.tests=[/no/such/test.txt]"], "is not wikitext2, c4, builtin or an existing text file"),
     ],
 )

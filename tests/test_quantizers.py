@@ -115,3 +115,24 @@ def test_gptq_beats_rtn_on_the_model_at_3_bits(small_model_dir):
         with torch.no_grad():
             errs[method] = float((model(calib).logits - ref).norm())
     assert errs["gptq"] < errs["rtn"], errs
+
+
+@pytest.mark.parametrize("method", ["rtn", "hqq", "gptq"])
+def test_integer_zeros_are_integer_codes_and_stay_close(method):
+    from amq.quant.gptq import gptq_quantize
+    from amq.quant.groupwise import quantize
+
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(64, 256, generator=g)
+    x = torch.randn(512, 256, generator=g)
+    for bits in (2, 3, 4):
+        if method == "gptq":
+            fz = gptq_quantize(w, x.t() @ x, bits, 128)
+            iz = gptq_quantize(w, x.t() @ x, bits, 128, int_zero=True)
+        else:
+            fz, iz = quantize(w, bits, 128, method), quantize(w, bits, 128, method, int_zero=True)
+        z = iz.zero.float()
+        assert torch.equal(z, z.round()) and z.min() >= 0 and z.max() <= 2**bits - 1
+        err_f = (fz.dequantize(torch.float32) - w).pow(2).mean()
+        err_i = (iz.dequantize(torch.float32) - w).pow(2).mean()
+        assert err_i < 1.6 * err_f  # rounding the zero costs little

@@ -142,7 +142,7 @@ def quantize_model(
     quants: dict[str, GroupQuant] = {}
     if cfg.method in ("hqq", "rtn"):
         for name in tqdm(list(plan), desc=cfg.method, unit="layer", disable=not show_progress):
-            quants[name] = quantize(linears[name].weight.data, int(plan[name]), cfg.group_size, cfg.method)
+            quants[name] = quantize(linears[name].weight.data, int(plan[name]), cfg.group_size, cfg.method, cfg.integer_zeros)
             _set(linears[name], quants[name])
     else:
         blocks = decoder_blocks(model)
@@ -166,7 +166,7 @@ def _gptq_block(block, mine: dict[str, nn.Linear], plan, inputs, cfg: QuantizerC
     _collect(block, mine, inputs, lambda n, x: acc[n].add(x))
     out = {}
     for n, lin in mine.items():
-        out[n] = gptq_quantize(lin.weight.data, acc[n].h, int(plan[n]), cfg.group_size, cfg.damp, cfg.act_order, cfg.block_size)
+        out[n] = gptq_quantize(lin.weight.data, acc[n].h, int(plan[n]), cfg.group_size, cfg.damp, cfg.act_order, cfg.block_size, cfg.integer_zeros)
         _set(lin, out[n])
         del acc[n]
     return out
@@ -187,7 +187,7 @@ def _awq_block(block, bp: str, mine: dict[str, nn.Linear], plan, inputs, cfg: Qu
         w = lin.weight.data
         if cfg.awq_clip:
             w = clip_weight(w, x_of[n], int(plan[n]), cfg.group_size, cfg.awq_grid)
-        out[n] = quantize_rtn(w, int(plan[n]), cfg.group_size)
+        out[n] = quantize_rtn(w, int(plan[n]), cfg.group_size, cfg.integer_zeros)
         _set(lin, out[n])
     return out
 

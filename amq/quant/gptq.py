@@ -43,6 +43,7 @@ def gptq_quantize(
     damp: float = 0.01,
     act_order: bool = False,
     block_size: int = 128,
+    int_zero: bool = False,
 ) -> GroupQuant:
     """Quantize weight `w` (out, in) given the Hessian `h` (in, in) of its inputs."""
     out_f, in_f = w.shape
@@ -60,7 +61,7 @@ def gptq_quantize(
 
     perm = torch.arange(in_f, device=W.device)
     if act_order:
-        s, z = _minmax_params(W.view(out_f, n_groups, group_size), bits)  # static groups
+        s, z = _minmax_params(W.view(out_f, n_groups, group_size), bits, int_zero)  # static groups
         scale, zero = s.squeeze(-1), z.squeeze(-1)
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H = W[:, perm], H[perm][:, perm]
@@ -79,7 +80,7 @@ def gptq_quantize(
             col = int(perm[i1 + i])
             g = col // group_size
             if not act_order and col % group_size == 0:
-                s, z = _minmax_params(W1[:, i : i + group_size].unsqueeze(1), bits)
+                s, z = _minmax_params(W1[:, i : i + group_size].unsqueeze(1), bits, int_zero)
                 scale[:, g], zero[:, g] = s.view(-1), z.view(-1)
             w_col = W1[:, i]
             q = torch.clamp(torch.round(w_col / scale[:, g] + zero[:, g]), 0, qmax)

@@ -44,12 +44,15 @@ def _grouped(w: torch.Tensor, group_size: int) -> torch.Tensor:
     return w.float().view(out, n_in // group_size, group_size)
 
 
-def _minmax_params(wg: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _minmax_params(wg: torch.Tensor, bits: int, int_zero: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min-max scale and zero; `int_zero` rounds the zero to an integer code (GPTQ's original
+    choice, and what serving formats with packed integer zero-points can store)."""
     qmax = 2**bits - 1
     lo = wg.amin(-1, keepdim=True)
     hi = wg.amax(-1, keepdim=True)
     scale = ((hi - lo) / qmax).clamp_min(1e-8).half().float()
-    zero = (-lo / scale).half().float()
+    zero = -lo / scale
+    zero = torch.round(zero).clamp(0, qmax) if int_zero else zero.half().float()
     return scale, zero
 
 
@@ -57,10 +60,10 @@ def _codes(wg: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int)
     return torch.clamp(torch.round(wg / scale + zero), 0, 2**bits - 1)
 
 
-def quantize_rtn(w: torch.Tensor, bits: int, group_size: int) -> GroupQuant:
+def quantize_rtn(w: torch.Tensor, bits: int, group_size: int, int_zero: bool = False) -> GroupQuant:
     """Min-max round-to-nearest."""
     wg = _grouped(w, group_size)
-    scale, zero = _minmax_params(wg, bits)
+    scale, zero = _minmax_params(wg, bits, int_zero)
     q = _codes(wg, scale, zero, bits)
     return GroupQuant(q.to(torch.uint8).view(w.shape), scale.squeeze(-1).half(), zero.squeeze(-1).half(), bits, group_size)
 
@@ -79,8 +82,10 @@ def quantize_hqq(
     lp_norm: float = 0.7,
     beta: float = 10.0,
     kappa: float = 1.01,
+    int_zero: bool = False,
 ) -> GroupQuant:
-    """HQQ: min-max scale, zero refined by half-quadratic splitting; keeps the best zero seen."""
+    """HQQ: min-max scale, zero refined by half-quadratic splitting; keeps the best zero seen
+    (rounded to an integer code at the end with `int_zero`)."""
     wg = _grouped(w, group_size)
     scale, zero = _minmax_params(wg, bits)
     best_zero = zero.clone()
@@ -95,14 +100,16 @@ def quantize_hqq(
         w_e = _shrink_lp(wg - w_r, beta, lp_norm)
         zero = (q - (wg - w_e) / scale).mean(-1, keepdim=True).half().float()
         beta *= kappa
+    if int_zero:
+        best_zero = torch.round(best_zero).clamp(0, 2**bits - 1)
     q = _codes(wg, scale, best_zero, bits)
     return GroupQuant(q.to(torch.uint8).view(w.shape), scale.squeeze(-1).half(), best_zero.squeeze(-1).half(), bits, group_size)
 
 
-def quantize(w: torch.Tensor, bits: int, group_size: int, method: str = "hqq", **hqq_kwargs: float) -> GroupQuant:
+def quantize(w: torch.Tensor, bits: int, group_size: int, method: str = "hqq", int_zero: bool = False, **hqq_kwargs: float) -> GroupQuant:
     """Quantize with the named data-free method (hqq | rtn)."""
     if method == "rtn":
-        return quantize_rtn(w, bits, group_size)
+        return quantize_rtn(w, bits, group_size, int_zero)
     if method == "hqq":
-        return quantize_hqq(w, bits, group_size, **hqq_kwargs)  # type: ignore[arg-type]
+        return quantize_hqq(w, bits, group_size, int_zero=int_zero, **hqq_kwargs)  # type: ignore[arg-type]
     raise ValueError(f"unknown proxy quantizer {method!r}")
