@@ -46,8 +46,7 @@ def integer_zeros(name: str, layer: QuantLinear) -> torch.Tensor:
     zi = torch.round(z)
     if not torch.equal(z, zi) or zi.min() < 0 or zi.max() > 2**layer.bits - 1:
         raise AMQConfigError(
-            f"{name}: zero-points are not integer codes, which this export format needs; "
-            "quantize with quantizer.integer_zeros=true"
+            f"{name}: zero-points are not integer codes, which this export format needs; quantize with quantizer.integer_zeros=true"
         )
     return zi.to(torch.int64)
 
@@ -253,7 +252,6 @@ def load_gptq(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.Module
     tensors = load_file(str(p / "model.safetensors"))
     names = sorted({k.rpartition(".")[0] for k in tensors if k.endswith(".qweight")})
     bits = layer_bits_from_gptq_config(qcfg, names)
-    g = int(qcfg["group_size"])
     state = {}
     for n in names:
         b = bits[n]
@@ -278,5 +276,4 @@ def load_gptq(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.Module
 
 
 def _tied_keys(model: nn.Module) -> set[str]:
-    keys = getattr(model, "_tied_weights_keys", None) or {}
-    return set(keys) if not isinstance(keys, dict) else set(keys)
+    return set(getattr(model, "_tied_weights_keys", None) or ())  # a list or a dict of key -> source

@@ -166,7 +166,9 @@ def _gptq_block(block, mine: dict[str, nn.Linear], plan, inputs, cfg: QuantizerC
     _collect(block, mine, inputs, lambda n, x: acc[n].add(x))
     out = {}
     for n, lin in mine.items():
-        out[n] = gptq_quantize(lin.weight.data, acc[n].h, int(plan[n]), cfg.group_size, cfg.damp, cfg.act_order, cfg.block_size, cfg.integer_zeros)
+        out[n] = gptq_quantize(
+            lin.weight.data, acc[n].h, int(plan[n]), cfg.group_size, cfg.damp, cfg.act_order, cfg.block_size, cfg.integer_zeros
+        )
         _set(lin, out[n])
         del acc[n]
     return out

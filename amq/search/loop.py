@@ -255,7 +255,9 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
                 )
                 local = local[: max(0, cfg.search.candidates - len(refit)) // 2]  # NSGA-II keeps at least half the rest
                 taken = known | set(refit) | set(local)
-                picks = pick_spread(points, max(0, cfg.search.candidates - len(refit) - len(local)), window, taken, list(budgets_bytes.values()))
+                picks = pick_spread(
+                    points, max(0, cfg.search.candidates - len(refit) - len(local)), window, taken, list(budgets_bytes.values())
+                )
                 archive.enqueue(refit, it, "ilp-refit", cost.avg_bits)
                 archive.enqueue(local, it, "local", cost.avg_bits)
                 archive.enqueue(picks, it, "nsga2", cost.avg_bits)
