@@ -139,6 +139,7 @@ class SearchConfig:
     initial_random: int = 40  # random plans spread over the memory range
     ilp_refit: bool = True  # each iteration, also an ILP plan per budget on the per-layer table refitted to the archive
     ilp_seeds: int = 5  # integer-programming plans (per-layer estimates) at the budgets + this many caps; 0 = none
+    tie: list[str] = field(default_factory=list)  # layers sharing one bit-width: qkv, gate_up, or q_proj+k_proj style
     local_moves: int = 2  # each iteration, per budget: predictor-ranked bit swaps of the best plan under it; 0 = off
     iterations: int = 10
     candidates: int = 12  # real evaluations per iteration
@@ -237,6 +238,7 @@ class PlanConfig:
     budget: float | None = None  # ilp/greedy
     budget_unit: str = "bits"
     choices: list[int] = field(default_factory=lambda: [2, 3, 4])  # ilp/greedy
+    tie: list[str] | None = None  # ilp/greedy/repair: tied groups (qkv, gate_up); None = as the search run had them
 
     def __post_init__(self) -> None:
         _check(self.source in PLAN_SOURCES, f"plan.source must be one of {', '.join(PLAN_SOURCES)}, got {self.source!r}")

@@ -22,6 +22,7 @@ from amq.models import load_config, shapes_from_config
 from amq.plans import read_sensitivity
 from amq.search.ilp import allocate, fit_additive, loss_table, repair
 from amq.search.space import SearchSpace
+from amq.search.ties import tie_groups
 
 
 def replan(run_dir: Path, budget: float, unit: str = "bits") -> dict:
@@ -43,7 +44,7 @@ def replan(run_dir: Path, budget: float, unit: str = "bits") -> dict:
     rows = [json.loads(line) for line in archive_path.read_text().splitlines()]
     plans = [tuple(r["plan"]) for r in rows]
     table = fit_additive(plans, np.array([r["divergence"] for r in rows]), loss_table(read_sensitivity(run_dir), names, choices), choices)
-    space = SearchSpace(tuple(names), choices)
+    space = SearchSpace(tuple(names), choices, ties=tie_groups(names, front[0].get("tie", [])))
     measured = {tuple(r["plan"]): r["divergence"] for r in rows}
     fits = [p for p in plans if cost.plan_bytes(p) <= cap]
     candidates: dict[tuple, str] = {p: "archive" for p in fits}

@@ -10,6 +10,7 @@ from amq.config import AMQConfigError, PlanConfig
 from amq.cost import CostModel
 from amq.search.ilp import allocate, greedy, loss_table, repair
 from amq.search.space import SearchSpace
+from amq.search.ties import tie_groups
 
 
 def read_plan_file(path: str | Path) -> dict[str, int]:
@@ -24,14 +25,25 @@ def read_plan_file(path: str | Path) -> dict[str, int]:
         raise AMQConfigError(f"plan.path {str(path)!r}: not a plan file ({type(exc).__name__}: {exc})") from None
 
 
-def read_sensitivity(path: str | Path) -> dict[str, dict[int, float]]:
-    """The per-layer table (layer -> bits -> divergence) from a run dir or its sensitivity.json."""
+def _sensitivity_doc(path: str | Path) -> dict:
     p = Path(path).expanduser()
     if p.is_dir():
         p = p / "sensitivity.json"
     if not p.is_file():
         raise AMQConfigError(f"plan.path {str(path)!r}: no sensitivity.json (give a search run dir)")
-    doc = json.loads(p.read_text())
+    return json.loads(p.read_text())
+
+
+def run_ties(path: str | Path, names: list[str], tie: list[str] | None = None) -> tuple[tuple[int, ...], ...]:
+    """Tied groups: `tie` when given, else those the search run measured with."""
+    specs = tie if tie is not None else _sensitivity_doc(path).get("key", {}).get("tie", [])
+    return tie_groups(names, specs)
+
+
+def read_sensitivity(path: str | Path) -> dict[str, dict[int, float]]:
+    """The per-layer table (layer -> bits -> divergence) from a run dir or its sensitivity.json."""
+    p = Path(path).expanduser()
+    doc = _sensitivity_doc(path)
     if "per_bits" not in doc:
         raise AMQConfigError(f"{p}: has no per-bit-width table (written by an older amq); run the search again")
     return {n: {int(b): float(v) for b, v in d.items()} for n, d in doc["per_bits"].items()}
@@ -43,7 +55,7 @@ def repair_to_budget(plan: dict[str, int], run_dir: Path, names: list[str], cost
     table = read_sensitivity(run_dir)
     cost.check_budget(float(cfg.budget), cfg.budget_unit)
     cap = cost.budget_to_bytes(float(cfg.budget), cfg.budget_unit)
-    space = SearchSpace(tuple(names), tuple(cost.choices))
+    space = SearchSpace(tuple(names), tuple(cost.choices), ties=run_ties(run_dir, names, cfg.tie))
     loss = loss_table(table, names, cost.choices)
     for reach in (1, 2, len(cost.choices)):
         fixed = repair(tuple(plan[n] for n in names), loss, cost.table(), cap, space, reach)
@@ -71,7 +83,7 @@ def build_plan(cfg: PlanConfig, names: list[str], cost: CostModel) -> dict[str, 
             raise AMQConfigError(f"the sensitivity table has no {missing} bits entries; plan.choices must match the search")
         cost.check_budget(float(cfg.budget), cfg.budget_unit)
         cap = cost.budget_to_bytes(float(cfg.budget), cfg.budget_unit)
-        space = SearchSpace(tuple(names), tuple(cost.choices))
+        space = SearchSpace(tuple(names), tuple(cost.choices), ties=run_ties(str(cfg.path), names, cfg.tie))
         fn = allocate if cfg.source == "ilp" else greedy
         bits = fn(loss_table(table, names, cost.choices), cost.table(), cap, space)
         if bits is None:

@@ -102,3 +102,23 @@ def test_existing_run_dir_needs_resume(tmp_path, small_model_dir):
     (run / "optuna.journal").write_text("")
     r = subprocess.run(_cmd(small_model_dir, run), capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 2 and "pass resume=true" in r.stderr
+
+
+@pytest.mark.slow
+def test_tied_search_keeps_every_group_at_one_bit_width(tmp_path, small_model_dir):
+    from amq.search.ties import tie_groups
+
+    run = tmp_path / "tied"
+    extra = ["search.tie=[qkv,gate_up]", "search.iterations=1", "search.ilp_seeds=2"]
+    r = subprocess.run(_cmd(small_model_dir, run, *extra), capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sens = json.loads((run / "sensitivity.json").read_text())
+    names = list(sens["per_bits"])
+    groups = tie_groups(names, ["qkv", "gate_up"])
+    assert len(groups) == 2 * 2  # two blocks
+    for g in groups:  # measured together: equal shares
+        assert len({sens["per_bits"][names[i]]["2"] for i in g}) == 1
+    archive = _archive(run)
+    assert archive and all(len({a["plan"][i] for i in g}) == 1 for a in archive for g in groups)
+    plan3 = json.loads((run / "plans" / "3bits.json").read_text())
+    assert plan3["tie"] == ["qkv", "gate_up"] and plan3["metric_context"]["seq_len"] > 0

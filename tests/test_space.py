@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from amq.search.sensitivity import prune
 from amq.search.space import SearchSpace
@@ -63,3 +64,46 @@ def test_swap_neighbours_stay_under_the_cap_and_differ_by_one_step_in_two_layers
     picks = local_moves(space, {cap: plan}, predict, nbytes, {(4, 4, 3, 2, 4, 3)}, 2)
     assert len(picks) == 2 and (4, 4, 3, 2, 4, 3) not in picks
     assert all(sum(p[1:3]) == 7 for p in picks)
+
+
+def test_tied_layers_move_together_everywhere():
+    from amq.search.ilp import allocate, greedy
+    from amq.search.local import swap_neighbours
+    from amq.search.ties import tie_groups
+
+    names = tuple(
+        f"model.layers.{b}.{m}" for b in range(2) for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.up_proj")
+    )
+    ties = tie_groups(names, ["qkv"])
+    assert ties == ((0, 1, 2), (4, 5, 6))
+    space = SearchSpace(names, (2, 3, 4), {1: (3, 4)}, ties)
+    assert space.free == [0, 3, 4, 7] and space.options(2) == (3, 4) and space.options(5) == (2, 3, 4)
+    assert space.units == [(0, 1, 2), (3,), (4, 5, 6), (7,)]
+    assert abs(space.log10_size() - (np.log10(2) + 3 * np.log10(3))) < 1e-12
+    rng = np.random.default_rng(0)
+    plans = space.random_plans(50, rng) + [space.make([3, 2, 4, 2])]
+    assert all(space.respects(p) for p in plans)
+
+    sizes = np.array([1, 1, 1, 4, 1, 1, 1, 4])
+    cost = np.outer(sizes, [2, 3, 4])
+    loss = rng.random((8, 3)) * np.array([3.0, 1.0, 0.2])  # lower bits lose more
+    for cap in (31, 36, 44):
+        for fn in (allocate, greedy):
+            plan = fn(loss, cost, cap, space)
+            assert plan is not None and space.respects(plan) and (cost[np.arange(8), [b - 2 for b in plan]].sum() <= cap)
+    nbytes = lambda p: int(sum(s * b for s, b in zip(sizes, p, strict=True)))  # noqa: E731
+    base = space.make([3, 2, 3, 2])
+    assert all(space.respects(p) for p in swap_neighbours(space, base, nbytes, nbytes(base) + 3))
+    assert tie_groups(names, ["q_proj+k_proj"]) == ((0, 1), (4, 5))
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"), [(["qkv", "q_proj+k_proj"], "overlaps"), (["nope"], "not one of"), (["gate_up"], "no module")]
+)
+def test_bad_tie_specs_say_what_is_wrong(spec, message):
+    from amq.config import AMQConfigError
+    from amq.search.ties import tie_groups
+
+    names = ("m.0.self_attn.q_proj", "m.0.self_attn.k_proj", "m.0.self_attn.v_proj")
+    with pytest.raises(AMQConfigError, match=message):
+        tie_groups(names, spec)

@@ -40,12 +40,17 @@ def allocate(
     if np.where(mask, cost, np.inf).min(axis=1).sum() > cap:
         return None
     one_each = np.kron(np.eye(n_layers), np.ones(n_choices))
-    res = milp(
-        c=loss.ravel(),
-        integrality=np.ones(loss.size),
-        bounds=Bounds(0, mask.ravel().astype(float)),
-        constraints=[LinearConstraint(one_each, 1, 1), LinearConstraint(cost.ravel()[None, :].astype(float), -np.inf, cap)],
-    )
+    constraints = [LinearConstraint(one_each, 1, 1), LinearConstraint(cost.ravel()[None, :].astype(float), -np.inf, cap)]
+    rows = []
+    for group in space.ties:  # tied layers pick the same column
+        for j in group[1:]:
+            for c in range(n_choices):
+                row = np.zeros(loss.size)
+                row[group[0] * n_choices + c], row[j * n_choices + c] = 1.0, -1.0
+                rows.append(row)
+    if rows:
+        constraints.append(LinearConstraint(np.array(rows), 0, 0))
+    res = milp(c=loss.ravel(), integrality=np.ones(loss.size), bounds=Bounds(0, mask.ravel().astype(float)), constraints=constraints)
     if res.x is None:
         return None
     pick = res.x.reshape(n_layers, n_choices).argmax(axis=1)
@@ -54,26 +59,34 @@ def allocate(
 
 def greedy(loss: np.ndarray, cost: np.ndarray, cap: int, space: SearchSpace) -> Plan | None:
     """Sensitivity greedy: start every layer at its highest option, then repeatedly take the
-    layer whose next step down adds the least loss per byte saved, until the plan fits."""
+    layer (or tied group) whose next step down adds the least loss per byte saved, until the
+    plan fits."""
     col = {b: j for j, b in enumerate(space.choices)}
-    opts = [space.options(i) for i in range(len(space.names))]
-    pos = [len(o) - 1 for o in opts]  # index into each layer's own options
-    total = int(sum(cost[i, col[o[-1]]] for i, o in enumerate(opts)))
+    units = space.units
+    opts = [space.options(u[0]) for u in units]
+    unit_loss = np.array([loss[list(u)].sum(0) for u in units])
+    unit_cost = np.array([cost[list(u)].sum(0) for u in units])
+    pos = [len(o) - 1 for o in opts]  # index into each unit's own options
+    total = int(sum(unit_cost[k, col[o[-1]]] for k, o in enumerate(opts)))
     while total > cap:
-        best, best_i = np.inf, -1
-        for i, o in enumerate(opts):
-            if pos[i] == 0:
+        best, best_k = np.inf, -1
+        for k, o in enumerate(opts):
+            if pos[k] == 0:
                 continue
-            cur, nxt = col[o[pos[i]]], col[o[pos[i] - 1]]
-            ratio = (loss[i, nxt] - loss[i, cur]) / max(1, cost[i, cur] - cost[i, nxt])
+            cur, nxt = col[o[pos[k]]], col[o[pos[k] - 1]]
+            ratio = (unit_loss[k, nxt] - unit_loss[k, cur]) / max(1, unit_cost[k, cur] - unit_cost[k, nxt])
             if ratio < best:
-                best, best_i = ratio, i
-        if best_i < 0:
+                best, best_k = ratio, k
+        if best_k < 0:
             return None
-        o = opts[best_i]
-        total -= int(cost[best_i, col[o[pos[best_i]]]] - cost[best_i, col[o[pos[best_i] - 1]]])
-        pos[best_i] -= 1
-    return tuple(int(o[p]) for o, p in zip(opts, pos, strict=True))
+        o = opts[best_k]
+        total -= int(unit_cost[best_k, col[o[pos[best_k]]]] - unit_cost[best_k, col[o[pos[best_k] - 1]]])
+        pos[best_k] -= 1
+    plan = [0] * len(space.names)
+    for u, o, p in zip(units, opts, pos, strict=True):
+        for i in u:
+            plan[i] = int(o[p])
+    return tuple(plan)
 
 
 def repair(plan: Plan, loss: np.ndarray, cost: np.ndarray, cap: int, space: SearchSpace, reach: int = 1) -> Plan | None:

@@ -16,8 +16,8 @@ from amq.search.space import Plan, SearchSpace
 
 
 def swap_neighbours(space: SearchSpace, plan: Plan, plan_bytes: Callable[[Plan], int], cap: int) -> list[Plan]:
-    """Every plan one step up in one layer and one step down in another (or one step up
-    alone), whose memory stays at or under `cap`."""
+    """Every plan one step up in one layer (or tied group) and one step down in another (or one
+    step up alone), whose memory stays at or under `cap`."""
     ups, downs = [], []
     for i in space.free:
         opts = space.options(i)
@@ -28,16 +28,13 @@ def swap_neighbours(space: SearchSpace, plan: Plan, plan_bytes: Callable[[Plan],
             downs.append((i, opts[k - 1]))
     out: list[Plan] = []
     for i, hi in ups:
-        raised = list(plan)
-        raised[i] = hi
-        if plan_bytes(tuple(raised)) <= cap:
-            out.append(tuple(raised))
+        raised = space.with_bits(plan, i, hi)
+        if plan_bytes(raised) <= cap:
+            out.append(raised)
         for j, lo in downs:
             if j == i:
                 continue
-            swapped = list(raised)
-            swapped[j] = lo
-            cand = tuple(swapped)
+            cand = space.with_bits(raised, j, lo)
             if plan_bytes(cand) <= cap:
                 out.append(cand)
     return out

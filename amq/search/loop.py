@@ -31,6 +31,7 @@ from amq.search.nsga import pick_spread, propose
 from amq.search.pareto import front_indices, hypervolume
 from amq.search.sensitivity import load_or_measure, lowest_column, prune
 from amq.search.space import Plan, SearchSpace
+from amq.search.ties import tie_groups
 from amq.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,9 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         "choices": list(cfg.bits.choices),
         "data": asdict(cfg.data),
         "metric": cfg.search.metric,
+        "tie": list(cfg.search.tie),
     }
+    ties = tie_groups(names, cfg.search.tie)
     per_bits = load_or_measure(
         run_dir / "sensitivity.json",
         key,
@@ -141,6 +144,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         evaluator.score,
         cfg.search.sensitivity_path,
         show_progress,
+        SearchSpace(tuple(names), tuple(cfg.bits.choices), ties=ties).units,
     )
     sens = lowest_column(per_bits)
     timings["sensitivity"] = time.perf_counter() - t0
@@ -152,10 +156,10 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     prune_cap = (cost.plan_bytes([lowest] * len(names)) + min(budgets_bytes.values())) // 2
 
     def keeps_budgets(restricted: dict[int, tuple[int, ...]]) -> bool:
-        return cost.plan_bytes(SearchSpace(tuple(names), tuple(cfg.bits.choices), restricted).uniform(lowest)) <= prune_cap
+        return cost.plan_bytes(SearchSpace(tuple(names), tuple(cfg.bits.choices), restricted, ties).uniform(lowest)) <= prune_cap
 
     restricted = prune(sens, names, cfg.search.prune_threshold, cfg.bits.choices, cfg.search.prune_to, keeps_budgets)
-    space = SearchSpace(tuple(names), tuple(cfg.bits.choices), restricted)
+    space = SearchSpace(tuple(names), tuple(cfg.bits.choices), restricted, ties)
     log.info(
         "search space: 10^%.1f plans, 10^%.1f after pruning (%d layer(s) restricted to %s bits: %s)",
         space.log10_size(False),
@@ -410,6 +414,8 @@ def plan_document(cfg: Config, model_path: str, names: list[str], rec: Record, c
         "choices": list(cfg.bits.choices),
         "proxy": cfg.proxy.name,
         "metric": cfg.search.metric,
+        "metric_context": {"seq_len": cfg.data.seq_len, "samples": cfg.data.num_samples},
+        "tie": list(cfg.search.tie),
         "avg_bits": rec.avg_bits,
         "bytes": rec.bytes,
         "model_gb": cost.model_gb(rec.plan),

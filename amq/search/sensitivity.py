@@ -26,16 +26,24 @@ def measure_sensitivity(
     apply: Callable[[Sequence[int]], None],
     score: Callable[[], float],
     show_progress: bool = True,
+    units: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, dict[int, float]]:
-    """Divergence with one layer at each of `choices` and every other layer at full precision."""
+    """Divergence with one layer at each of `choices` and every other layer at full precision.
+
+    `units` measures tied layers together (all at b at once); each member is credited an equal
+    share, so the table's sum over a group is the group's measured loss."""
     out: dict[str, dict[int, float]] = {n: {} for n in names}
-    bar = tqdm(total=len(names) * len(choices), desc="sensitivity", unit="eval", disable=not show_progress)
-    for i, name in enumerate(names):
+    units = units or [(i,) for i in range(len(names))]
+    bar = tqdm(total=len(units) * len(choices), desc="sensitivity", unit="eval", disable=not show_progress)
+    for unit in units:
         for b in choices:
             plan = [FULL] * len(names)
-            plan[i] = b
+            for i in unit:
+                plan[i] = b
             apply(plan)
-            out[name][b] = score()
+            value = score()
+            for i in unit:
+                out[names[i]][b] = value / len(unit)
             bar.update()
     bar.close()
     apply([FULL] * len(names))
@@ -56,6 +64,7 @@ def load_or_measure(
     score: Callable[[], float],
     reuse: str | None = None,
     show_progress: bool = True,
+    units: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, dict[int, float]]:
     """Read the per-layer table from `reuse` or `path` when its key matches; else measure and save."""
     for candidate in [Path(reuse)] if reuse else [path]:
@@ -67,7 +76,7 @@ def load_or_measure(
                     path.write_text(candidate.read_text())
                 return {n: {int(b): float(v) for b, v in d.items()} for n, d in data["per_bits"].items()}
             log.warning("sensitivity in %s was measured under other settings; measuring again", candidate)
-    per_bits = measure_sensitivity(names, choices, apply, score, show_progress)
+    per_bits = measure_sensitivity(names, choices, apply, score, show_progress, units)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"key": key, "sensitivity": lowest_column(per_bits), "per_bits": per_bits}, indent=1))
     tmp.replace(path)

@@ -1,10 +1,12 @@
-"""The search space: a bit-width per searchable layer; pruning narrows some layers' choices."""
+"""The search space: a bit-width per searchable layer; pruning narrows some layers' choices;
+tied layers (read together by a fused kernel: q/k/v, gate/up) share one bit-width."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -16,32 +18,64 @@ class SearchSpace:
     """Layer names in model order, the choice set, and the layers pruning restricted.
 
     `restricted[i]` is layer i's own choice set: `(highest,)` fixes it (AMQ's pruning),
-    `choices[1:]` only takes away the lowest bit-width.
+    `choices[1:]` only takes away the lowest bit-width. `ties` are groups of layer indices
+    that take one bit-width together; the group's first layer stands for it (it is the
+    search variable) and its choice set is what every member allows.
     """
 
     names: tuple[str, ...]
     choices: tuple[int, ...]
     restricted: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    ties: tuple[tuple[int, ...], ...] = ()
+
+    @cached_property
+    def _group(self) -> dict[int, tuple[int, ...]]:
+        return {i: g for g in self.ties for i in g}
+
+    def members(self, i: int) -> tuple[int, ...]:
+        """The layers that share layer i's bit-width (i alone when untied)."""
+        return self._group.get(i, (i,))
 
     def options(self, i: int) -> tuple[int, ...]:
-        return self.restricted.get(i, self.choices)
+        group = self.members(i)
+        allowed = set(self.choices)
+        for j in group:
+            allowed &= set(self.restricted.get(j, self.choices))
+        return tuple(b for b in self.choices if b in allowed) or (self.choices[-1],)
+
+    @property
+    def units(self) -> list[tuple[int, ...]]:
+        """Every layer once, tied layers as one group: what sensitivity measures."""
+        return [self.members(i) for i in range(len(self.names)) if self.members(i)[0] == i]
 
     @property
     def free(self) -> list[int]:
-        """Layers with more than one choice: the search's variables."""
-        return [i for i in range(len(self.names)) if len(self.options(i)) > 1]
+        """Representatives (first layer of each group) with more than one choice: the search's variables."""
+        return [g[0] for g in self.units if len(self.options(g[0])) > 1]
 
     def log10_size(self, pruned: bool = True) -> float:
         if not pruned:
             return len(self.names) * math.log10(len(self.choices))
-        return sum(math.log10(len(self.options(i))) for i in range(len(self.names)))
+        return sum(math.log10(len(self.options(g[0]))) for g in self.units)
+
+    def with_bits(self, plan: Sequence[int], i: int, bits: int) -> Plan:
+        """`plan` with layer i (and every layer tied to it) at `bits`."""
+        out = list(plan)
+        for j in self.members(i):
+            out[j] = int(bits)
+        return tuple(out)
 
     def make(self, free_bits: Sequence[int]) -> Plan:
         """A full plan from bits of the free layers (single-choice layers filled in)."""
         plan = [self.options(i)[0] for i in range(len(self.names))]
         for i, b in zip(self.free, free_bits, strict=True):
-            plan[i] = int(b)
+            for j in self.members(i):
+                plan[j] = int(b)
         return tuple(plan)
+
+    def respects(self, plan: Sequence[int]) -> bool:
+        """Every layer within its options and tied layers equal."""
+        return all(plan[i] in self.options(i) for i in range(len(self.names))) and all(len({plan[j] for j in g}) == 1 for g in self.ties)
 
     def uniform(self, bits: int) -> Plan:
         """Every layer at `bits`, or the nearest bit-width its own choice set allows."""
