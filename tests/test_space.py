@@ -81,7 +81,7 @@ def test_tied_layers_move_together_everywhere():
     assert space.units == [(0, 1, 2), (3,), (4, 5, 6), (7,)]
     assert abs(space.log10_size() - (np.log10(2) + 3 * np.log10(3))) < 1e-12
     rng = np.random.default_rng(0)
-    plans = space.random_plans(50, rng) + [space.make([3, 2, 4, 2])]
+    plans = [*space.random_plans(50, rng), space.make([3, 2, 4, 2])]
     assert all(space.respects(p) for p in plans)
 
     sizes = np.array([1, 1, 1, 4, 1, 1, 1, 4])
