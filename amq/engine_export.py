@@ -198,7 +198,7 @@ def save_gptq(
     layers = _quant_layers(model)
     tensors: dict[str, torch.Tensor] = {}
     for n, q in layers.items():
-        zeros = integer_zeros(n, q)  # (G, N)
+        zeros = integer_zeros(n, q).cpu()  # (G, N)
         if checkpoint_format == "gptq":
             if (zeros == 0).any():
                 raise AMQConfigError(
@@ -206,13 +206,13 @@ def save_gptq(
                     "use checkpoint_format=gptq_v2 or the compressed-tensors export"
                 )
             zeros = zeros - 1
-        codes = unpack_codes(q.packed).t()  # (K, N)
+        codes = unpack_codes(q.packed).t().cpu()  # (K, N)
         tensors[f"{n}.qweight"] = pack_dense(codes, q.bits, 0)
         tensors[f"{n}.qzeros"] = pack_dense(zeros, q.bits, 1)
-        tensors[f"{n}.scales"] = q.scales.half().contiguous()
+        tensors[f"{n}.scales"] = q.scales.half().cpu().contiguous()
         tensors[f"{n}.g_idx"] = (torch.arange(q.in_features) // q.group_size).to(torch.int32)
         if q.bias is not None:
-            tensors[f"{n}.bias"] = q.bias.data.half().contiguous()
+            tensors[f"{n}.bias"] = q.bias.data.half().cpu().contiguous()
     skip = {f"{n}.{b}" for n in layers for b in ("bias",)}
     seen: dict[int, str] = {}
     for key, t in model.state_dict().items():
@@ -222,7 +222,7 @@ def save_gptq(
         if t.data_ptr() in seen:  # tied weights once (transformers re-ties them on load)
             continue
         seen[t.data_ptr()] = key
-        tensors[key] = t.to(dtype).contiguous() if t.is_floating_point() else t.contiguous()
+        tensors[key] = (t.to(dtype) if t.is_floating_point() else t).cpu().contiguous()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
