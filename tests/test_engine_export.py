@@ -93,3 +93,17 @@ def test_engine_exports_round_trip_on_a_small_model(tmp_path, small_model_dir):
     model, plan = _quantized(small_model_dir, int_zero=True)
     diffs = check_engine_exports(model, plan, tmp_path)
     assert diffs["compressed-tensors"] < 1e-5 and diffs["gptq"] < 1e-5, diffs
+
+
+@pytest.mark.shared
+def test_engine_exports_round_trip_on_the_reference_model_at_3_bits(tmp_path, shared_dir):
+    from transformers import AutoModelForCausalLM
+
+    path = shared_dir / "models" / "amq-llama-17m"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    names = list(searchable_linears(model))
+    # 3.0 bits on average: q_proj at 2 and k_proj (same shape here) at 4 in every block, the rest at 3
+    plan = {n: 2 if n.endswith("q_proj") else 4 if n.endswith("k_proj") else 3 for n in names}
+    quantize_model(model, plan, QuantizerConfig(method="rtn", integer_zeros=True), show_progress=False)
+    diffs = check_engine_exports(model, plan, tmp_path)
+    assert diffs["compressed-tensors"] < 1e-5 and diffs["gptq"] < 1e-5, diffs
