@@ -1,7 +1,8 @@
 """`python -m amq.report DIR`: one comparison from many `amq.evaluate` runs (a multirun dir).
 
 Finds every result.json under DIR and writes DIR/report.md (a table: method, plan source,
-budget, bits, GB, perplexity per test set with its context length) and DIR/report.png
+budget, bits, GB, perplexity per test set with its context length, KL / JSD / same-top-token
+rate vs the 16-bit model) and DIR/report.png
 (perplexity vs average bits, one series per plan source and quantizer), and logs both to
 W&B as one group (offline unless --wandb-mode online).
 """
@@ -39,11 +40,18 @@ def table(rows: list[dict]) -> list[str]:
     tests = list(dict.fromkeys(t for r in rows for t in r["perplexity"]))
     ctx = {t: next(r["perplexity"][t]["seq_len"] for r in rows if t in r["perplexity"]) for t in tests}
     head = ["plan+method", "budget", "avg bits", "model GB"] + [f"{t} ppl (ctx {ctx[t]})" for t in tests]
+    vs = next((r["vs_16bit"] for r in rows if r.get("vs_16bit")), None)
+    if vs:  # what users compare beside perplexity, against the 16-bit model
+        where = f"{vs['test']}, {vs['windows']} x ctx {vs['seq_len']}"
+        head += [f"KL vs 16-bit ({where})", "JSD vs 16-bit", "same top token"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = sorted(rows, key=lambda r: (r["method"] != "fp16", r["plan_source"], r["method"], r["avg_bits"]))
     for r in order:
         cells = [label(r), f"{r['budget']:g}" if r.get("budget") else "", f"{r['avg_bits']:.3f}", f"{r['model_gb']:.4f}"]
         cells += [f"{r['perplexity'][t]['ppl']:.3f}" if t in r["perplexity"] else "" for t in tests]
+        if vs:
+            v = r.get("vs_16bit")
+            cells += [f"{v['kl']:.5f}", f"{v['jsd']:.5f}", f"{100 * v['same_top_token']:.2f}%"] if v else ["", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

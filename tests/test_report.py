@@ -17,6 +17,8 @@ def _result(d, method, source, bits, ppl, budget=None):
         "model_gb": bits / 100,
         "perplexity": {"wikitext2": {"ppl": ppl, "seq_len": 2048, "windows": 10}},
     }
+    if method != "fp16":
+        doc["vs_16bit"] = {"kl": 0.1 / bits, "jsd": 0.02 / bits, "same_top_token": 0.9, "test": "wikitext2", "seq_len": 2048, "windows": 4}
     (d / "result.json").write_text(json.dumps(doc))
 
 
@@ -29,6 +31,7 @@ def test_report_writes_table_plot_and_wandb_offline(tmp_path, capsys):
     md = (tmp_path / "report.md").read_text()
     assert "wikitext2 ppl (ctx 2048)" in md and "| ilp+gptq | 2.5 | 2.500 |" in md and "| 16-bit |" in md
     assert md.index("16-bit") < md.index("ilp+gptq")  # the reference row comes first
+    assert "KL vs 16-bit (wikitext2, 4 x ctx 2048)" in md and "| 0.04000 | 0.00800 | 90.00% |" in md
     assert (tmp_path / "report.png").stat().st_size > 10_000
     assert list((tmp_path / "wandb").glob("offline-run-*"))
 
