@@ -59,14 +59,14 @@ def time_cycle(fns) -> float:
     return do_bench_cudagraph(run) * 1e3 / len(fns)
 
 
-def sweep() -> None:
+def sweep(ms: list[int]) -> None:
     """Time a small grid of tile configs per case; prints the best (feeds matmul._tiling)."""
     import itertools
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print("| N x K | M | bits | best config | us | fp16 us | speedup | default us |")
     print("|---|---|---|---|---|---|---|---|")
-    for (n, k), m, bits in itertools.product(SHAPES[:3], [1, 16, 2048], [2, 3, 4]):
+    for (n, k), m, bits in itertools.product(SHAPES[:3], ms, [2, 3, 4]):
         ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(4)]
         ps = [random_packed(n, k, bits) for _ in range(4)]
         x = torch.randn(m, k, device="cuda", dtype=torch.float16)
@@ -91,6 +91,7 @@ def sweep() -> None:
                 (128, 128, 128, 8, 3),
             ]:
                 configs.append({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": nw, "num_stages": ns})
+            configs.append({"DEQUANT": 1})  # dequantize once + cuBLAS
         best = (float("inf"), None)
         for cfg in configs:
             try:
@@ -107,9 +108,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweep", action="store_true", help="search tile configs instead of the table")
     ap.add_argument("--quick", action="store_true", help="Llama-2-7B shapes and M in {1, 16, 2048} only")
+    ap.add_argument("--sweep-m", default="1,16,2048", help="row counts the sweep covers")
     args = ap.parse_args()
     if args.sweep:
-        sweep()
+        sweep([int(v) for v in args.sweep_m.split(",")])
         return
     shapes = SHAPES[:3] if args.quick else SHAPES
     ms = [1, 16, 2048] if args.quick else MS
