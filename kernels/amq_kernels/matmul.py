@@ -9,8 +9,8 @@ One fused kernel with two tilings, and a dequantize kernel; `matmul` picks by M:
 - prefill (M >= DEQUANT_MIN_M): the layer is dequantized once into a 16-bit buffer and cuBLAS
   multiplies (the dequantization is amortized over the rows).
 
-Inside a group the scale and zero factor out, x . ((q - z) s) = s (x . q - z sum(x)), so the
-inner loop multiplies raw codes and applies the group's scale and zero once per tile.
+At M == 1 the group's scale and zero factor out, x . ((q - z) s) = s (x . q - z sum(x)), so
+the inner loop multiplies raw codes and applies the scale and zero once per tile.
 
 In the K loop a program loads each int32 word of each bit plane once, as a
 (BLOCK_K // per_word, BLOCK_N) tile (adjacent n adjacent in memory), expands it to
@@ -80,8 +80,8 @@ if triton is not None:
         k_start = pid_k * per_split * BLOCK_K
         k_end = tl.minimum(k_start + per_split * BLOCK_K, K)
 
-        # --- K loop. Inside a group, x . ((q - z) s) = s (x . q - z sum(x)): the codes are
-        # multiplied as they are and the group's scale and zero are applied once per tile ---
+        # --- K loop. M == 1: inside a group x . ((q - z) s) = s (x . q - z sum(x)), so the codes
+        # are multiplied as they are and the group's scale and zero applied once per tile -----
         if VECTOR:
             acc_v = tl.zeros((BLOCK_N,), dtype=tl.float32)
         else:
@@ -96,14 +96,13 @@ if triton is not None:
                 x = tl.load(x_ptr + offs_k).to(tl.float32)
                 d = tl.sum(x[:, None] * q, axis=0)
                 acc_v += s * (d - z * tl.sum(x))
-            else:
+            else:  # tensor cores want one 16-bit tile: dequantize it (measured faster here than factoring)
+                w = q * s[None, :] - (z * s)[None, :]
                 x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
                 if DOT_FP32:
-                    d = tl.dot(x.to(tl.float32), q)
+                    acc = tl.dot(x.to(tl.float32), w, acc)
                 else:
-                    d = tl.dot(x, q.to(x.dtype))  # codes < 256 are exact in fp16 and bf16
-                sx = tl.sum(x.to(tl.float32), axis=1)
-                acc += (d - sx[:, None] * z[None, :]) * s[None, :]
+                    acc = tl.dot(x, w.to(x.dtype), acc)
 
         # --- epilogue: direct store, or atomics across K splits (into the output itself on
         # GPUs with 16-bit atomics, else into an fp32 buffer) --------------------------------
@@ -156,7 +155,7 @@ def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device)
     """A small fixed config list, picked by shape (swept on H100: benchmarks/kernels.md)."""
     block_k = min(group, 128)
     if m <= 16:
-        block_n = 64
+        block_n = 256 if m == 1 else 64
         tiles = -(-n // block_n)
         steps = k // block_k
         # enough programs for ~4 waves of the SMs
