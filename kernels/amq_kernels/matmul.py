@@ -143,7 +143,7 @@ def _sm_count(device: torch.device) -> int:
 
 # From this many rows on, dequantizing the layer once and calling cuBLAS beats dequantizing a
 # tile per output tile inside the fused kernel (benchmarks/kernels.md)
-DEQUANT_MIN_M = 512
+DEQUANT_MIN_M = 64
 
 
 def _atomic_16bit(device: torch.device) -> bool:
