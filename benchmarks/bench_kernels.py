@@ -59,6 +59,51 @@ def time_cycle(fns) -> float:
     return do_bench_cudagraph(run) * 1e3 / len(fns)
 
 
+def peer_layers(n: int, k: int, bits: int, copies: int) -> dict[str, list]:
+    """The same setting in the peers, where they have it: bitsandbytes NF4 (4-bit, its own
+    blocksize-64 absmax format) and gemlite (2/4-bit, group 128, asymmetric like ours)."""
+    out: dict[str, list] = {}
+    if bits == 4:
+        try:
+            import bitsandbytes as bnb
+
+            layers = []
+            for _ in range(copies):
+                lin = bnb.nn.Linear4bit(k, n, bias=False, compute_dtype=torch.float16, quant_type="nf4")
+                lin.weight = bnb.nn.Params4bit(torch.randn(n, k, dtype=torch.float16) * 0.02, requires_grad=False, quant_type="nf4")
+                layers.append(lin.cuda())
+            out["bnb"] = layers
+        except Exception as exc:  # not installed, or no kernel for this GPU
+            print(f"<!-- bitsandbytes unavailable: {type(exc).__name__}: {exc} -->")
+    if bits in (2, 4):
+        try:
+            from gemlite import DType, GemLiteLinear
+
+            layers = []
+            for _ in range(copies):
+                g = GemLiteLinear(bits, group_size=GROUP, in_features=k, out_features=n, input_dtype=DType.FP16, output_dtype=DType.FP16)
+                codes = torch.randint(0, 2**bits, (n, k), device="cuda", dtype=torch.uint8)
+                scale = (torch.rand(n, k // GROUP, device="cuda") * 0.01 + 0.001).half()
+                zero = (torch.rand(n, k // GROUP, device="cuda") * (2**bits - 1)).half()
+                g.pack(codes, scale, zero, None)
+                layers.append(g)
+            out["gemlite"] = layers
+        except Exception as exc:
+            print(f"<!-- gemlite unavailable: {type(exc).__name__}: {exc} -->")
+    return out
+
+
+def time_peer(layers: list, x: torch.Tensor) -> float | None:
+    try:
+        for lay in layers:  # autotune / first-call work outside the timed graph
+            lay(x)
+        torch.cuda.synchronize()
+        return time_cycle([lambda lay=lay: lay(x) for lay in layers])
+    except Exception as exc:
+        print(f"<!-- peer failed at M={x.shape[0]}: {type(exc).__name__}: {str(exc)[:200]} -->")
+        return None
+
+
 def sweep(ms: list[int]) -> None:
     """Time a small grid of tile configs per case; prints the best (feeds matmul._tiling)."""
     import itertools
@@ -109,6 +154,7 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="search tile configs instead of the table")
     ap.add_argument("--quick", action="store_true", help="Llama-2-7B shapes and M in {1, 16, 2048} only")
     ap.add_argument("--sweep-m", default="1,16,2048", help="row counts the sweep covers")
+    ap.add_argument("--peers", action="store_true", help="also time bitsandbytes NF4 and gemlite where they run the setting")
     args = ap.parse_args()
     if args.sweep:
         sweep([int(v) for v in args.sweep_m.split(",")])
@@ -120,7 +166,8 @@ def main() -> None:
 
     print(f"# Mixed-bit matmul on {dev}\n")
     print(
-        f"Command: `PYTHONPATH=kernels python benchmarks/bench_kernels.py{' --quick' if args.quick else ''}`; torch {torch.__version__}, triton {triton.__version__}."
+        f"Command: `PYTHONPATH=kernels python benchmarks/bench_kernels.py{' --quick' if args.quick else ''}"
+        f"{' --peers' if args.peers else ''}`; torch {torch.__version__}, triton {triton.__version__}."
     )
     print(f"Copy bandwidth measured in this run: {bw:.0f} GB/s (read + write).\n")
 
@@ -137,11 +184,13 @@ def main() -> None:
     )
 
     # --- timing ---------------------------------------------------------------------------
-    print("| N x K | M | bits | ours us | fp16 us | speedup | ours GB/s | % of copy BW |")
-    print("|---|---|---|---|---|---|---|---|")
+    peer_cols = " bnb NF4 us | ours vs bnb | gemlite us | ours vs gemlite |" if args.peers else ""
+    print("| N x K | M | bits | ours us | fp16 us | speedup | ours GB/s | % of copy BW |" + peer_cols)
+    print("|---|---|---|---|---|---|---|---|" + "---|" * (4 if args.peers else 0))
     for n, k in shapes:
         copies = max(2, min(8, int(200e6 // (n * k * 2))))  # > L2 for the fp16 weights
         ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02 for _ in range(copies)]
+        peers = {b: peer_layers(n, k, b, copies) for b in BITS} if args.peers else {}
         for m in ms:
             x = torch.randn(m, k, device="cuda", dtype=torch.float16)
             t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
@@ -150,9 +199,14 @@ def main() -> None:
                 t = time_cycle([lambda p=p: matmul(x, p) for p in ps])
                 nbytes = ps[0].nbytes() + x.numel() * 2 + m * n * 2
                 gbs = nbytes / (t * 1e-6) / 1e9
-                print(f"| {n} x {k} | {m} | {bits} | {t:.1f} | {t16:.1f} | {t16 / t:.2f}x | {gbs:.0f} | {100 * gbs / bw:.0f}% |")
+                row = f"| {n} x {k} | {m} | {bits} | {t:.1f} | {t16:.1f} | {t16 / t:.2f}x | {gbs:.0f} | {100 * gbs / bw:.0f}% |"
+                if args.peers:
+                    for name in ("bnb", "gemlite"):
+                        tp = time_peer(peers[bits][name], x) if name in peers.get(bits, {}) else None
+                        row += f" {tp:.1f} | {tp / t:.2f}x |" if tp else " n/a | |"
+                print(row, flush=True)
                 del ps
-        del ws
+        del ws, peers
     print()
 
 
