@@ -176,6 +176,7 @@ def main() -> None:
         weights_gb = torch.cuda.memory_allocated() / 1e9
         tensors = [*model.parameters(), *model.buffers()]
         tensor_bytes = sum(t.numel() * t.element_size() for t in {id(t): t for t in tensors}.values())
+        del tensors  # no reference may outlive this variant's model
         # bytes one decode step reads: every weight once (embedding: one row per token, ignored)
         step_bytes = tensor_bytes - model.model.embed_tokens.weight.numel() * 2
         r = {"variant": variant, "weights_gb": weights_gb, "tensor_gb": tensor_bytes / 1e9}
