@@ -36,19 +36,25 @@ class SearchSpace:
         """The layers that share layer i's bit-width (i alone when untied)."""
         return self._group.get(i, (i,))
 
-    def options(self, i: int) -> tuple[int, ...]:
-        group = self.members(i)
-        allowed = set(self.choices)
-        for j in group:
-            allowed &= set(self.restricted.get(j, self.choices))
-        return tuple(b for b in self.choices if b in allowed) or (self.choices[-1],)
+    @cached_property
+    def _options(self) -> tuple[tuple[int, ...], ...]:
+        out = []
+        for i in range(len(self.names)):
+            allowed = set(self.choices)
+            for j in self.members(i):
+                allowed &= set(self.restricted.get(j, self.choices))
+            out.append(tuple(b for b in self.choices if b in allowed) or (self.choices[-1],))
+        return tuple(out)
 
-    @property
+    def options(self, i: int) -> tuple[int, ...]:
+        return self._options[i]
+
+    @cached_property
     def units(self) -> list[tuple[int, ...]]:
         """Every layer once, tied layers as one group: what sensitivity measures."""
         return [self.members(i) for i in range(len(self.names)) if self.members(i)[0] == i]
 
-    @property
+    @cached_property
     def free(self) -> list[int]:
         """Representatives (first layer of each group) with more than one choice: the search's variables."""
         return [g[0] for g in self.units if len(self.options(g[0])) > 1]
