@@ -150,6 +150,7 @@ class SearchConfig:
     budgets: list[float] = field(default_factory=lambda: [2.5, 3.0, 3.5])
     budget_unit: str = "bits"  # bits: average bits per quantized weight | gb: whole model in GB
     sensitivity_path: str | None = None  # reuse a sensitivity.json from another run
+    sensitivity_bits: str = "all"  # all: measure every bit-width | lowest: measure the lowest (AMQ), scale the rest by weight error
     storage: str | None = (
         None  # archive storage: None = Optuna journal file in the run dir; or a DB URL (postgresql://...) shared with workers
     )
@@ -164,6 +165,7 @@ class SearchConfig:
         _check(self.strategy in ("amq", "random"), f"search.strategy must be amq or random, got {self.strategy!r}")
         _check(self.ilp_seeds >= 0, "search.ilp_seeds must be >= 0")
         _check(self.local_moves >= 0, "search.local_moves must be >= 0")
+        _check(self.sensitivity_bits in ("all", "lowest"), f"search.sensitivity_bits must be all or lowest, got {self.sensitivity_bits!r}")
         _check(self.prune_threshold >= 0, "search.prune_threshold must be >= 0")
         _check(self.prune_to in ("highest", "no_lowest"), f"search.prune_to must be highest or no_lowest, got {self.prune_to!r}")
         _check(all(b > 0 for b in self.budgets), "search.budgets must be positive")

@@ -107,3 +107,26 @@ def test_bad_tie_specs_say_what_is_wrong(spec, message):
     names = ("m.0.self_attn.q_proj", "m.0.self_attn.k_proj", "m.0.self_attn.v_proj")
     with pytest.raises(AMQConfigError, match=message):
         tie_groups(names, spec)
+
+
+def test_lowest_only_sensitivity_measures_a_third_and_estimates_the_rest(tmp_path):
+    import json
+
+    from amq.search.sensitivity import load_or_measure
+
+    names = ["a", "b", "c"]
+    calls = []
+
+    def apply(plan):
+        calls.append(tuple(plan))
+
+    def score():
+        return float(sum(b for b in calls[-1] if b != 16))  # any number that depends on the plan
+
+    est = lambda name, bits, low: low / bits  # noqa: E731
+    table = load_or_measure(tmp_path / "s.json", {"k": 1}, names, (2, 3, 4), apply, score, show_progress=False, estimate=est)
+    measured = [c for c in calls if any(b != 16 for b in c)]
+    assert len(measured) == len(names) and all(sorted(c) == [2, 16, 16] for c in measured)
+    assert table["a"] == {2: 2.0, 3: 2.0 / 3, 4: 0.5}
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["estimated_bits"] == [3, 4] and doc["per_bits"]["b"]["4"] == 0.5

@@ -92,6 +92,11 @@ class ProxyBank:
             return self.dense[(name, bits)]
         return self.codes[(name, bits)].dequantize(self.dtype)
 
+    def sq_error(self, name: str, bits: int) -> float:
+        """||W - Q_bits(W)||^2 of one layer: how far the proxy moves its weights."""
+        orig = self.original[name].to(self.device, non_blocking=True).float()
+        return float((self._weight_for(name, bits).to(self.device).float() - orig).pow(2).sum())
+
     def apply(self, plan: Sequence[int]) -> None:
         """Swap in `plan` (bits per layer, in `self.names` order; 16 = full precision)."""
         if len(plan) != len(self.names):

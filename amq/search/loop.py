@@ -133,6 +133,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         "data": asdict(cfg.data),
         "metric": cfg.search.metric,
         "tie": list(cfg.search.tie),
+        "sensitivity_bits": cfg.search.sensitivity_bits,
     }
     ties = tie_groups(names, cfg.search.tie)
     per_bits = load_or_measure(
@@ -145,6 +146,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         cfg.search.sensitivity_path,
         show_progress,
         SearchSpace(tuple(names), tuple(cfg.bits.choices), ties=ties).units,
+        _error_scaled(bank, cfg.bits.choices[0]) if cfg.search.sensitivity_bits == "lowest" else None,
     )
     sens = lowest_column(per_bits)
     timings["sensitivity"] = time.perf_counter() - t0
@@ -322,6 +324,21 @@ def _random_in_window(space: SearchSpace, cost: CostModel, window: tuple[int, in
         if len(out) >= k:
             break
     return out[:k]
+
+
+def _error_scaled(bank: ProxyBank, lowest: int):
+    """Estimate a layer's divergence at `bits` from its measured value at the lowest bit-width,
+    scaled by how much less the proxy moves its weights (divergence grows with the squared
+    perturbation to first order)."""
+
+    base: dict[str, float] = {}
+
+    def estimate(name: str, bits: int, at_lowest: float) -> float:
+        if name not in base:
+            base[name] = max(bank.sq_error(name, lowest), 1e-30)
+        return at_lowest * bank.sq_error(name, bits) / base[name]
+
+    return estimate
 
 
 def _best_under(records: list[Record], budgets_bytes: dict[float, int]) -> dict[int, Plan]:

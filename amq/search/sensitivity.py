@@ -65,8 +65,12 @@ def load_or_measure(
     reuse: str | None = None,
     show_progress: bool = True,
     units: Sequence[Sequence[int]] | None = None,
+    estimate: Callable[[str, int, float], float] | None = None,
 ) -> dict[str, dict[int, float]]:
-    """Read the per-layer table from `reuse` or `path` when its key matches; else measure and save."""
+    """Read the per-layer table from `reuse` or `path` when its key matches; else measure and save.
+
+    With `estimate`, only the lowest bit-width is measured (AMQ's pass, a third of the
+    evaluations) and every other column is `estimate(layer, bits, measured lowest value)`."""
     for candidate in [Path(reuse)] if reuse else [path]:
         if candidate.is_file():
             data = json.loads(candidate.read_text())
@@ -76,9 +80,15 @@ def load_or_measure(
                     path.write_text(candidate.read_text())
                 return {n: {int(b): float(v) for b, v in d.items()} for n, d in data["per_bits"].items()}
             log.warning("sensitivity in %s was measured under other settings; measuring again", candidate)
-    per_bits = measure_sensitivity(names, choices, apply, score, show_progress, units)
+    lowest = min(choices)
+    per_bits = measure_sensitivity(names, [lowest] if estimate else choices, apply, score, show_progress, units)
+    estimated = [b for b in choices if b != lowest] if estimate else []
+    for n in names:
+        for b in estimated:
+            per_bits[n][b] = estimate(n, b, per_bits[n][lowest])
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "sensitivity": lowest_column(per_bits), "per_bits": per_bits}, indent=1))
+    doc = {"key": key, "sensitivity": lowest_column(per_bits), "per_bits": per_bits, "estimated_bits": estimated}
+    tmp.write_text(json.dumps(doc, indent=1))
     tmp.replace(path)
     return per_bits
 
