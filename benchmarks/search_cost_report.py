@@ -34,6 +34,11 @@ def main() -> None:
             3 * n_layers,
             ours.iterations,
         ),
+        "ours, `search.sensitivity_bits=lowest`": (
+            ours.initial_random + 3 + len(ours.budgets) + ours.ilp_seeds + ours.iterations * ours.candidates,
+            n_layers,
+            ours.iterations,
+        ),
     }
     lines = [
         "# Search cost at Llama-2-7B scale",
@@ -77,7 +82,10 @@ def main() -> None:
         f"instead of {n_amq} ({n_amq / plans['ours (defaults)'][0]:.0f}x fewer), "
         "because ILP seeds, the per-iteration ILP on the refitted table and local swaps do what many NSGA-II rounds did. "
         "On the 17M model a search of this size beats random search, uniform plans, ILP and greedy (search_17m_*.md, "
-        "quantize_17m_ctx512.md); whether so few evaluations suffice at 7B is not measured here (no 7B weights).",
+        "quantize_17m_ctx512.md); whether so few evaluations suffice at 7B is not measured here (no 7B weights). "
+        "Measuring sensitivity at the lowest bit-width only and estimating the other columns from the proxy's weight "
+        "error (`search.sensitivity_bits=lowest`, default in the Llama-2 experiments) halves it again; on the 17M model "
+        "the estimated columns rank layers as the measured ones do (sensitivity_lowest_17m.md).",
         "",
         "What the AMQ paper itself reports for its Llama-2-7B search time could not be read in this workplace (no internet; "
         "the stored copy of the paper holds only its first page). A third-party measurement of AMQ's public code on "
