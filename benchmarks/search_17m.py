@@ -49,7 +49,9 @@ def main() -> None:
     result = run_search(cfg, run_dir)
     search_s = time.perf_counter() - t0
     per_bits = json.loads((run_dir / "sensitivity.json").read_text())["per_bits"]
-    n_sens = sum(len(d) for d in per_bits.values())
+    sens_doc = json.loads((run_dir / "sensitivity.json").read_text())
+    n_estimated = len(sens_doc.get("estimated_bits", []))
+    n_sens = sum(len(d) - n_estimated for d in per_bits.values())  # real evaluations only
     n_evals = len(result.records) + n_sens
 
     # random search with the same number of real evaluations, same bank and data
@@ -81,7 +83,9 @@ def main() -> None:
         "",
         f"Calibration: `linuxdoc/calib.txt`, {cfg.data.num_samples} x {cfg.data.seq_len} tokens, {cfg.search.metric.upper()};"
         f" proxy {cfg.proxy.name}, group {cfg.bits.group_size}. Search wall time {search_s / 60:.1f} min on {os.cpu_count()} CPU cores;"
-        f" {len(result.records)} archive evaluations + {n_sens} sensitivity evaluations (every layer at every bit-width) = {n_evals};"
+        f" {len(result.records)} archive evaluations + {n_sens} sensitivity evaluations ("
+        + ("every layer at every bit-width" if not n_estimated else "the lowest bit-width; the other columns estimated")
+        + f") = {n_evals};"
         f" random search got the same {n_evals} evaluations.",
         f"Predictor ({cfg.predictor.name}) on held-out archive points after the last iteration:"
         f" Kendall tau {result.predictor_metrics.get('kendall_tau', float('nan')):.3f},"
