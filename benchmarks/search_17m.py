@@ -16,9 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
+from _ref17m import search_config
 
-from amq.config import register_configs, to_object
 from amq.search.baselines import random_search
 from amq.search.ilp import allocate, greedy, loss_table
 from amq.search.loop import build_scorer, prepare, run_search
@@ -29,20 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    shared = Path(os.environ.get("AMQ_SHARED", ""))
-    if not (shared / "models" / "amq-llama-17m").is_dir():
-        sys.exit("set AMQ_SHARED to the folder holding models/amq-llama-17m and data/linuxdoc")
-    overrides = [
-        "+experiment=small_cpu",
-        f"model.path={shared / 'models' / 'amq-llama-17m'}",
-        "model.name=amq-llama-17m",
-        f"data.path={shared / 'data' / 'linuxdoc' / 'calib.txt'}",
-        "logger=none",
-        *sys.argv[1:],
-    ]
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = to_object(compose(config_name="config", overrides=overrides))
+    cfg = search_config(*sys.argv[1:])
     run_dir = ROOT / "outputs" / "bench-search-17m" / time.strftime("%Y%m%d-%H%M%S")
 
     t0 = time.perf_counter()

@@ -14,25 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
+from _ref17m import best_under, search_config
 from scipy.stats import kendalltau, spearmanr
 
-from amq.config import register_configs, to_object
 from amq.search.ilp import allocate, loss_table
 from amq.search.loop import _error_scaled, build_scorer, prepare
 from amq.search.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def best_under(rows: list[dict], cap_bits: float) -> dict | None:
-    fits = [r for r in rows if r["avg_bits"] <= cap_bits + 1e-9]
-    return min(fits, key=lambda r: r["divergence"]) if fits else None
 
 
 def main() -> None:
@@ -41,19 +34,7 @@ def main() -> None:
     ap.add_argument("--lowest", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "sensitivity_lowest_17m.md")
     args = ap.parse_args()
-    shared = Path(os.environ.get("AMQ_SHARED", ""))
-    if not (shared / "models" / "amq-llama-17m").is_dir():
-        sys.exit("set AMQ_SHARED to the folder holding models/amq-llama-17m and data/linuxdoc")
-    register_configs()
-    overrides = [
-        "+experiment=small_cpu",
-        f"model.path={shared / 'models' / 'amq-llama-17m'}",
-        "model.name=amq-llama-17m",
-        f"data.path={shared / 'data' / 'linuxdoc' / 'calib.txt'}",
-        "logger=none",
-    ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = to_object(compose(config_name="config", overrides=overrides))
+    cfg = search_config()
     prep = prepare(cfg)
     bank, evaluator, _ = build_scorer(cfg, prep.model_path, show_progress=False)
     names, choices = bank.names, tuple(cfg.bits.choices)

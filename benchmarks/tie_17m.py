@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -21,17 +19,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from hydra import compose, initialize_config_dir
+from _ref17m import best_under, search_config
 
-from amq.config import register_configs, to_object
 from amq.search.loop import run_search
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def best_under(rows: list[dict], cap_bits: float) -> dict | None:
-    fits = [r for r in rows if r["avg_bits"] <= cap_bits + 1e-9]
-    return min(fits, key=lambda r: r["divergence"]) if fits else None
 
 
 def main() -> None:
@@ -41,21 +33,7 @@ def main() -> None:
     ap.add_argument("--tie", default="[qkv,gate_up]")
     ap.add_argument("overrides", nargs="*", help="the Hydra overrides the untied run used (e.g. predictor=rbf)")
     args = ap.parse_args()
-    shared = Path(os.environ.get("AMQ_SHARED", ""))
-    if not (shared / "models" / "amq-llama-17m").is_dir():
-        sys.exit("set AMQ_SHARED to the folder holding models/amq-llama-17m and data/linuxdoc")
-    overrides = [
-        "+experiment=small_cpu",
-        f"model.path={shared / 'models' / 'amq-llama-17m'}",
-        "model.name=amq-llama-17m",
-        f"data.path={shared / 'data' / 'linuxdoc' / 'calib.txt'}",
-        "logger=none",
-        f"search.tie={args.tie}",
-        *args.overrides,
-    ]
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = to_object(compose(config_name="config", overrides=overrides))
+    cfg = search_config(f"search.tie={args.tie}", *args.overrides)
     run_dir = ROOT / "outputs" / "bench-tie-17m" / time.strftime("%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
     result = run_search(cfg, run_dir)
