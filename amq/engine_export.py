@@ -26,18 +26,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from amq.config import AMQConfigError
+from amq.export import quantized_layers
 from amq_kernels.linear import QuantLinear
 from amq_kernels.packing import dequantize, unpack_codes
 
 log = logging.getLogger(__name__)
 GPTQ_FORMATS = ("gptq", "gptq_v2")  # v1 stores zero - 1 (what most readers expect); v2 the zero itself
-
-
-def _quant_layers(model: nn.Module) -> dict[str, QuantLinear]:
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
-    if not layers:
-        raise ValueError("the model has no QuantLinear layers; quantize it first")
-    return layers
 
 
 def integer_zeros(name: str, layer: QuantLinear) -> torch.Tensor:
@@ -54,7 +48,7 @@ def integer_zeros(name: str, layer: QuantLinear) -> torch.Tensor:
 def dequantized_copy(model: nn.Module, dtype: torch.dtype = torch.float16) -> nn.Module:
     """A plain HF model: every QuantLinear back to nn.Linear holding its dequantized weight."""
     out = copy.deepcopy(model)
-    for name, q in _quant_layers(out).items():
+    for name, q in quantized_layers(out).items():
         lin = nn.Linear(q.in_features, q.out_features, bias=q.bias is not None, dtype=torch.float32)
         lin.weight.data = dequantize(q.packed, torch.float32)
         if q.bias is not None:
@@ -78,7 +72,7 @@ def save_compressed_tensors(model: nn.Module, out_dir: str | Path, tokenizer=Non
         apply_quantization_config,
     )
 
-    layers = _quant_layers(model)
+    layers = quantized_layers(model)
     zeros = {n: integer_zeros(n, q) for n, q in layers.items()}
     plain = dequantized_copy(model, torch.float32)  # exact (q - z) * s; the package re-derives q
     by_bits: dict[tuple[int, int], list[str]] = {}
@@ -195,7 +189,7 @@ def save_gptq(
     """Write a GPTQ checkpoint with per-module bits (GPTQModel's `dynamic`) to `out_dir`."""
     if checkpoint_format not in GPTQ_FORMATS:
         raise AMQConfigError(f"checkpoint_format must be one of {GPTQ_FORMATS}, got {checkpoint_format!r}")
-    layers = _quant_layers(model)
+    layers = quantized_layers(model)
     tensors: dict[str, torch.Tensor] = {}
     for n, q in layers.items():
         zeros = integer_zeros(n, q).cpu()  # (G, N)

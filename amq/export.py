@@ -36,7 +36,11 @@ QCONFIG = "quantization.json"
 
 
 def quantized_layers(model: nn.Module) -> dict[str, QuantLinear]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+    """Name -> QuantLinear of every quantized layer; refuses a model that has none."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+    if not layers:
+        raise ValueError("the model has no QuantLinear layers; quantize it first")
+    return layers
 
 
 def save_quantized(
@@ -54,8 +58,6 @@ def save_quantized(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     layers = quantized_layers(model)
-    if not layers:
-        raise ValueError("the model has no QuantLinear layers; quantize it first")
     for mod in model.modules():
         if not isinstance(mod, QuantLinear):
             for p in mod.parameters(recurse=False):

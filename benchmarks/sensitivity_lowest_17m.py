@@ -22,7 +22,8 @@ from _ref17m import best_under, search_config
 from scipy.stats import kendalltau, spearmanr
 
 from amq.search.ilp import allocate, loss_table
-from amq.search.loop import _error_scaled, build_scorer, prepare
+from amq.search.loop import build_scorer, prepare
+from amq.search.sensitivity import weight_error_estimate
 from amq.search.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def main() -> None:
     measured = {
         n: {int(b): v for b, v in d.items()} for n, d in json.loads((args.full / "sensitivity.json").read_text())["per_bits"].items()
     }
-    est = _error_scaled(bank, choices[0])
+    est = weight_error_estimate(bank.sq_error, choices[0])
     estimated = {n: {b: (measured[n][b] if b == choices[0] else est(n, b, measured[n][choices[0]])) for b in choices} for n in names}
 
     lines = [

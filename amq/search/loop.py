@@ -29,7 +29,7 @@ from amq.search.ilp import allocate, fit_additive, loss_table
 from amq.search.local import local_moves
 from amq.search.nsga import pick_spread, propose
 from amq.search.pareto import front_indices, hypervolume
-from amq.search.sensitivity import load_or_measure, lowest_column, prune
+from amq.search.sensitivity import load_or_measure, lowest_column, prune, weight_error_estimate
 from amq.search.space import Plan, SearchSpace
 from amq.search.ties import tie_groups
 from amq.tracking import Tracker
@@ -146,7 +146,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         cfg.search.sensitivity_path,
         show_progress,
         SearchSpace(tuple(names), tuple(cfg.bits.choices), ties=ties).units,
-        _error_scaled(bank, cfg.bits.choices[0]) if cfg.search.sensitivity_bits == "lowest" else None,
+        weight_error_estimate(bank.sq_error, cfg.bits.choices[0]) if cfg.search.sensitivity_bits == "lowest" else None,
     )
     sens = lowest_column(per_bits)
     timings["sensitivity"] = time.perf_counter() - t0
@@ -251,15 +251,16 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
                 known = archive.known_plans()
                 refit = ilp_refit(space, records, loss, cost, budgets_bytes, known) if cfg.search.ilp_refit else []
                 best = _best_under(records, budgets_bytes)
+                # every budget gets the same share; NSGA-II keeps at least half of what refit leaves
+                per_budget = min(cfg.search.local_moves, max(0, cfg.search.candidates - len(refit)) // 2 // max(1, len(best)))
                 local = local_moves(
                     space,
                     best,
                     lambda plans, p=predictor: p.predict(space.encode(plans)),
                     cost.plan_bytes,
                     known | set(refit),
-                    cfg.search.local_moves,
+                    per_budget,
                 )
-                local = local[: max(0, cfg.search.candidates - len(refit)) // 2]  # NSGA-II keeps at least half the rest
                 taken = known | set(refit) | set(local)
                 picks = pick_spread(
                     points, max(0, cfg.search.candidates - len(refit) - len(local)), window, taken, list(budgets_bytes.values())
@@ -324,21 +325,6 @@ def _random_in_window(space: SearchSpace, cost: CostModel, window: tuple[int, in
         if len(out) >= k:
             break
     return out[:k]
-
-
-def _error_scaled(bank: ProxyBank, lowest: int):
-    """Estimate a layer's divergence at `bits` from its measured value at the lowest bit-width,
-    scaled by how much less the proxy moves its weights (divergence grows with the squared
-    perturbation to first order)."""
-
-    base: dict[str, float] = {}
-
-    def estimate(name: str, bits: int, at_lowest: float) -> float:
-        if name not in base:
-            base[name] = max(bank.sq_error(name, lowest), 1e-30)
-        return at_lowest * bank.sq_error(name, bits) / base[name]
-
-    return estimate
 
 
 def _best_under(records: list[Record], budgets_bytes: dict[float, int]) -> dict[int, Plan]:

@@ -55,6 +55,21 @@ def lowest_column(per_bits: dict[str, dict[int, float]]) -> dict[str, float]:
     return {n: d[min(d)] for n, d in per_bits.items()}
 
 
+def weight_error_estimate(sq_error: Callable[[str, int], float], lowest: int) -> Callable[[str, int, float], float]:
+    """`estimate` for load_or_measure: a layer's divergence at `bits` from its measured value at
+    the lowest bit-width, scaled by how much less the proxy moves its weights,
+    ||W - Q_bits(W)||^2 / ||W - Q_lowest(W)||^2 (divergence grows with the squared perturbation
+    to first order)."""
+    base: dict[str, float] = {}
+
+    def estimate(name: str, bits: int, at_lowest: float) -> float:
+        if name not in base:
+            base[name] = max(sq_error(name, lowest), 1e-30)
+        return at_lowest * sq_error(name, bits) / base[name]
+
+    return estimate
+
+
 def load_or_measure(
     path: Path,
     key: dict,

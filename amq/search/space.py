@@ -79,10 +79,6 @@ class SearchSpace:
                 plan[j] = int(b)
         return tuple(plan)
 
-    def respects(self, plan: Sequence[int]) -> bool:
-        """Every layer within its options and tied layers equal."""
-        return all(plan[i] in self.options(i) for i in range(len(self.names))) and all(len({plan[j] for j in g}) == 1 for g in self.ties)
-
     def uniform(self, bits: int) -> Plan:
         """Every layer at `bits`, or the nearest bit-width its own choice set allows."""
         return tuple(min(self.options(i), key=lambda b: (abs(b - bits), -b)) for i in range(len(self.names)))
