@@ -26,11 +26,11 @@ from torch import nn
 
 from amq.config import AMQConfigError
 from amq_kernels.linear import QuantLinear
-from amq_kernels.packing import empty_packed
+from amq_kernels.packing import empty_packed, pack_planes, unpack_codes
 
 log = logging.getLogger(__name__)
 FORMAT = "amq-bitplane"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: codes paired inside words (kernels/README.md); 1 is converted on load
 WEIGHTS = "model.safetensors"
 QCONFIG = "quantization.json"
 
@@ -121,4 +121,9 @@ def load_quantized(path: str | Path, device: str | torch.device = "cpu", dtype: 
         raise AMQConfigError(
             f"{path}: checkpoint does not match the model (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
+    if doc.get("version", 1) == 1:  # plain code order inside words: re-pack into today's layout
+        for q in quantized_layers(model).values():
+            codes = unpack_codes(q.packed, layout=1)
+            for i, plane in enumerate(pack_planes(codes, q.bits)):
+                getattr(q, f"plane{i}").copy_(plane)
     return model.to(device).eval()

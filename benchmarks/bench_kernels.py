@@ -104,6 +104,40 @@ def time_peer(layers: list, x: torch.Tensor) -> float | None:
         return None
 
 
+def sweep_gemv() -> None:
+    """M = 1, fp16 inputs: the previous kernel (LEGACY) against the pair-unpacking one, exact fp32
+    pairs (PTX 0) and fp16-pair PTX (PTX 1), over tile width, warps, stages and split depth."""
+    import itertools
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    print("| N x K | bits | fp16 us | legacy us | default us | best fp32-pair (cfg) us | best PTX (cfg) us |")
+    print("|---|---|---|---|---|---|---|")
+    for (n, k), bits in itertools.product(SHAPES[:3], [2, 3, 4]):
+        copies = max(2, min(8, int(200e6 // (n * k * 2))))
+        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(copies)]
+        ps = [random_packed(n, k, bits) for _ in range(copies)]
+        x = torch.randn(1, k, device="cuda", dtype=torch.float16)
+        t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
+        legacy = {"BLOCK_M": 1, "BLOCK_N": 256, "BLOCK_K": 128, "SPLIT_K": max(1, min(k // 128, -(-4 * sms // -(-n // 256)))), "num_warps": 4, "num_stages": 3, "LEGACY": 1}
+        t_legacy = time_cycle([lambda p=p: matmul(x, p, legacy) for p in ps])
+        t_default = time_cycle([lambda p=p: matmul(x, p) for p in ps])
+        best = {0: (float("inf"), None), 1: (float("inf"), None)}
+        for bn, waves, nw, ns, ptx in itertools.product([64, 128, 256], [1, 2, 4, 8], [2, 4, 8], [1, 3], [0, 1]):
+            split = max(1, min(k // 128, -(-waves * sms // -(-n // bn))))
+            cfg = {"BLOCK_N": bn, "BLOCK_K": 128, "SPLIT_K": split, "num_warps": nw, "num_stages": ns, "PTX": ptx}
+            try:
+                t = time_cycle([lambda p=p, c=cfg: matmul(x, p, c) for p in ps])
+            except Exception as exc:
+                print(f"<!-- {cfg}: {type(exc).__name__}: {str(exc)[:300]} -->")
+                continue
+            if t < best[ptx][0]:
+                best[ptx] = (t, {"BN": bn, "waves": waves, "warps": nw, "stages": ns, "split": split})
+        print(
+            f"| {n} x {k} | {bits} | {t16:.1f} | {t_legacy:.1f} | {t_default:.1f} | {best[0][0]:.1f} {best[0][1]} | {best[1][0]:.1f} {best[1][1]} |",
+            flush=True,
+        )
+
+
 def sweep(ms: list[int]) -> None:
     """Time a small grid of tile configs per case; prints the best (feeds matmul._tiling)."""
     import itertools
@@ -155,7 +189,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="Llama-2-7B shapes and M in {1, 16, 2048} only")
     ap.add_argument("--sweep-m", default="1,16,2048", help="row counts the sweep covers")
     ap.add_argument("--peers", action="store_true", help="also time bitsandbytes NF4 and gemlite where they run the setting")
+    ap.add_argument("--sweep-gemv", action="store_true", help="M = 1 kernel variants and tiles")
     args = ap.parse_args()
+    if args.sweep_gemv:
+        sweep_gemv()
+        return
     if args.sweep:
         sweep([int(v) for v in args.sweep_m.split(",")])
         return

@@ -1,20 +1,19 @@
 """y = x @ W^T for a bit-plane packed W (see packing.py), in Triton.
 
-One fused kernel with two tilings, and a dequantize kernel; `matmul` picks by M:
-- decode (M <= 16): K is split over SPLIT_K programs that accumulate with atomics (16-bit
-  atomics into the output on Hopper, else an fp32 buffer), so a 4096-wide layer still fills
-  the GPU at batch 1; M == 1 reduces with a broadcast multiply-sum (no tensor cores,
-  bandwidth-bound), M in 2..16 pads to a 16-row dot;
-- mid-size M: code tiles feed `tl.dot` (tensor cores) and are stored directly;
-- prefill (M >= DEQUANT_MIN_M): the layer is dequantized once into a 16-bit buffer and cuBLAS
-  multiplies (the dequantization is amortized over the rows).
-
-At M == 1 the group's scale and zero factor out, x . ((q - z) s) = s (x . q - z sum(x)), so
-the inner loop multiplies raw codes and applies the scale and zero once per tile.
-
-In the K loop a program loads each int32 word of each bit plane once, as a
-(BLOCK_K // per_word, BLOCK_N) tile (adjacent n adjacent in memory), expands it to
-(BLOCK_K, BLOCK_N) codes by shifting a broadcast copy and reshaping.
+Three kernels; `matmul` picks by M:
+- M == 1, `_gemv_kernel`: bandwidth-bound, no tensor cores. K is split over SPLIT_K programs
+  whose partial sums meet through atomics (16-bit atomics into the output on Hopper, else an
+  fp32 buffer), so a 4096-wide layer still fills the GPU at batch 1. The words of a
+  (BLOCK_K // per_word, BLOCK_N) tile are never expanded into a code tile: each word is
+  unpacked in place, a pair of adjacent codes per shift-and-mask (they sit 16 bits apart),
+  and multiplied with the matching pair of inputs. On CUDA with fp16 inputs the whole word is
+  one inline-PTX block working on fp16 pairs (`_pair_dot_ptx`); elsewhere the pairs become
+  exact fp32 values through a bf16 exponent trick. The group's scale and zero factor out,
+  x . ((q - z) s) = s (x . q - z sum(x)), so they are applied once per word, not per code.
+- M in 2..DEQUANT_MIN_M - 1, `_packed_matmul_kernel`: code tiles are dequantized and fed to
+  `tl.dot` (tensor cores); 16-row tiles with split K up to M = 16.
+- prefill (M >= DEQUANT_MIN_M): the layer is dequantized once into a 16-bit buffer
+  (`_dequant_kernel`) and cuBLAS multiplies (the dequantization is amortized over the rows).
 """
 
 from __future__ import annotations
@@ -36,6 +35,46 @@ except ImportError:  # pragma: no cover - the CPU fallback below needs no triton
     triton = None
 
 
+
+def _pair_dot_ptx(w0: int, w1: int) -> str:
+    """Inline PTX for one word (plus its high-bit word at 3 bits): sum over the word's codes of
+    q * x / 16, in fp16 pairs, returned as fp32.
+
+    Operands: $0 the fp32 result, $1 the plane-0 word, [$2 the plane-1 word shifted so that its
+    pair j sits at bits j and 16 + j], then the input pairs (x[2j], x[2j + 1]) as b32. Per pair
+    of codes: shift, mask and OR the fp16 exponent of 1024 in (one lop3: 1024 + q in each half),
+    one fma to (q / 16) exactly, one fma into the fp16 pair accumulator. Dividing by 16 keeps
+    the word's sum of up to 16 products of codes < 16 inside fp16's range for |x| < 4096;
+    the caller multiplies the scale by 16."""
+    half = 32 // w0 // 2
+    pair_mask = ((1 << w0) - 1) * 0x00010001
+    first_x = 3 if w1 else 2
+    lines = [
+        "{",
+        ".reg .b32 t, u, a, k16, c64;",
+        ".reg .b16 a_lo, a_hi;",
+        ".reg .f32 f_lo, f_hi;",
+        "mov.b32 a, 0;",
+        "mov.b32 k16, 0x2C002C00;",  # 1/16 in both halves
+        "mov.b32 c64, 0xD400D400;",  # -64 in both halves: (1024 + q) / 16 - 64 = q / 16
+    ]
+    for j in range(half):
+        src = "$1"
+        if j:
+            lines.append(f"shr.u32 t, $1, {w0 * j};")
+            src = "t"
+        lines.append(f"lop3.b32 t, {src}, {pair_mask:#010x}, 0x64006400, 0xEA;")  # (src & mask) | 1024
+        if w1:
+            hi_mask = ((1 << w1) - 1) * 0x00010001 << w0
+            shift = j * w1 - w0
+            lines.append(f"shr.u32 u, $2, {shift};" if shift > 0 else f"shl.b32 u, $2, {-shift};" if shift < 0 else "mov.b32 u, $2;")
+            lines.append(f"lop3.b32 t, u, {hi_mask:#010x}, t, 0xEA;")  # | the high bits
+        lines.append("fma.rn.f16x2 t, t, k16, c64;")
+        lines.append(f"fma.rn.f16x2 a, t, ${first_x + j}, a;")
+    lines += ["mov.b32 {a_lo, a_hi}, a;", "cvt.f32.f16 f_lo, a_lo;", "cvt.f32.f16 f_hi, a_hi;", "add.f32 $0, f_lo, f_hi;", "}"]
+    return "\n".join(lines)
+
+
 if triton is not None:
 
     @triton.jit
@@ -44,7 +83,8 @@ if triton is not None:
         PER: tl.constexpr = 32 // W
         rows = k0 // PER + tl.arange(0, BLOCK_K // PER)
         words = tl.load(p_ptr + rows[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
-        shifts = tl.arange(0, PER) * W
+        i = tl.arange(0, PER)
+        shifts = (i % 2) * 16 + (i // 2) * W  # the paired layout (packing.py)
         q = (words[:, None, :] >> shifts[None, :, None]) & ((1 << W) - 1)  # (BLOCK_K // PER, PER, BLOCK_N)
         return tl.reshape(q, BLOCK_K, BLOCK_N)
 
@@ -121,6 +161,84 @@ if triton is not None:
                 tl.atomic_add(y, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
+    def _gemv_kernel(
+        x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, N, K, SPLIT_K,
+        GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ATOMIC: tl.constexpr,
+        PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
+    ):  # fmt: skip
+        """y (N,) = W x for one input row. Program (n tile, k split); BLOCK_K <= GROUP.
+        PTX: fp16 inputs, bits 2/3/4, with PTX_SRC = _pair_dot_ptx(W0, W1) and its constraints."""
+        PER: tl.constexpr = 32 // W0  # codes per plane-0 word
+        HALF: tl.constexpr = PER // 2  # code pairs per word
+        R: tl.constexpr = BLOCK_K // PER  # plane-0 word rows per step
+        RATIO: tl.constexpr = W0 // W1 if W1 > 0 else 1  # plane-0 rows per plane-1 row
+        PAIR0: tl.constexpr = ((1 << W0) - 1) * 65537  # a code's mask in both half-words
+        PAIR1: tl.constexpr = ((1 << W1) - 1) * 65537
+        pid_n = tl.program_id(0)
+        pid_k = tl.program_id(1)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < N
+        rows = tl.arange(0, R)
+        per_split = tl.cdiv(K // BLOCK_K, SPLIT_K)
+        k_start = pid_k * per_split * BLOCK_K
+        k_end = tl.minimum(k_start + per_split * BLOCK_K, K)
+
+        acc = tl.zeros((R, BLOCK_N), dtype=tl.float32)  # per word row; summed once at the end
+        acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)  # sum over groups of s * z' * sum(x)
+        for k0 in range(k_start, k_end, BLOCK_K):
+            w0 = tl.load(p0_ptr + (k0 // PER + rows)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+            if W1 > 0:  # plane-1 row r // RATIO holds row r's high bits in its (r % RATIO)-th share
+                w1 = tl.load(p1_ptr + (k0 // PER // RATIO + rows // RATIO)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+                w1 = w1 >> ((rows % RATIO) * HALF * W1)[:, None]
+            else:
+                w1 = w0
+            g = k0 // GROUP
+            s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            xsum = tl.sum(tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32))
+            pair0 = (k0 + rows * PER) // 2  # index of each row's first input pair
+            if PTX:  # fp16 pairs in inline PTX; d = sum(q x) / 16 per word
+                xp = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair0  # pairs (x[2i], x[2i + 1])
+                x0 = tl.load(xp)[:, None]
+                x1 = tl.load(xp + 1)[:, None]
+                x2 = tl.load(xp + 2)[:, None]
+                x3 = tl.load(xp + 3)[:, None]
+                if HALF == 4:
+                    d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, [w0, x0, x1, x2, x3], dtype=tl.float32, is_pure=True, pack=1)
+                else:
+                    x4 = tl.load(xp + 4)[:, None]
+                    x5 = tl.load(xp + 5)[:, None]
+                    x6 = tl.load(xp + 6)[:, None]
+                    x7 = tl.load(xp + 7)[:, None]
+                    if W1 > 0:
+                        args = [w0, w1, x0, x1, x2, x3, x4, x5, x6, x7]
+                    else:
+                        args = [w0, x0, x1, x2, x3, x4, x5, x6, x7]
+                    d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=tl.float32, is_pure=True, pack=1)
+                acc += d * (16.0 * s)[None, :]
+                acc_z += s * z * xsum
+            else:  # exact fp32: OR-ing bf16's exponent of 128 into both halves gives 128 + q
+                d = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+                for j in tl.static_range(HALF):
+                    t = (w0 >> (j * W0)) & PAIR0
+                    if W1 > 0:
+                        t = t | (((w1 >> (j * W1)) & PAIR1) << W0)
+                    t = t | 0x43004300
+                    lo = (t << 16).to(tl.float32, bitcast=True)  # 128 + q[2j]
+                    hi = (t & -65536).to(tl.float32, bitcast=True)  # 128 + q[2j + 1]
+                    xa = tl.load(x_ptr + 2 * (pair0 + j)).to(tl.float32)
+                    xb = tl.load(x_ptr + 2 * (pair0 + j) + 1).to(tl.float32)
+                    d += xa[:, None] * lo + xb[:, None] * hi
+                acc += d * s[None, :]
+                acc_z += s * (z + 128.0) * xsum
+        y = tl.sum(acc, axis=0) - acc_z
+        if ATOMIC:
+            tl.atomic_add(y_ptr + offs_n, y.to(y_ptr.dtype.element_ty), mask=mask_n)
+        else:
+            tl.store(y_ptr + offs_n, y.to(y_ptr.dtype.element_ty), mask=mask_n)
+
+    @triton.jit
     def _dequant_kernel(p0_ptr, p1_ptr, s_ptr, z_ptr, w_ptr, N,
                         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                         BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
@@ -186,6 +304,40 @@ def dequantize_triton(packed: PackedWeight, dtype: torch.dtype) -> torch.Tensor:
     return w
 
 
+def _ptx_ok(x: torch.Tensor, widths: list[int]) -> bool:
+    """The fp16-pair PTX path: CUDA, fp16 inputs, 2/3/4 bits (not under the interpreter)."""
+    return not _INTERPRETING and x.is_cuda and x.dtype == torch.float16 and widths in ([4], [2], [2, 1])
+
+
+def _gemv(x: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[str, int]) -> torch.Tensor:
+    """One input row: `_gemv_kernel` over (n tiles, k splits)."""
+    k, n = packed.in_features, packed.out_features
+    cfg = dict(cfg)
+    block_n, block_k, split = cfg.pop("BLOCK_N"), cfg.pop("BLOCK_K"), cfg.pop("SPLIT_K")
+    use_ptx = bool(cfg.pop("PTX", 1)) and _ptx_ok(x, widths)
+    cfg.pop("BLOCK_M", None)
+    if packed.group_size % block_k or block_k % 32:
+        raise ValueError(f"group size {packed.group_size} must be a multiple of 32 and of {block_k}")
+    steps = k // block_k
+    split = -(-steps // -(-steps // max(1, min(split, steps))))  # no empty splits
+    atomic = split > 1
+    if atomic:
+        y = torch.zeros(n, device=x.device, dtype=x.dtype if _atomic_16bit(x.device) else torch.float32)
+    else:
+        y = torch.empty(n, device=x.device, dtype=x.dtype)
+    w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
+    src = _pair_dot_ptx(w0, w1) if use_ptx else ""
+    args = "=f,r" + (",r" if w1 else "") + ",r" * (32 // w0 // 2) if use_ptx else ""
+    p1 = packed.planes[1] if w1 else packed.planes[0]
+    grid = (triton.cdiv(n, block_n), split)
+    _gemv_kernel[grid](
+        x, packed.planes[0], p1, packed.scales, packed.zeros, y, n, k, split,
+        GROUP=packed.group_size, W0=w0, W1=w1, BLOCK_N=block_n, BLOCK_K=block_k, ATOMIC=atomic,
+        PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, **cfg,
+    )  # fmt: skip
+    return y.to(x.dtype)
+
+
 def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None = None) -> torch.Tensor:
     """x (..., K) fp16/bf16 -> (..., N), with W from `packed`; picks the decode or fused tiling,
     or for M >= DEQUANT_MIN_M dequantizes once and uses cuBLAS (`config` overrides the choice,
@@ -205,6 +357,9 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
     if (config or {}).get("DEQUANT") or (config is None and m >= DEQUANT_MIN_M):
         return (x2 @ dequantize_triton(packed, x.dtype)).reshape(*lead, n)
     cfg = config or _tiling(m, n, k, packed.bits, packed.group_size, x.device)
+    if m == 1 and not cfg.get("LEGACY"):
+        return _gemv(x2, packed, widths, cfg).reshape(*lead, n)
+    cfg = {c: v for c, v in cfg.items() if c not in ("LEGACY", "PTX")}
     if packed.group_size % cfg["BLOCK_K"] or cfg["BLOCK_K"] % 32:
         raise ValueError(f"group size {packed.group_size} must be a multiple of 32 and of {cfg['BLOCK_K']}")
     split = cfg["SPLIT_K"]
