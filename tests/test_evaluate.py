@@ -71,6 +71,32 @@ def test_export_reloads_matches_and_generates(tmp_path, small_model_dir):
     assert gen.shape[1] > 1
 
 
+def test_version_1_export_is_repacked_on_load(tmp_path, small_model_dir):
+    """Exports written before the paired code layout (format v1, plain code order in words)
+    load into today's layout with the same weights."""
+    from safetensors.torch import load_file, save_file
+
+    from amq.export import quantized_layers
+    from amq_kernels.packing import pack_planes, unpack_codes
+
+    model = _model(small_model_dir)
+    plan = {n: (2, 3, 4)[i % 3] for i, n in enumerate(searchable_linears(model))}
+    quantize_model(model, plan, QuantizerConfig(method="rtn"), None, show_progress=False)
+    out = save_quantized(model, tmp_path / "v2", "rtn")
+    tensors = load_file(out / "model.safetensors")
+    for name, q in quantized_layers(model).items():
+        for i, plane in enumerate(pack_planes(unpack_codes(q.packed), q.bits, layout=1)):
+            assert not torch.equal(plane, tensors[f"{name}.plane{i}"])  # the layouts differ
+            tensors[f"{name}.plane{i}"] = plane
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    doc = json.loads((out / "quantization.json").read_text())
+    (out / "quantization.json").write_text(json.dumps({**doc, "version": 1}))
+
+    loaded = load_quantized(out)
+    for name, q in quantized_layers(loaded).items():
+        assert torch.equal(unpack_codes(q.packed), unpack_codes(quantized_layers(model)[name].packed))
+
+
 def test_load_refuses_a_folder_that_is_not_an_export(tmp_path):
     from amq.config import AMQConfigError
 

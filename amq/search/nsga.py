@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 import optuna
+from optuna.distributions import IntDistribution
 from optuna.samplers import NSGAIISampler
 from optuna.samplers.nsgaii import (
     BLXAlphaCrossover,
@@ -38,6 +39,15 @@ CROSSOVERS = {
 }
 
 
+class _SharedIntDistribution(IntDistribution):
+    """An IntDistribution that deep-copies as itself. Optuna deep-copies the search space on
+    every ask and the whole trial on every tell; with one parameter per layer (224 at 7B) those
+    copies of never-mutated distributions took a large share of a round (nsga_profile.md)."""
+
+    def __deepcopy__(self, memo: dict) -> _SharedIntDistribution:
+        return self
+
+
 def propose(
     space: SearchSpace,
     predict: Callable[[list[Plan]], np.ndarray],
@@ -62,14 +72,16 @@ def propose(
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     free = space.free
     opts = {i: space.options(i) for i in free}
+    dists = {f"l{i}": _SharedIntDistribution(0, len(opts[i]) - 1) for i in free}
     for plan in (seeds or [])[: cfg.population]:
         study.enqueue_trial({f"l{i}": opts[i].index(plan[i]) for i in free})
 
     lo, hi = window
     seen: dict[Plan, tuple[float, int]] = {}
     for _ in tqdm(range(cfg.generations), desc="nsga-ii", unit="gen", disable=not show_progress, leave=False):
-        trials = [study.ask() for _ in range(cfg.population)]
-        plans = [space.make([opts[i][t.suggest_int(f"l{i}", 0, len(opts[i]) - 1)] for i in free]) for t in trials]
+        trials = [study.ask(fixed_distributions=dists) for _ in range(cfg.population)]
+        params = [t.params for t in trials]  # (a copy per call: read once)
+        plans = [space.make([opts[i][pp[f"l{i}"]] for i in free]) for pp in params]
         preds = predict(plans)
         for t, plan, p in zip(trials, plans, preds, strict=True):
             nbytes = plan_bytes(plan)

@@ -35,7 +35,6 @@ except ImportError:  # pragma: no cover - the CPU fallback below needs no triton
     triton = None
 
 
-
 def _pair_dot_ptx(w0: int, w1: int) -> str:
     """Inline PTX for one word (plus its high-bit word at 3 bits): sum over the word's codes of
     q * x / 16, in fp16 pairs, returned as fp32.
@@ -104,7 +103,6 @@ if triton is not None:
         M, N, K, stride_xm, stride_ym,
         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, DOT_FP32: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K, ATOMIC: tl.constexpr,
-        VECTOR: tl.constexpr,
     ):  # fmt: skip
         # --- tile map: (n tile, m tile, k split) ---------------------------------------
         pid_n = tl.program_id(0)
@@ -120,45 +118,30 @@ if triton is not None:
         k_start = pid_k * per_split * BLOCK_K
         k_end = tl.minimum(k_start + per_split * BLOCK_K, K)
 
-        # --- K loop. M == 1: inside a group x . ((q - z) s) = s (x . q - z sum(x)), so the codes
-        # are multiplied as they are and the group's scale and zero applied once per tile -----
-        if VECTOR:
-            acc_v = tl.zeros((BLOCK_N,), dtype=tl.float32)
-        else:
-            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        # --- K loop: tensor cores want one 16-bit tile, so each code tile is dequantized
+        # (measured faster here than factoring the scale out) ---------------------------------
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(k_start, k_end, BLOCK_K):
             q = _codes_f32(p0_ptr, p1_ptr, k0, offs_n, mask_n, N, W0, W1, BLOCK_K, BLOCK_N)
             g = k0 // GROUP
             s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
             z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
             offs_k = k0 + tl.arange(0, BLOCK_K)
-            if VECTOR:
-                x = tl.load(x_ptr + offs_k).to(tl.float32)
-                d = tl.sum(x[:, None] * q, axis=0)
-                acc_v += s * (d - z * tl.sum(x))
-            else:  # tensor cores want one 16-bit tile: dequantize it (measured faster here than factoring)
-                w = q * s[None, :] - (z * s)[None, :]
-                x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
-                if DOT_FP32:
-                    acc = tl.dot(x.to(tl.float32), w, acc)
-                else:
-                    acc = tl.dot(x, w.to(x.dtype), acc)
+            w = q * s[None, :] - (z * s)[None, :]
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
+            if DOT_FP32:
+                acc = tl.dot(x.to(tl.float32), w, acc)
+            else:
+                acc = tl.dot(x, w.to(x.dtype), acc)
 
         # --- epilogue: direct store, or atomics across K splits (into the output itself on
         # GPUs with 16-bit atomics, else into an fp32 buffer) --------------------------------
-        if VECTOR:
-            y = y_ptr + offs_n
-            if not ATOMIC:
-                tl.store(y, acc_v.to(y_ptr.dtype.element_ty), mask=mask_n)
-            else:
-                tl.atomic_add(y, acc_v.to(y_ptr.dtype.element_ty), mask=mask_n)
+        y = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
+        mask = mask_m[:, None] & mask_n[None, :]
+        if not ATOMIC:
+            tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=mask)
         else:
-            y = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
-            mask = mask_m[:, None] & mask_n[None, :]
-            if not ATOMIC:
-                tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=mask)
-            else:
-                tl.atomic_add(y, acc.to(y_ptr.dtype.element_ty), mask=mask)
+            tl.atomic_add(y, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _gemv_kernel(
@@ -272,13 +255,17 @@ def _atomic_16bit(device: torch.device) -> bool:
 def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device) -> dict[str, int]:
     """A small fixed config list, picked by shape (swept on H100: benchmarks/kernels.md)."""
     block_k = min(group, 128)
+    steps = k // block_k
+    if m == 1:  # 2 warps and 8 waves of programs at 2 bits, 2 warps / 4 waves at 3, 4 / 4 at 4 (kernels_gemv_sweep.md)
+        waves, warps = (8, 2) if bits <= 2 else (4, 2) if bits == 3 else (4, 4)
+        split = max(1, min(steps, -(-waves * _sm_count(device) // -(-n // 256))))
+        return {"BLOCK_N": 256, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": warps, "num_stages": 3}
     if m <= 16:
-        block_n = 256 if m == 1 else 64
+        block_n = 64
         tiles = -(-n // block_n)
-        steps = k // block_k
         # enough programs for ~4 waves of the SMs
         split = max(1, min(steps, -(-4 * _sm_count(device) // tiles)))
-        return {"BLOCK_M": 1 if m == 1 else 16, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": 4, "num_stages": 3}
+        return {"BLOCK_M": 16, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": 4, "num_stages": 3}
     return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64 if group % 64 == 0 else group, "SPLIT_K": 1, "num_warps": 8, "num_stages": 3}
 
 
@@ -357,9 +344,8 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
     if (config or {}).get("DEQUANT") or (config is None and m >= DEQUANT_MIN_M):
         return (x2 @ dequantize_triton(packed, x.dtype)).reshape(*lead, n)
     cfg = config or _tiling(m, n, k, packed.bits, packed.group_size, x.device)
-    if m == 1 and not cfg.get("LEGACY"):
+    if m == 1:
         return _gemv(x2, packed, widths, cfg).reshape(*lead, n)
-    cfg = {c: v for c, v in cfg.items() if c not in ("LEGACY", "PTX")}
     if packed.group_size % cfg["BLOCK_K"] or cfg["BLOCK_K"] % 32:
         raise ValueError(f"group size {packed.group_size} must be a multiple of 32 and of {cfg['BLOCK_K']}")
     split = cfg["SPLIT_K"]
@@ -373,6 +359,6 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
         x2, packed.planes[0], p1, packed.scales, packed.zeros, y,
         m, n, k, x2.stride(0), y.stride(0), ATOMIC=split > 1,
         GROUP=packed.group_size, W0=widths[0], W1=widths[1] if len(widths) > 1 else 0,
-        DOT_FP32=_INTERPRETING and x.dtype == torch.bfloat16, VECTOR=cfg["BLOCK_M"] == 1, **cfg,
+        DOT_FP32=_INTERPRETING and x.dtype == torch.bfloat16, **cfg,
     )  # fmt: skip
     return y.to(x.dtype).reshape(*lead, n)

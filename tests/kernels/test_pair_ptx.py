@@ -1,0 +1,92 @@
+"""The M = 1 kernel's inline PTX (fp16 pairs), run by a small emulator of the instructions it
+uses on packed words from `pack_planes`: the interpreter cannot run inline PTX, so this is
+what ties the PTX to the packing layout on a machine without a GPU."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from amq_kernels.matmul import _pair_dot_ptx
+from amq_kernels.packing import pack_planes
+
+
+def _f16x2(v: int) -> tuple[np.float16, np.float16]:
+    return np.uint16(v & 0xFFFF).view(np.float16), np.uint16(v >> 16).view(np.float16)
+
+
+def _pack16(lo: np.float16, hi: np.float16) -> int:
+    return int(np.float16(lo).view(np.uint16)) | int(np.float16(hi).view(np.uint16)) << 16
+
+
+def run_ptx(src: str, operands: list[int]) -> float:
+    """Execute the PTX block on b32 operands $1.. and return $0 as float32."""
+    regs: dict[str, object] = {f"${i}": v for i, v in enumerate(operands, start=1)}
+
+    def val(tok: str) -> int:
+        tok = tok.strip()
+        return int(tok, 0) if re.fullmatch(r"-?(0x[0-9a-fA-F]+|\d+)", tok) else regs[tok]  # type: ignore[return-value]
+
+    for line in src.splitlines():
+        line = line.strip().rstrip(";")
+        if not line or line in "{}" or line.startswith(".reg"):
+            continue
+        op, rest = line.split(None, 1)
+        if op == "mov.b32" and rest.startswith("{"):  # split a b32 into two b16
+            names, src_reg = rest.rsplit(",", 1)
+            lo, hi = (t.strip() for t in names.strip("{} ").split(","))
+            regs[lo], regs[hi] = _f16x2(val(src_reg))
+            continue
+        args = [a.strip() for a in rest.split(",")]
+        d, a = args[0], args[1:]
+        if op == "mov.b32":
+            regs[d] = val(a[0]) & 0xFFFFFFFF
+        elif op == "shr.u32":
+            regs[d] = (val(a[0]) & 0xFFFFFFFF) >> val(a[1])
+        elif op == "shl.b32":
+            regs[d] = (val(a[0]) << val(a[1])) & 0xFFFFFFFF
+        elif op == "lop3.b32":
+            x, y, z, lut = (val(t) & 0xFFFFFFFF for t in a)
+            out = 0
+            for bit in range(32):
+                idx = ((x >> bit) & 1) << 2 | ((y >> bit) & 1) << 1 | ((z >> bit) & 1)
+                out |= ((lut >> idx) & 1) << bit
+            regs[d] = out
+        elif op == "fma.rn.f16x2":  # one rounding per half: exact in float64, then to fp16
+            parts = [_f16x2(val(t)) for t in a]
+            regs[d] = _pack16(*(np.float16(float(parts[0][h]) * float(parts[1][h]) + float(parts[2][h])) for h in (0, 1)))
+        elif op == "cvt.f32.f16":
+            regs[d] = np.float32(regs[a[0]])
+        elif op == "add.f32":
+            regs[d] = np.float32(regs[a[0]]) + np.float32(regs[a[1]])
+        else:
+            raise AssertionError(f"emulator lacks {op}")
+    return float(regs["$0"])
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_pair_ptx_matches_codes(bits):
+    """sum over a word's codes of q * x / 16, for the words `pack_planes` writes."""
+    g = torch.Generator().manual_seed(bits)
+    w0 = 4 if bits == 4 else 2
+    per = 32 // w0
+    k = 32  # two plane-0 rows at 3 bits share one plane-1 row
+    for trial in range(20):
+        codes = torch.randint(0, 2**bits, (1, k), generator=g, dtype=torch.uint8)
+        x = (torch.randn(k, generator=g) * (1.0 if trial % 2 else 300.0)).half()
+        planes = pack_planes(codes, bits)
+        for r in range(k // per):
+            word = int(planes[0][r, 0]) & 0xFFFFFFFF
+            ops = [word]
+            if bits == 3:  # what the kernel passes: the plane-1 word arithmetically shifted to row r's share
+                ops.append((int(planes[1][0, 0]) >> (r % 2) * 8) & 0xFFFFFFFF)
+            xs = x[r * per : (r + 1) * per].numpy()
+            ops += [_pack16(xs[2 * j], xs[2 * j + 1]) for j in range(per // 2)]
+            got = run_ptx(_pair_dot_ptx(w0, 1 if bits == 3 else 0), ops)
+            q = codes[0, r * per : (r + 1) * per].double().numpy()
+            want = float((q * xs.astype(np.float64)).sum() / 16)
+            scale = float((q * np.abs(xs.astype(np.float64))).sum() / 16) + 1e-6
+            assert abs(got - want) <= 2e-3 * scale, (bits, trial, r, got, want)
