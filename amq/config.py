@@ -57,18 +57,20 @@ class BitsConfig:
 
 @dataclass
 class ProxyConfig:
-    """The fast data-free quantizer used during search, and where its weight bank lives."""
+    """The quantizer the search swaps in (fast and data-free by default), and where its bank lives."""
 
-    name: str = "hqq"  # hqq | rtn
+    name: str = "hqq"  # hqq | rtn | gptq (each layer on the calibration set's full-precision inputs)
     iters: int = 20  # HQQ half-quadratic iterations
     lp_norm: float = 0.7
     beta: float = 10.0
     kappa: float = 1.01
+    damp: float = 0.01  # gptq: Hessian dampening, fraction of the mean diagonal
     storage: str = "dense"  # dense: 16-bit dequantized weights | codes: uint8 codes + scales
     bank_device: str = "model"  # model: same device as the model | cpu (pinned when on GPU)
 
     def __post_init__(self) -> None:
-        _check(self.name in ("hqq", "rtn"), f"proxy.name must be hqq or rtn, got {self.name!r}")
+        _check(self.name in ("hqq", "rtn", "gptq"), f"proxy.name must be hqq, rtn or gptq, got {self.name!r}")
+        _check(0 <= self.damp < 1, "proxy.damp must be in [0, 1)")
         _check(self.storage in ("dense", "codes"), f"proxy.storage must be dense or codes, got {self.storage!r}")
         _check(self.bank_device in ("model", "cpu"), f"proxy.bank_device must be model or cpu, got {self.bank_device!r}")
         _check(self.iters >= 0, "proxy.iters must be >= 0")

@@ -101,7 +101,11 @@ def main() -> None:
     lines += ["", f"Uniform plans (every layer): {', '.join(f'{b}-bit {d:.5f}' for b, d in sorted(uniform.items()))}.", ""]
     lines += [f"Run dir: `{run_dir.relative_to(ROOT)}` (front.png, pareto.json, plans/).", ""]
     sens = "" if cfg.search.sensitivity_bits == "all" else f"_sens-{cfg.search.sensitivity_bits}"
-    name = f"search_17m_{cfg.predictor.name}_prune-{cfg.search.prune_to}_ilp{cfg.search.ilp_seeds}_local{cfg.search.local_moves}{sens}.md"
+    proxy = "" if cfg.proxy.name == "hqq" else f"_proxy-{cfg.proxy.name}"
+    name = (
+        f"search_17m_{cfg.predictor.name}_prune-{cfg.search.prune_to}_ilp{cfg.search.ilp_seeds}_local{cfg.search.local_moves}"
+        f"{sens}{proxy}.md"
+    )
     out = ROOT / "benchmarks" / name
     out.write_text("\n".join(lines))
     print("\n".join(lines))

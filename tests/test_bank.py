@@ -43,3 +43,45 @@ def test_unknown_bits_and_wrong_length_are_refused():
         bank.apply([3, 2, 2])
     with pytest.raises(ValueError, match="searchable layers"):
         bank.apply([2, 2])
+
+
+def test_gptq_proxy_matches_gptq_on_the_first_block_and_beats_hqq_on_its_objective(small_model_dir):
+    """The gptq proxy quantizes each layer on the full-precision model's inputs: in the first
+    block those are the inputs `quantize_model` uses too, so the weights agree exactly; and on
+    every layer GPTQ's objective ||X W^T - X Q^T|| is lower than the data-free HQQ proxy's."""
+    from transformers import AutoModelForCausalLM
+
+    from amq.config import QuantizerConfig
+    from amq.models import searchable_linears
+    from amq.quant.apply import BlockHessians, quantize_model
+
+    def model():
+        return AutoModelForCausalLM.from_pretrained(small_model_dir, dtype=torch.float32).eval()
+
+    ids = torch.randint(0, 1000, (8, 64), generator=torch.Generator().manual_seed(0))
+    m = model()
+    lin = searchable_linears(m)
+    orig = {n: x.weight.detach().clone() for n, x in lin.items()}
+    hess = BlockHessians(m, ids, batch_size=4)
+    seen = {}
+    bank = ProxyBank(lin, [2, 3], 128, ProxyConfig(name="gptq"), False, lambda n: seen.setdefault(n, hess(n)))
+    hqq = ProxyBank(searchable_linears(model()), [2, 3], 128, ProxyConfig(), show_progress=False)
+
+    ref = model()
+    plan = {n: 3 for n in lin}
+    quantize_model(ref, plan, QuantizerConfig(method="gptq", batch_size=4), ids, show_progress=False, pack_layers=False)
+    bank.apply([3] * len(lin))
+    first = [n for n in lin if ".layers.0." in n]
+    assert first and all(torch.equal(lin[n].weight, searchable_linears(ref)[n].weight) for n in first)
+
+    for n in lin:
+        for b in (2, 3):
+            h, w0 = seen[n].double(), orig[n].double()
+            errs = [
+                float(torch.trace((w.double() - w0) @ h @ (w.double() - w0).T)) for w in (bank._weight_for(n, b), hqq._weight_for(n, b))
+            ]
+            assert errs[0] < errs[1], (n, b, errs)
+    with pytest.raises(ValueError, match="block order"):
+        hess(first[0])
+    with pytest.raises(ValueError, match="Hessians"):
+        ProxyBank(lin, [2], 128, ProxyConfig(name="gptq"), show_progress=False)

@@ -87,6 +87,36 @@ def _collect(block: nn.Module, linears: dict[str, nn.Linear], inputs, on_input) 
             h.remove()
 
 
+class BlockHessians:
+    """Hessians of each searchable layer's inputs, from the full-precision model's own
+    activations on the calibration set, one decoder block at a time: what a GPTQ proxy bank
+    needs. Layers must be asked for in block order; a block's Hessians are dropped when the
+    next block's are computed, so memory stays at one block's worth."""
+
+    def __init__(self, model: nn.Module, ids: torch.Tensor, batch_size: int) -> None:
+        self.blocks = decoder_blocks(model)
+        self.prefix = next(n for n, m in model.named_modules() if m is self.blocks)
+        self.linears = searchable_linears(model)
+        self.inputs = capture_block_inputs(model, ids, batch_size)
+        self.block = -1
+        self.h: dict[str, torch.Tensor] = {}
+
+    def __call__(self, name: str) -> torch.Tensor:
+        k = int(name.removeprefix(self.prefix + ".").split(".", 1)[0])
+        if k < self.block:
+            raise ValueError(f"{name}: layers must be asked for in block order (at block {self.block})")
+        while self.block < k:
+            if self.block >= 0:
+                self.inputs = _run_block(self.blocks[self.block], self.inputs)
+            self.block += 1
+            bp = f"{self.prefix}.{self.block}."
+            mine = {n: lin for n, lin in self.linears.items() if n.startswith(bp)}
+            acc = {n: HessianAccumulator(lin.in_features, lin.weight.device) for n, lin in mine.items()}
+            _collect(self.blocks[self.block], mine, self.inputs, lambda n, x, acc=acc: acc[n].add(x))
+            self.h = {n: a.h for n, a in acc.items()}
+        return self.h[name]
+
+
 def _set(lin: nn.Linear, gq: GroupQuant) -> None:
     lin.weight.data = gq.dequantize(lin.weight.dtype).to(lin.weight.device)
 

@@ -17,13 +17,14 @@ The memory plan for 7B/13B/70B is in the README.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from amq.config import ProxyConfig
+from amq.quant.gptq import gptq_quantize
 from amq.quant.groupwise import GroupQuant, quantize
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,12 @@ class ProxyBank:
         group_size: int,
         cfg: ProxyConfig,
         show_progress: bool = True,
+        hessians: Callable[[str], torch.Tensor] | None = None,
     ) -> None:
+        """`hessians(name)` (proxy gptq only): the Hessian of a layer's inputs, asked for in
+        `linears` order (amq.quant.apply.BlockHessians)."""
+        if cfg.name == "gptq" and hessians is None:
+            raise ValueError("the gptq proxy needs the layers' input Hessians (calibration data)")
         self.names = list(linears)
         self.linears = linears
         self.choices = tuple(choices)
@@ -61,8 +67,9 @@ class ProxyBank:
         bar = tqdm(total=total, desc=f"proxy bank ({cfg.name})", unit="layer", disable=not show_progress)
         for name in self.names:
             w = linears[name].weight.data
+            h = hessians(name) if cfg.name == "gptq" else None
             for b in self.choices:
-                gq = quantize(w, b, group_size, cfg.name, **kwargs)
+                gq = gptq_quantize(w, h, b, group_size, damp=cfg.damp) if h is not None else quantize(w, b, group_size, cfg.name, **kwargs)
                 if cfg.storage == "dense":
                     t = gq.dequantize(self.dtype).to(bank_dev)
                     self.dense[(name, b)] = t.pin_memory() if pin else t

@@ -23,6 +23,7 @@ from amq.metrics import DivergenceEvaluator
 from amq.models import load_config, load_model, load_tokenizer, resolve_model_path, searchable_linears, shapes_from_config
 from amq.plotting import plot_front
 from amq.predictor import holdout_split, make_predictor, score
+from amq.quant.apply import BlockHessians
 from amq.quant.bank import ProxyBank
 from amq.search.archive import STUDY_NAME, Archive, Record, open_storage
 from amq.search.ilp import allocate, fit_additive, loss_table
@@ -82,7 +83,8 @@ def build_scorer(cfg: Config, model_path: str, show_progress: bool = True) -> tu
     evaluator = DivergenceEvaluator(model, ids, cfg.data.batch_size, cfg.search.metric)
     timings["reference"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    bank = ProxyBank(searchable_linears(model), cfg.bits.choices, cfg.bits.group_size, cfg.proxy, show_progress)
+    hessians = BlockHessians(model, ids, cfg.data.batch_size) if cfg.proxy.name == "gptq" else None
+    bank = ProxyBank(searchable_linears(model), cfg.bits.choices, cfg.bits.group_size, cfg.proxy, show_progress, hessians)
     timings["bank"] = time.perf_counter() - t0
     return bank, evaluator, timings
 
