@@ -292,8 +292,10 @@ def dequantize_triton(packed: PackedWeight, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _ptx_ok(x: torch.Tensor, widths: list[int]) -> bool:
-    """The fp16-pair PTX path: CUDA, fp16 inputs, 2/3/4 bits (not under the interpreter)."""
-    return not _INTERPRETING and x.is_cuda and x.dtype == torch.float16 and widths in ([4], [2], [2, 1])
+    """The fp16-pair PTX path: CUDA, fp16 inputs, 2/3/4 bits (not under the interpreter), and x
+    4-byte aligned (it is read as 32-bit pairs; a view can start at an odd element)."""
+    aligned = x.data_ptr() % 4 == 0
+    return not _INTERPRETING and x.is_cuda and x.dtype == torch.float16 and widths in ([4], [2], [2, 1]) and aligned
 
 
 def _gemv(x: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[str, int]) -> torch.Tensor:
