@@ -111,10 +111,15 @@ class BlockHessians:
             self.block += 1
             bp = f"{self.prefix}.{self.block}."
             mine = {n: lin for n, lin in self.linears.items() if n.startswith(bp)}
-            acc = {n: HessianAccumulator(lin.in_features, lin.weight.device) for n, lin in mine.items()}
-            _collect(self.blocks[self.block], mine, self.inputs, lambda n, x, acc=acc: acc[n].add(x))
-            self.h = {n: a.h for n, a in acc.items()}
+            self.h = _hessians(self.blocks[self.block], mine, self.inputs)
         return self.h[name]
+
+
+def _hessians(block: nn.Module, linears: dict[str, nn.Linear], inputs) -> dict[str, torch.Tensor]:
+    """GPTQ's Hessian of each of the block's `linears`' inputs, from one run of the block."""
+    acc = {n: HessianAccumulator(lin.in_features, lin.weight.device) for n, lin in linears.items()}
+    _collect(block, linears, inputs, lambda n, x: acc[n].add(x))
+    return {n: a.h for n, a in acc.items()}
 
 
 def _set(lin: nn.Linear, gq: GroupQuant) -> None:
@@ -192,15 +197,13 @@ def quantize_model(
 
 
 def _gptq_block(block, mine: dict[str, nn.Linear], plan, inputs, cfg: QuantizerConfig) -> dict[str, GroupQuant]:
-    acc = {n: HessianAccumulator(lin.in_features, lin.weight.device) for n, lin in mine.items()}
-    _collect(block, mine, inputs, lambda n, x: acc[n].add(x))
+    hess = _hessians(block, mine, inputs)
     out = {}
     for n, lin in mine.items():
         out[n] = gptq_quantize(
-            lin.weight.data, acc[n].h, int(plan[n]), cfg.group_size, cfg.damp, cfg.act_order, cfg.block_size, cfg.integer_zeros
+            lin.weight.data, hess.pop(n), int(plan[n]), cfg.group_size, cfg.damp, cfg.act_order, cfg.block_size, cfg.integer_zeros
         )
         _set(lin, out[n])
-        del acc[n]
     return out
 
 

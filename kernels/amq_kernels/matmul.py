@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - the CPU fallback below needs no triton
     triton = None
 
 
-def _pair_dot_ptx(w0: int, w1: int) -> str:
+def _pair_dot_ptx(w0: int, w1: int) -> tuple[str, str]:
     """Inline PTX for one word (plus its high-bit word at 3 bits): sum over the word's codes of
     q * x / 16, in fp16 pairs, returned as fp32.
 
@@ -44,7 +44,7 @@ def _pair_dot_ptx(w0: int, w1: int) -> str:
     of codes: shift, mask and OR the fp16 exponent of 1024 in (one lop3: 1024 + q in each half),
     one fma to (q / 16) exactly, one fma into the fp16 pair accumulator. Dividing by 16 keeps
     the word's sum of up to 16 products of codes < 16 inside fp16's range for |x| < 4096;
-    the caller multiplies the scale by 16."""
+    the caller multiplies the scale by 16. Returns the PTX and its operand constraints."""
     half = 32 // w0 // 2
     pair_mask = ((1 << w0) - 1) * 0x00010001
     first_x = 3 if w1 else 2
@@ -71,7 +71,7 @@ def _pair_dot_ptx(w0: int, w1: int) -> str:
         lines.append("fma.rn.f16x2 t, t, k16, c64;")
         lines.append(f"fma.rn.f16x2 a, t, ${first_x + j}, a;")
     lines += ["mov.b32 {a_lo, a_hi}, a;", "cvt.f32.f16 f_lo, a_lo;", "cvt.f32.f16 f_hi, a_hi;", "add.f32 $0, f_lo, f_hi;", "}"]
-    return "\n".join(lines)
+    return "\n".join(lines), "=f,r" + (",r" if w1 else "") + ",r" * half
 
 
 if triton is not None:
@@ -151,7 +151,7 @@ if triton is not None:
         PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
     ):  # fmt: skip
         """y (N,) = W x for one input row. Program (n tile, k split); BLOCK_K <= GROUP.
-        PTX: fp16 inputs, bits 2/3/4, with PTX_SRC = _pair_dot_ptx(W0, W1) and its constraints."""
+        PTX: fp16 inputs, bits 2/3/4, with (PTX_SRC, PTX_ARGS) = _pair_dot_ptx(W0, W1)."""
         PER: tl.constexpr = 32 // W0  # codes per plane-0 word
         HALF: tl.constexpr = PER // 2  # code pairs per word
         R: tl.constexpr = BLOCK_K // PER  # plane-0 word rows per step
@@ -253,7 +253,7 @@ def _atomic_16bit(device: torch.device) -> bool:
 
 
 def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device) -> dict[str, int]:
-    """A small fixed config list, picked by shape (swept on H100: benchmarks/kernels.md)."""
+    """A small fixed config list, picked by shape (swept on H100: kernels_gemv_sweep.md for M = 1, kernels.md else)."""
     block_k = min(group, 128)
     steps = k // block_k
     if m == 1:  # 2 warps and 8 waves of programs at 2 bits, 2 warps / 4 waves at 3, 4 / 4 at 4 (kernels_gemv_sweep.md)
@@ -315,8 +315,7 @@ def _gemv(x: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[st
     else:
         y = torch.empty(n, device=x.device, dtype=x.dtype)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
-    src = _pair_dot_ptx(w0, w1) if use_ptx else ""
-    args = "=f,r" + (",r" if w1 else "") + ",r" * (32 // w0 // 2) if use_ptx else ""
+    src, args = _pair_dot_ptx(w0, w1) if use_ptx else ("", "")
     p1 = packed.planes[1] if w1 else packed.planes[0]
     grid = (triton.cdiv(n, block_n), split)
     _gemv_kernel[grid](

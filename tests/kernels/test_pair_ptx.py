@@ -85,7 +85,9 @@ def test_pair_ptx_matches_codes(bits):
                 ops.append((int(planes[1][0, 0]) >> (r % 2) * 8) & 0xFFFFFFFF)
             xs = x[r * per : (r + 1) * per].numpy()
             ops += [_pack16(xs[2 * j], xs[2 * j + 1]) for j in range(per // 2)]
-            got = run_ptx(_pair_dot_ptx(w0, 1 if bits == 3 else 0), ops)
+            src, constraints = _pair_dot_ptx(w0, 1 if bits == 3 else 0)
+            assert constraints.count(",") == len(ops)  # one output, then one operand each
+            got = run_ptx(src, ops)
             q = codes[0, r * per : (r + 1) * per].double().numpy()
             want = float((q * xs.astype(np.float64)).sum() / 16)
             scale = float((q * np.abs(xs.astype(np.float64))).sum() / 16) + 1e-6
