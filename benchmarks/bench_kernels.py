@@ -111,7 +111,7 @@ def sweep_gemv() -> None:
     import itertools
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    print("| N x K | bits | fp16 us | legacy us | default us | best fp32-pair (cfg) us | best PTX (cfg) us |")
+    print("| N x K | bits | fp16 us | legacy us | default us | best atomics (cfg) us | best serial (cfg) us |")
     print("|---|---|---|---|---|---|---|")
     for (n, k), bits in itertools.product(SHAPES[:3], [2, 3, 4]):
         copies = max(2, min(8, int(200e6 // (n * k * 2))))
@@ -120,17 +120,17 @@ def sweep_gemv() -> None:
         x = torch.randn(1, k, device="cuda", dtype=torch.float16)
         t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
         t_default = time_cycle([lambda p=p: matmul(x, p) for p in ps])
-        best = {0: (float("inf"), None), 1: (float("inf"), None)}
-        for bn, waves, nw, ns, ptx in itertools.product([64, 128, 256], [1, 2, 4, 8], [2, 4, 8], [1, 3], [0, 1]):
+        best: dict = {}
+        for bn, waves, nw, ns, serial in itertools.product([128, 256], [2, 4, 8, 16], [2, 4], [1, 3], [0, 1]):
             split = max(1, min(k // 128, -(-waves * sms // -(-n // bn))))
-            cfg = {"BLOCK_N": bn, "BLOCK_K": 128, "SPLIT_K": split, "num_warps": nw, "num_stages": ns, "PTX": ptx}
+            cfg = {"BLOCK_N": bn, "BLOCK_K": 128, "SPLIT_K": split, "num_warps": nw, "num_stages": ns, "PTX": 1, "SERIAL": serial}
             try:
                 t = time_cycle([lambda p=p, c=cfg: matmul(x, p, c) for p in ps])
             except Exception as exc:
                 print(f"<!-- {cfg}: {type(exc).__name__}: {str(exc)[:300]} -->")
                 continue
-            if t < best[ptx][0]:
-                best[ptx] = (t, {"BN": bn, "waves": waves, "warps": nw, "stages": ns, "split": split})
+            if t < best.get(serial, (float("inf"),))[0]:
+                best[serial] = (t, {"BN": bn, "waves": waves, "warps": nw, "stages": ns, "split": split})
         print(
             f"| {n} x {k} | {bits} | {t16:.1f} | - | {t_default:.1f} | {best[0][0]:.1f} {best[0][1]} | {best[1][0]:.1f} {best[1][1]} |",
             flush=True,

@@ -145,9 +145,9 @@ if triton is not None:
 
     @triton.jit
     def _gemv_kernel(
-        x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, N, K, SPLIT_K,
+        x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K,
         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
-        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ATOMIC: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ATOMIC: tl.constexpr, SERIAL: tl.constexpr,
         PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
     ):  # fmt: skip
         """y (N,) = W x for one input row. Program (n tile, k split); BLOCK_K <= GROUP.
@@ -216,7 +216,17 @@ if triton is not None:
                 acc += d * s[None, :]
                 acc_z += s * (z + 128.0) * xsum
         y = tl.sum(acc, axis=0) - acc_z
-        if ATOMIC:
+        if SERIAL:  # partials to a workspace; the split that arrives last adds them up in order
+            tl.store(ws_ptr + pid_k * N + offs_n, y, mask=mask_n)
+            tl.debug_barrier()
+            ticket = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
+            if ticket == SPLIT_K - 1:
+                total = tl.zeros((BLOCK_N,), dtype=tl.float32)
+                for i in range(0, SPLIT_K):
+                    total += tl.load(ws_ptr + i * N + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
+                tl.store(y_ptr + offs_n, total.to(y_ptr.dtype.element_ty), mask=mask_n)
+                tl.atomic_xchg(lock_ptr + pid_n, 0)  # ready for the next call
+        elif ATOMIC:
             tl.atomic_add(y_ptr + offs_n, y.to(y_ptr.dtype.element_ty), mask=mask_n)
         else:
             tl.store(y_ptr + offs_n, y.to(y_ptr.dtype.element_ty), mask=mask_n)
@@ -298,6 +308,19 @@ def _ptx_ok(x: torch.Tensor, widths: list[int]) -> bool:
     return not _INTERPRETING and x.is_cuda and x.dtype == torch.float16 and widths in ([4], [2], [2, 1]) and aligned
 
 
+_LOCKS: dict[torch.device, torch.Tensor] = {}
+
+
+def _tile_locks(device: torch.device, tiles: int) -> torch.Tensor:
+    """Per-tile arrival counters of the serial split-K reduction (`SERIAL`); every call leaves
+    them at zero. One set per device: calls on concurrent streams must not share it."""
+    if device not in _LOCKS or _LOCKS[device].numel() < tiles:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("call matmul once outside CUDA-graph capture first (allocates the split-K counters)")
+        _LOCKS[device] = torch.zeros(max(tiles, 1 << 12), device=device, dtype=torch.int32)
+    return _LOCKS[device]
+
+
 def _gemv(x: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[str, int]) -> torch.Tensor:
     """One input row: `_gemv_kernel` over (n tiles, k splits)."""
     k, n = packed.in_features, packed.out_features
@@ -309,18 +332,21 @@ def _gemv(x: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[st
         raise ValueError(f"group size {packed.group_size} must be a multiple of 32 and of {block_k}")
     steps = k // block_k
     split = -(-steps // -(-steps // max(1, min(split, steps))))  # no empty splits
-    atomic = split > 1
+    serial = bool(cfg.pop("SERIAL", 0)) and split > 1
+    atomic = split > 1 and not serial
     if atomic:
         y = torch.zeros(n, device=x.device, dtype=x.dtype if _atomic_16bit(x.device) else torch.float32)
     else:
         y = torch.empty(n, device=x.device, dtype=x.dtype)
+    ws = torch.empty(split, n, device=x.device, dtype=torch.float32) if serial else y
+    lock = _tile_locks(x.device, -(-n // block_n)) if serial else y
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
     src, args = _pair_dot_ptx(w0, w1) if use_ptx else ("", "")
     p1 = packed.planes[1] if w1 else packed.planes[0]
     grid = (triton.cdiv(n, block_n), split)
     _gemv_kernel[grid](
-        x, packed.planes[0], p1, packed.scales, packed.zeros, y, n, k, split,
-        GROUP=packed.group_size, W0=w0, W1=w1, BLOCK_N=block_n, BLOCK_K=block_k, ATOMIC=atomic,
+        x, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, n, k, split,
+        GROUP=packed.group_size, W0=w0, W1=w1, BLOCK_N=block_n, BLOCK_K=block_k, ATOMIC=atomic, SERIAL=serial,
         PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, **cfg,
     )  # fmt: skip
     return y.to(x.dtype)
