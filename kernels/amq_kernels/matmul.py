@@ -35,42 +35,47 @@ except ImportError:  # pragma: no cover - the CPU fallback below needs no triton
     triton = None
 
 
-def _pair_dot_ptx(w0: int, w1: int) -> str:
-    """Inline PTX for one word (plus its high-bit word at 3 bits): sum over the word's codes of
-    q * x / 16, in fp16 pairs, returned as fp32.
+def _pair_dot_ptx(w0: int, w1: int, rows: int = 1) -> str:
+    """Inline PTX for one word (plus its high-bit word at 3 bits) against `rows` input rows: per
+    row, the sum over the word's codes of q * x / 16, in fp16 pairs, returned as fp32.
 
-    Operands: $0 the fp32 result, $1 the plane-0 word, [$2 the plane-1 word shifted so that its
-    pair j sits at bits j and 16 + j], then the input pairs (x[2j], x[2j + 1]) as b32. Per pair
-    of codes: shift, mask and OR the fp16 exponent of 1024 in (one lop3: 1024 + q in each half),
-    one fma to (q / 16) exactly, one fma into the fp16 pair accumulator. Dividing by 16 keeps
-    the word's sum of up to 16 products of codes < 16 inside fp16's range for |x| < 4096;
-    the caller multiplies the scale by 16."""
+    Operands: $0 .. $(rows - 1) the fp32 results, then the plane-0 word, [the plane-1 word shifted
+    so that its pair j sits at bits j and 16 + j], then the input pairs (x[2j], x[2j + 1]) as b32,
+    row by row. Per pair of codes, once for all rows: shift, mask and OR the fp16 exponent of 1024
+    in (one lop3: 1024 + q in each half), one fma to (q / 16) exactly; then per row one fma into
+    that row's fp16 pair accumulator. Dividing by 16 keeps the word's sum of up to 16 products of
+    codes < 16 inside fp16's range for |x| < 4096; the caller multiplies the scale by 16."""
     half = 32 // w0 // 2
     pair_mask = ((1 << w0) - 1) * 0x00010001
-    first_x = 3 if w1 else 2
+    word = f"${rows}"
+    first_x = rows + (2 if w1 else 1)
+    accs = [f"a{r}" for r in range(rows)]
     lines = [
         "{",
-        ".reg .b32 t, u, a, k16, c64;",
+        f".reg .b32 t, u, k16, c64, {', '.join(accs)};",
         ".reg .b16 a_lo, a_hi;",
         ".reg .f32 f_lo, f_hi;",
-        "mov.b32 a, 0;",
+        *[f"mov.b32 {a}, 0;" for a in accs],
         "mov.b32 k16, 0x2C002C00;",  # 1/16 in both halves
         "mov.b32 c64, 0xD400D400;",  # -64 in both halves: (1024 + q) / 16 - 64 = q / 16
     ]
     for j in range(half):
-        src = "$1"
+        src = word
         if j:
-            lines.append(f"shr.u32 t, $1, {w0 * j};")
+            lines.append(f"shr.u32 t, {word}, {w0 * j};")
             src = "t"
         lines.append(f"lop3.b32 t, {src}, {pair_mask:#010x}, 0x64006400, 0xEA;")  # (src & mask) | 1024
         if w1:
             hi_mask = ((1 << w1) - 1) * 0x00010001 << w0
             shift = j * w1 - w0
-            lines.append(f"shr.u32 u, $2, {shift};" if shift > 0 else f"shl.b32 u, $2, {-shift};" if shift < 0 else "mov.b32 u, $2;")
+            hi = f"${rows + 1}"
+            lines.append(f"shr.u32 u, {hi}, {shift};" if shift > 0 else f"shl.b32 u, {hi}, {-shift};" if shift < 0 else f"mov.b32 u, {hi};")
             lines.append(f"lop3.b32 t, u, {hi_mask:#010x}, t, 0xEA;")  # | the high bits
         lines.append("fma.rn.f16x2 t, t, k16, c64;")
-        lines.append(f"fma.rn.f16x2 a, t, ${first_x + j}, a;")
-    lines += ["mov.b32 {a_lo, a_hi}, a;", "cvt.f32.f16 f_lo, a_lo;", "cvt.f32.f16 f_hi, a_hi;", "add.f32 $0, f_lo, f_hi;", "}"]
+        lines += [f"fma.rn.f16x2 {a}, t, ${first_x + r * half + j}, {a};" for r, a in enumerate(accs)]
+    for r, a in enumerate(accs):
+        lines += [f"mov.b32 {{a_lo, a_hi}}, {a};", "cvt.f32.f16 f_lo, a_lo;", "cvt.f32.f16 f_hi, a_hi;", f"add.f32 ${r}, f_lo, f_hi;"]
+    lines.append("}")
     return "\n".join(lines)
 
 
@@ -222,6 +227,135 @@ if triton is not None:
             tl.store(y_ptr + offs_n, y.to(y_ptr.dtype.element_ty), mask=mask_n)
 
     @triton.jit
+    def _xpairs(xp, HALF: tl.constexpr):
+        """One input row's HALF pairs (b32) starting at `xp`, as column vectors (8 slots)."""
+        x0 = tl.load(xp)[:, None]
+        x1 = tl.load(xp + 1)[:, None]
+        x2 = tl.load(xp + 2)[:, None]
+        x3 = tl.load(xp + 3)[:, None]
+        if HALF == 8:
+            x4 = tl.load(xp + 4)[:, None]
+            x5 = tl.load(xp + 5)[:, None]
+            x6 = tl.load(xp + 6)[:, None]
+            x7 = tl.load(xp + 7)[:, None]
+        else:
+            x4, x5, x6, x7 = x0, x1, x2, x3
+        return x0, x1, x2, x3, x4, x5, x6, x7
+
+    @triton.jit
+    def _gemv4_kernel(
+        x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, M, N, K, stride_xm, stride_ym, SPLIT_K,
+        GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ATOMIC: tl.constexpr,
+        PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
+    ):  # fmt: skip
+        """`_gemv_kernel` for 4 input rows at once: each word is unpacked once and multiplied with
+        the 4 rows (rows past M are zeros, not stored). Program (n tile, 4-row tile, k split).
+        PTX: PTX_SRC = _pair_dot_ptx(W0, W1, 4)."""
+        PER: tl.constexpr = 32 // W0
+        HALF: tl.constexpr = PER // 2
+        R: tl.constexpr = BLOCK_K // PER
+        RATIO: tl.constexpr = W0 // W1 if W1 > 0 else 1
+        PAIR0: tl.constexpr = ((1 << W0) - 1) * 65537
+        PAIR1: tl.constexpr = ((1 << W1) - 1) * 65537
+        pid_n = tl.program_id(0)
+        m0 = tl.program_id(1) * 4
+        pid_k = tl.program_id(2)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < N
+        rows = tl.arange(0, R)
+        per_split = tl.cdiv(K // BLOCK_K, SPLIT_K)
+        k_start = pid_k * per_split * BLOCK_K
+        k_end = tl.minimum(k_start + per_split * BLOCK_K, K)
+        # rows past M read row m0 again (finite values) and are never stored
+        xr0 = x_ptr + m0 * stride_xm
+        xr1 = x_ptr + tl.minimum(m0 + 1, M - 1) * stride_xm
+        xr2 = x_ptr + tl.minimum(m0 + 2, M - 1) * stride_xm
+        xr3 = x_ptr + tl.minimum(m0 + 3, M - 1) * stride_xm
+
+        acc0 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+        acc1 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+        acc2 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+        acc3 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+        z0 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        z1 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        z2 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        z3 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        for k0 in range(k_start, k_end, BLOCK_K):
+            w0 = tl.load(p0_ptr + (k0 // PER + rows)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+            if W1 > 0:
+                w1 = tl.load(p1_ptr + (k0 // PER // RATIO + rows // RATIO)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+                w1 = w1 >> ((rows % RATIO) * HALF * W1)[:, None]
+            else:
+                w1 = w0
+            g = k0 // GROUP
+            s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            xs0 = tl.sum(tl.load(xr0 + offs_k).to(tl.float32))
+            xs1 = tl.sum(tl.load(xr1 + offs_k).to(tl.float32))
+            xs2 = tl.sum(tl.load(xr2 + offs_k).to(tl.float32))
+            xs3 = tl.sum(tl.load(xr3 + offs_k).to(tl.float32))
+            pair0 = (k0 + rows * PER) // 2
+            if PTX:
+                a0, a1, a2, a3, a4, a5, a6, a7 = _xpairs(xr0.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF)
+                b0, b1, b2, b3, b4, b5, b6, b7 = _xpairs(xr1.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF)
+                c0, c1, c2, c3, c4, c5, c6, c7 = _xpairs(xr2.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF)
+                e0, e1, e2, e3, e4, e5, e6, e7 = _xpairs(xr3.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF)
+                if HALF == 4:
+                    args = [w0, a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, e0, e1, e2, e3]
+                elif W1 > 0:
+                    args = [w0, w1, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7,
+                            c0, c1, c2, c3, c4, c5, c6, c7, e0, e1, e2, e3, e4, e5, e6, e7]  # fmt: skip
+                else:
+                    args = [w0, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7,
+                            c0, c1, c2, c3, c4, c5, c6, c7, e0, e1, e2, e3, e4, e5, e6, e7]  # fmt: skip
+                d0, d1, d2, d3 = tl.inline_asm_elementwise(
+                    PTX_SRC, PTX_ARGS, args, dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1
+                )
+                s16 = (16.0 * s)[None, :]
+                bias = z
+            else:  # exact fp32 pairs, as in _gemv_kernel
+                d0 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+                d1 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+                d2 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+                d3 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+                for j in tl.static_range(HALF):
+                    t = (w0 >> (j * W0)) & PAIR0
+                    if W1 > 0:
+                        t = t | (((w1 >> (j * W1)) & PAIR1) << W0)
+                    t = t | 0x43004300
+                    lo = (t << 16).to(tl.float32, bitcast=True)
+                    hi = (t & -65536).to(tl.float32, bitcast=True)
+                    i = 2 * (pair0 + j)
+                    d0 += tl.load(xr0 + i).to(tl.float32)[:, None] * lo + tl.load(xr0 + i + 1).to(tl.float32)[:, None] * hi
+                    d1 += tl.load(xr1 + i).to(tl.float32)[:, None] * lo + tl.load(xr1 + i + 1).to(tl.float32)[:, None] * hi
+                    d2 += tl.load(xr2 + i).to(tl.float32)[:, None] * lo + tl.load(xr2 + i + 1).to(tl.float32)[:, None] * hi
+                    d3 += tl.load(xr3 + i).to(tl.float32)[:, None] * lo + tl.load(xr3 + i + 1).to(tl.float32)[:, None] * hi
+                s16 = s[None, :]
+                bias = z + 128.0
+            acc0 += d0 * s16
+            acc1 += d1 * s16
+            acc2 += d2 * s16
+            acc3 += d3 * s16
+            z0 += s * bias * xs0
+            z1 += s * bias * xs1
+            z2 += s * bias * xs2
+            z3 += s * bias * xs3
+        _store_row(y_ptr + m0 * stride_ym, tl.sum(acc0, axis=0) - z0, offs_n, mask_n, m0, M, ATOMIC)
+        _store_row(y_ptr + (m0 + 1) * stride_ym, tl.sum(acc1, axis=0) - z1, offs_n, mask_n, m0 + 1, M, ATOMIC)
+        _store_row(y_ptr + (m0 + 2) * stride_ym, tl.sum(acc2, axis=0) - z2, offs_n, mask_n, m0 + 2, M, ATOMIC)
+        _store_row(y_ptr + (m0 + 3) * stride_ym, tl.sum(acc3, axis=0) - z3, offs_n, mask_n, m0 + 3, M, ATOMIC)
+
+    @triton.jit
+    def _store_row(y_row, y, offs_n, mask_n, row, M, ATOMIC: tl.constexpr):
+        mask = mask_n & ((offs_n * 0 + row) < M)  # rows past M are padding
+        if ATOMIC:
+            tl.atomic_add(y_row + offs_n, y.to(y_row.dtype.element_ty), mask=mask)
+        else:
+            tl.store(y_row + offs_n, y.to(y_row.dtype.element_ty), mask=mask)
+
+    @triton.jit
     def _dequant_kernel(p0_ptr, p1_ptr, s_ptr, z_ptr, w_ptr, N,
                         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
                         BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
@@ -325,6 +459,37 @@ def _gemv(x: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[st
     return y.to(x.dtype)
 
 
+def _gemv4(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[str, int]) -> torch.Tensor:
+    """2..16 input rows, 4 per program: `_gemv4_kernel` over (n tiles, 4-row tiles, k splits)."""
+    m, k, n = x2.shape[0], packed.in_features, packed.out_features
+    cfg = dict(cfg)
+    block_n, block_k, split = cfg.pop("BLOCK_N"), cfg.pop("BLOCK_K"), cfg.pop("SPLIT_K")
+    use_ptx = bool(cfg.pop("PTX", 1)) and _ptx_ok(x2, widths)
+    for key in ("BLOCK_M", "ROWS4"):
+        cfg.pop(key, None)
+    if packed.group_size % block_k or block_k % 32:
+        raise ValueError(f"group size {packed.group_size} must be a multiple of 32 and of {block_k}")
+    steps = k // block_k
+    split = -(-steps // -(-steps // max(1, min(split, steps))))
+    atomic = split > 1
+    if atomic:
+        y = torch.zeros(m, n, device=x2.device, dtype=x2.dtype if _atomic_16bit(x2.device) else torch.float32)
+    else:
+        y = torch.empty(m, n, device=x2.device, dtype=x2.dtype)
+    w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
+    half = 32 // w0 // 2
+    src = _pair_dot_ptx(w0, w1, 4) if use_ptx else ""
+    args = "=f,=f,=f,=f,r" + (",r" if w1 else "") + ",r" * (4 * half) if use_ptx else ""
+    p1 = packed.planes[1] if w1 else packed.planes[0]
+    grid = (triton.cdiv(n, block_n), triton.cdiv(m, 4), split)
+    _gemv4_kernel[grid](
+        x2, packed.planes[0], p1, packed.scales, packed.zeros, y, m, n, k, x2.stride(0), y.stride(0), split,
+        GROUP=packed.group_size, W0=w0, W1=w1, BLOCK_N=block_n, BLOCK_K=block_k, ATOMIC=atomic,
+        PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, **cfg,
+    )  # fmt: skip
+    return y.to(x2.dtype)
+
+
 def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None = None) -> torch.Tensor:
     """x (..., K) fp16/bf16 -> (..., N), with W from `packed`; picks the decode or fused tiling,
     or for M >= DEQUANT_MIN_M dequantizes once and uses cuBLAS (`config` overrides the choice,
@@ -346,6 +511,8 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
     cfg = config or _tiling(m, n, k, packed.bits, packed.group_size, x.device)
     if m == 1:
         return _gemv(x2, packed, widths, cfg).reshape(*lead, n)
+    if cfg.get("ROWS4"):  # 4 rows per program, each word unpacked once (opt-in: not yet measured)
+        return _gemv4(x2, packed, widths, cfg).reshape(*lead, n)
     if packed.group_size % cfg["BLOCK_K"] or cfg["BLOCK_K"] % 32:
         raise ValueError(f"group size {packed.group_size} must be a multiple of 32 and of {cfg['BLOCK_K']}")
     split = cfg["SPLIT_K"]
