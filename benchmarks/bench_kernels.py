@@ -137,6 +137,41 @@ def sweep_gemv() -> None:
         )
 
 
+def sweep_small_m() -> None:
+    """M = 2..16, fp16: the default (tensor-core tiles) against the 4-rows-per-program kernel
+    (ROWS4: each word unpacked once for 4 rows), best of a grid of tiles."""
+    import itertools
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    print("| N x K | M | bits | fp16 us | default us | best ROWS4 (cfg) us | ROWS4 vs fp16 |")
+    print("|---|---|---|---|---|---|---|")
+    for (n, k), m, bits in itertools.product(SHAPES[:3], [2, 4, 8, 16], [2, 3, 4]):
+        copies = max(2, min(8, int(200e6 // (n * k * 2))))
+        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(copies)]
+        ps = [random_packed(n, k, bits) for _ in range(copies)]
+        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+        t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
+        t_default = time_cycle([lambda p=p: matmul(x, p) for p in ps])
+        ref = x.double() @ dequantize(ps[0], torch.float64).t()
+        best = (float("inf"), None)
+        for bn, waves, nw in itertools.product([64, 128, 256], [2, 4, 8], [2, 4, 8]):
+            split = max(1, min(k // 128, -(-waves * sms // (-(-n // bn) * -(-m // 4)))))
+            cfg = {"BLOCK_N": bn, "BLOCK_K": 128, "SPLIT_K": split, "num_warps": nw, "num_stages": 3, "ROWS4": 1}
+            try:
+                y = matmul(x, ps[0], cfg)
+                err = ((y.double() - ref).norm() / ref.norm()).item()
+                if not err < 1e-2:
+                    print(f"<!-- {cfg}: relative error {err:.2e} -->")
+                    continue
+                t = time_cycle([lambda p=p, c=cfg: matmul(x, p, c) for p in ps])
+            except Exception as exc:
+                print(f"<!-- {cfg}: {type(exc).__name__}: {str(exc)[:300]} -->")
+                continue
+            if t < best[0]:
+                best = (t, {"BN": bn, "waves": waves, "warps": nw, "split": split})
+        print(f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {t_default:.1f} | {best[0]:.1f} {best[1]} | {t16 / best[0]:.2f}x |", flush=True)
+
+
 def sweep(ms: list[int]) -> None:
     """Time a small grid of tile configs per case; prints the best (feeds matmul._tiling)."""
     import itertools
@@ -189,7 +224,11 @@ def main() -> None:
     ap.add_argument("--sweep-m", default="1,16,2048", help="row counts the sweep covers")
     ap.add_argument("--peers", action="store_true", help="also time bitsandbytes NF4 and gemlite where they run the setting")
     ap.add_argument("--sweep-gemv", action="store_true", help="M = 1 kernel variants and tiles")
+    ap.add_argument("--sweep-small-m", action="store_true", help="M = 2..16: tensor-core tiles vs ROWS4")
     args = ap.parse_args()
+    if args.sweep_small_m:
+        sweep_small_m()
+        return
     if args.sweep_gemv:
         sweep_gemv()
         return

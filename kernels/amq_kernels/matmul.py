@@ -35,43 +35,50 @@ except ImportError:  # pragma: no cover - the CPU fallback below needs no triton
     triton = None
 
 
-def _pair_dot_ptx(w0: int, w1: int) -> tuple[str, str]:
-    """Inline PTX for one word (plus its high-bit word at 3 bits): sum over the word's codes of
-    q * x / 16, in fp16 pairs, returned as fp32.
+def _pair_dot_ptx(w0: int, w1: int, rows: int = 1) -> tuple[str, str]:
+    """Inline PTX for one word (plus its high-bit word at 3 bits) against `rows` input rows: per
+    row, the sum over the word's codes of q * x / 16, in fp16 pairs, returned as fp32.
 
-    Operands: $0 the fp32 result, $1 the plane-0 word, [$2 the plane-1 word shifted so that its
-    pair j sits at bits j and 16 + j], then the input pairs (x[2j], x[2j + 1]) as b32. Per pair
-    of codes: shift, mask and OR the fp16 exponent of 1024 in (one lop3: 1024 + q in each half),
-    one fma to (q / 16) exactly, one fma into the fp16 pair accumulator. Dividing by 16 keeps
-    the word's sum of up to 16 products of codes < 16 inside fp16's range for |x| < 4096;
-    the caller multiplies the scale by 16. Returns the PTX and its operand constraints."""
+    Operands: $0 .. $(rows - 1) the fp32 results, then the plane-0 word, [the plane-1 word shifted
+    so that its pair j sits at bits j and 16 + j], then the input pairs (x[2j], x[2j + 1]) as b32,
+    row by row. Per pair of codes, once for all rows: shift, mask and OR the fp16 exponent of 1024
+    in (one lop3: 1024 + q in each half), one fma to (q / 16) exactly; then per row one fma into
+    that row's fp16 pair accumulator. Dividing by 16 keeps the word's sum of up to 16 products of
+    codes < 16 inside fp16's range for |x| < 4096; the caller multiplies the scale by 16.
+    Returns the PTX and its operand constraints."""
     half = 32 // w0 // 2
     pair_mask = ((1 << w0) - 1) * 0x00010001
-    first_x = 3 if w1 else 2
+    word = f"${rows}"
+    first_x = rows + (2 if w1 else 1)
+    accs = [f"a{r}" for r in range(rows)]
     lines = [
         "{",
-        ".reg .b32 t, u, a, k16, c64;",
+        f".reg .b32 t, u, k16, c64, {', '.join(accs)};",
         ".reg .b16 a_lo, a_hi;",
         ".reg .f32 f_lo, f_hi;",
-        "mov.b32 a, 0;",
+        *[f"mov.b32 {a}, 0;" for a in accs],
         "mov.b32 k16, 0x2C002C00;",  # 1/16 in both halves
         "mov.b32 c64, 0xD400D400;",  # -64 in both halves: (1024 + q) / 16 - 64 = q / 16
     ]
     for j in range(half):
-        src = "$1"
+        src = word
         if j:
-            lines.append(f"shr.u32 t, $1, {w0 * j};")
+            lines.append(f"shr.u32 t, {word}, {w0 * j};")
             src = "t"
         lines.append(f"lop3.b32 t, {src}, {pair_mask:#010x}, 0x64006400, 0xEA;")  # (src & mask) | 1024
         if w1:
             hi_mask = ((1 << w1) - 1) * 0x00010001 << w0
             shift = j * w1 - w0
-            lines.append(f"shr.u32 u, $2, {shift};" if shift > 0 else f"shl.b32 u, $2, {-shift};" if shift < 0 else "mov.b32 u, $2;")
+            hi = f"${rows + 1}"
+            lines.append(f"shr.u32 u, {hi}, {shift};" if shift > 0 else f"shl.b32 u, {hi}, {-shift};" if shift < 0 else f"mov.b32 u, {hi};")
             lines.append(f"lop3.b32 t, u, {hi_mask:#010x}, t, 0xEA;")  # | the high bits
         lines.append("fma.rn.f16x2 t, t, k16, c64;")
-        lines.append(f"fma.rn.f16x2 a, t, ${first_x + j}, a;")
-    lines += ["mov.b32 {a_lo, a_hi}, a;", "cvt.f32.f16 f_lo, a_lo;", "cvt.f32.f16 f_hi, a_hi;", "add.f32 $0, f_lo, f_hi;", "}"]
-    return "\n".join(lines), "=f,r" + (",r" if w1 else "") + ",r" * half
+        lines += [f"fma.rn.f16x2 {a}, t, ${first_x + r * half + j}, {a};" for r, a in enumerate(accs)]
+    for r, a in enumerate(accs):
+        lines += [f"mov.b32 {{a_lo, a_hi}}, {a};", "cvt.f32.f16 f_lo, a_lo;", "cvt.f32.f16 f_hi, a_hi;", f"add.f32 ${r}, f_lo, f_hi;"]
+    lines.append("}")
+    constraints = ",".join(["=f"] * rows + ["r"] * (2 if w1 else 1) + ["r"] * (rows * half))
+    return "\n".join(lines), constraints
 
 
 if triton is not None:
@@ -98,11 +105,39 @@ if triton is not None:
         return (q | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
 
     @triton.jit
+    def _epilogue(y, y_ptr, ws_ptr, lock_ptr, offs_m, offs_n, M, N, stride_ym, tile, pid_k, SPLIT_K,
+                  ATOMIC: tl.constexpr, SERIAL: tl.constexpr):  # fmt: skip
+        """Write a program's (rows, BLOCK_N) fp32 result `y` for its K split.
+
+        SERIAL: the partial goes to a workspace (SPLIT_K, M, N); the split that arrives last at
+        this output tile (a per-tile counter) adds the partials up in split order and writes
+        the output, then resets the counter: no memset before the kernel, same result every run.
+        ATOMIC: added into a zeroed output. Else (one split): stored."""
+        mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+        out = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
+        if SERIAL:
+            part = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
+            tl.store(part + pid_k * M * N, y, mask=mask)
+            tl.debug_barrier()  # every thread's partial is written before the counter moves
+            ticket = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel", scope="gpu")
+            if ticket == SPLIT_K - 1:
+                total = tl.zeros_like(y)
+                for i in range(0, SPLIT_K):
+                    total += tl.load(part + i * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+                tl.store(out, total.to(y_ptr.dtype.element_ty), mask=mask)
+                tl.atomic_xchg(lock_ptr + tile, 0)  # ready for the next call
+        elif ATOMIC:
+            tl.atomic_add(out, y.to(y_ptr.dtype.element_ty), mask=mask)
+        else:
+            tl.store(out, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
     def _packed_matmul_kernel(
-        x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr,
+        x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr,
         M, N, K, stride_xm, stride_ym,
         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, DOT_FP32: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K, ATOMIC: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K,
+        ATOMIC: tl.constexpr, SERIAL: tl.constexpr,
     ):  # fmt: skip
         # --- tile map: (n tile, m tile, k split) ---------------------------------------
         pid_n = tl.program_id(0)
@@ -134,14 +169,9 @@ if triton is not None:
             else:
                 acc = tl.dot(x, w.to(x.dtype), acc)
 
-        # --- epilogue: direct store, or atomics across K splits (into the output itself on
-        # GPUs with 16-bit atomics, else into an fp32 buffer) --------------------------------
-        y = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
-        mask = mask_m[:, None] & mask_n[None, :]
-        if not ATOMIC:
-            tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=mask)
-        else:
-            tl.atomic_add(y, acc.to(y_ptr.dtype.element_ty), mask=mask)
+        # --- epilogue: a direct store, or the K splits' partials summed (_epilogue) ----------
+        _epilogue(acc, y_ptr, ws_ptr, lock_ptr, offs_m, offs_n, M, N, stride_ym,
+                  pid_m * tl.num_programs(0) + pid_n, pid_k, SPLIT_K, ATOMIC, SERIAL)  # fmt: skip
 
     @triton.jit
     def _gemv_kernel(
@@ -216,20 +246,129 @@ if triton is not None:
                 acc += d * s[None, :]
                 acc_z += s * (z + 128.0) * xsum
         y = tl.sum(acc, axis=0) - acc_z
-        if SERIAL:  # partials to a workspace; the split that arrives last adds them up in order
-            tl.store(ws_ptr + pid_k * N + offs_n, y, mask=mask_n)
-            tl.debug_barrier()
-            ticket = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
-            if ticket == SPLIT_K - 1:
-                total = tl.zeros((BLOCK_N,), dtype=tl.float32)
-                for i in range(0, SPLIT_K):
-                    total += tl.load(ws_ptr + i * N + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
-                tl.store(y_ptr + offs_n, total.to(y_ptr.dtype.element_ty), mask=mask_n)
-                tl.atomic_xchg(lock_ptr + pid_n, 0)  # ready for the next call
-        elif ATOMIC:
-            tl.atomic_add(y_ptr + offs_n, y.to(y_ptr.dtype.element_ty), mask=mask_n)
+        _epilogue(y[None, :], y_ptr, ws_ptr, lock_ptr, tl.arange(0, 1), offs_n, 1, N, N, pid_n, pid_k, SPLIT_K, ATOMIC, SERIAL)
+
+    @triton.jit
+    def _xpairs(xp, HALF: tl.constexpr):
+        """One input row's HALF pairs (b32) starting at `xp`, as column vectors (8 slots)."""
+        x0 = tl.load(xp)[:, None]
+        x1 = tl.load(xp + 1)[:, None]
+        x2 = tl.load(xp + 2)[:, None]
+        x3 = tl.load(xp + 3)[:, None]
+        if HALF == 8:
+            x4 = tl.load(xp + 4)[:, None]
+            x5 = tl.load(xp + 5)[:, None]
+            x6 = tl.load(xp + 6)[:, None]
+            x7 = tl.load(xp + 7)[:, None]
         else:
-            tl.store(y_ptr + offs_n, y.to(y_ptr.dtype.element_ty), mask=mask_n)
+            x4, x5, x6, x7 = x0, x1, x2, x3
+        return x0, x1, x2, x3, x4, x5, x6, x7
+
+    @triton.jit
+    def _gemv4_kernel(
+        x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, M, N, K, stride_xm, stride_ym, SPLIT_K,
+        GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ATOMIC: tl.constexpr, SERIAL: tl.constexpr,
+        PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
+    ):  # fmt: skip
+        """`_gemv_kernel` for 4 input rows at once: each word is unpacked once and multiplied with
+        the 4 rows (rows past M are zeros, not stored). Program (n tile, 4-row tile, k split).
+        PTX: PTX_SRC = _pair_dot_ptx(W0, W1, 4)."""
+        PER: tl.constexpr = 32 // W0
+        HALF: tl.constexpr = PER // 2
+        R: tl.constexpr = BLOCK_K // PER
+        RATIO: tl.constexpr = W0 // W1 if W1 > 0 else 1
+        PAIR0: tl.constexpr = ((1 << W0) - 1) * 65537
+        PAIR1: tl.constexpr = ((1 << W1) - 1) * 65537
+        pid_n = tl.program_id(0)
+        m0 = tl.program_id(1) * 4
+        pid_k = tl.program_id(2)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < N
+        rows = tl.arange(0, R)
+        per_split = tl.cdiv(K // BLOCK_K, SPLIT_K)
+        k_start = pid_k * per_split * BLOCK_K
+        k_end = tl.minimum(k_start + per_split * BLOCK_K, K)
+        # rows past M read row m0 again (finite values) and are never stored
+        xr0 = x_ptr + m0 * stride_xm
+        xr1 = x_ptr + tl.minimum(m0 + 1, M - 1) * stride_xm
+        xr2 = x_ptr + tl.minimum(m0 + 2, M - 1) * stride_xm
+        xr3 = x_ptr + tl.minimum(m0 + 3, M - 1) * stride_xm
+
+        acc0 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+        acc1 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+        acc2 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+        acc3 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+        z0 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        z1 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        z2 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        z3 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        for k0 in range(k_start, k_end, BLOCK_K):
+            w0 = tl.load(p0_ptr + (k0 // PER + rows)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+            if W1 > 0:
+                w1 = tl.load(p1_ptr + (k0 // PER // RATIO + rows // RATIO)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+                w1 = w1 >> ((rows % RATIO) * HALF * W1)[:, None]
+            else:
+                w1 = w0
+            g = k0 // GROUP
+            s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            xs0 = tl.sum(tl.load(xr0 + offs_k).to(tl.float32))
+            xs1 = tl.sum(tl.load(xr1 + offs_k).to(tl.float32))
+            xs2 = tl.sum(tl.load(xr2 + offs_k).to(tl.float32))
+            xs3 = tl.sum(tl.load(xr3 + offs_k).to(tl.float32))
+            pair0 = (k0 + rows * PER) // 2
+            if PTX:
+                a0, a1, a2, a3, a4, a5, a6, a7 = _xpairs(xr0.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF)
+                b0, b1, b2, b3, b4, b5, b6, b7 = _xpairs(xr1.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF)
+                c0, c1, c2, c3, c4, c5, c6, c7 = _xpairs(xr2.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF)
+                e0, e1, e2, e3, e4, e5, e6, e7 = _xpairs(xr3.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF)
+                if HALF == 4:
+                    args = [w0, a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, e0, e1, e2, e3]
+                elif W1 > 0:
+                    args = [w0, w1, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7,
+                            c0, c1, c2, c3, c4, c5, c6, c7, e0, e1, e2, e3, e4, e5, e6, e7]  # fmt: skip
+                else:
+                    args = [w0, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7,
+                            c0, c1, c2, c3, c4, c5, c6, c7, e0, e1, e2, e3, e4, e5, e6, e7]  # fmt: skip
+                d0, d1, d2, d3 = tl.inline_asm_elementwise(
+                    PTX_SRC, PTX_ARGS, args, dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1
+                )
+                s16 = (16.0 * s)[None, :]
+                bias = z
+            else:  # exact fp32 pairs, as in _gemv_kernel
+                d0 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+                d1 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+                d2 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+                d3 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+                for j in tl.static_range(HALF):
+                    t = (w0 >> (j * W0)) & PAIR0
+                    if W1 > 0:
+                        t = t | (((w1 >> (j * W1)) & PAIR1) << W0)
+                    t = t | 0x43004300
+                    lo = (t << 16).to(tl.float32, bitcast=True)
+                    hi = (t & -65536).to(tl.float32, bitcast=True)
+                    i = 2 * (pair0 + j)
+                    d0 += tl.load(xr0 + i).to(tl.float32)[:, None] * lo + tl.load(xr0 + i + 1).to(tl.float32)[:, None] * hi
+                    d1 += tl.load(xr1 + i).to(tl.float32)[:, None] * lo + tl.load(xr1 + i + 1).to(tl.float32)[:, None] * hi
+                    d2 += tl.load(xr2 + i).to(tl.float32)[:, None] * lo + tl.load(xr2 + i + 1).to(tl.float32)[:, None] * hi
+                    d3 += tl.load(xr3 + i).to(tl.float32)[:, None] * lo + tl.load(xr3 + i + 1).to(tl.float32)[:, None] * hi
+                s16 = s[None, :]
+                bias = z + 128.0
+            acc0 += d0 * s16
+            acc1 += d1 * s16
+            acc2 += d2 * s16
+            acc3 += d3 * s16
+            z0 += s * bias * xs0
+            z1 += s * bias * xs1
+            z2 += s * bias * xs2
+            z3 += s * bias * xs3
+        # the 4 rows as one (4, BLOCK_N) tile: join(join(y0, y2), join(y1, y3))[n, i, j] = y_(2i + j)
+        y = tl.join(tl.join(tl.sum(acc0, axis=0) - z0, tl.sum(acc2, axis=0) - z2), tl.join(tl.sum(acc1, axis=0) - z1, tl.sum(acc3, axis=0) - z3))
+        y = tl.trans(tl.reshape(y, (BLOCK_N, 4)))
+        _epilogue(y, y_ptr, ws_ptr, lock_ptr, m0 + tl.arange(0, 4), offs_n, M, N, stride_ym,
+                  tl.program_id(1) * tl.num_programs(0) + pid_n, pid_k, SPLIT_K, ATOMIC, SERIAL)  # fmt: skip
 
     @triton.jit
     def _dequant_kernel(p0_ptr, p1_ptr, s_ptr, z_ptr, w_ptr, N,
@@ -321,41 +460,65 @@ def _tile_locks(device: torch.device, tiles: int) -> torch.Tensor:
     return _LOCKS[device]
 
 
-def _gemv(x: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[str, int]) -> torch.Tensor:
-    """One input row: `_gemv_kernel` over (n tiles, k splits)."""
-    k, n = packed.in_features, packed.out_features
-    cfg = dict(cfg)
-    block_n, block_k, split = cfg.pop("BLOCK_N"), cfg.pop("BLOCK_K"), cfg.pop("SPLIT_K")
-    use_ptx = bool(cfg.pop("PTX", 1)) and _ptx_ok(x, widths)
-    cfg.pop("BLOCK_M", None)
-    if packed.group_size % block_k or block_k % 32:
-        raise ValueError(f"group size {packed.group_size} must be a multiple of 32 and of {block_k}")
+def _split(k: int, block_k: int, split: int, group: int) -> int:
+    """The K split actually launched: whole BLOCK_K steps, none empty."""
+    if group % block_k or block_k % 32:
+        raise ValueError(f"group size {group} must be a multiple of 32 and of BLOCK_K = {block_k}")
     steps = k // block_k
-    split = -(-steps // -(-steps // max(1, min(split, steps))))  # no empty splits
-    serial = bool(cfg.pop("SERIAL", 0)) and split > 1
+    return -(-steps // -(-steps // max(1, min(split, steps))))
+
+
+def _outputs(x2: torch.Tensor, n: int, split: int, serial: bool, tiles: int, out: torch.Tensor | None):
+    """(y, workspace, counters, atomic) for a launch over `split` K splits: y is `out` (or new),
+    zeroed only when the splits meet through atomics; the serial reduction's fp32 workspace."""
+    m = x2.shape[0]
+    serial = serial and split > 1
     atomic = split > 1 and not serial
-    if atomic:
-        y = torch.zeros(n, device=x.device, dtype=x.dtype if _atomic_16bit(x.device) else torch.float32)
+    if atomic and not _atomic_16bit(x2.device):  # no 16-bit atomics: sum in fp32, cast after
+        y = torch.zeros(m, n, device=x2.device, dtype=torch.float32)
+    elif out is not None:
+        y = out.zero_() if atomic else out
     else:
-        y = torch.empty(n, device=x.device, dtype=x.dtype)
-    ws = torch.empty(split, n, device=x.device, dtype=torch.float32) if serial else y
-    lock = _tile_locks(x.device, -(-n // block_n)) if serial else y
+        y = (torch.zeros if atomic else torch.empty)(m, n, device=x2.device, dtype=x2.dtype)
+    ws = torch.empty(split, m, n, device=x2.device, dtype=torch.float32) if serial else y
+    lock = _tile_locks(x2.device, tiles) if serial else y
+    return y, ws, lock, atomic, serial
+
+
+def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[str, int], out) -> torch.Tensor:
+    """1 input row (`_gemv_kernel`, grid (n tiles, k splits)) or up to 16 in 4-row programs
+    (`_gemv4_kernel`, grid (n tiles, 4-row tiles, k splits)); words unpacked in place."""
+    m, k, n = x2.shape[0], packed.in_features, packed.out_features
+    cfg = dict(cfg)
+    block_n, block_k = cfg.pop("BLOCK_N"), cfg.pop("BLOCK_K")
+    split = _split(k, block_k, cfg.pop("SPLIT_K"), packed.group_size)
+    use_ptx = bool(cfg.pop("PTX", 1)) and _ptx_ok(x2, widths)
+    rows = 1 if m == 1 else 4
+    for key in ("BLOCK_M", "ROWS4"):
+        cfg.pop(key, None)
+    grid = (triton.cdiv(n, block_n), triton.cdiv(m, rows), split)
+    y, ws, lock, atomic, serial = _outputs(x2, n, split, bool(cfg.pop("SERIAL", 0)), grid[0] * grid[1], out)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
-    src, args = _pair_dot_ptx(w0, w1) if use_ptx else ("", "")
+    src, args = _pair_dot_ptx(w0, w1, rows) if use_ptx else ("", "")
     p1 = packed.planes[1] if w1 else packed.planes[0]
-    grid = (triton.cdiv(n, block_n), split)
-    _gemv_kernel[grid](
-        x, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, n, k, split,
-        GROUP=packed.group_size, W0=w0, W1=w1, BLOCK_N=block_n, BLOCK_K=block_k, ATOMIC=atomic, SERIAL=serial,
-        PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, **cfg,
-    )  # fmt: skip
-    return y.to(x.dtype)
+    consts = dict(GROUP=packed.group_size, W0=w0, W1=w1, BLOCK_N=block_n, BLOCK_K=block_k, ATOMIC=atomic, SERIAL=serial,
+                  PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, **cfg)  # fmt: skip
+    if m == 1:
+        _gemv_kernel[grid[::2]](x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, n, k, split, **consts)
+    else:
+        _gemv4_kernel[grid](
+            x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, m, n, k, x2.stride(0), y.stride(0), split, **consts
+        )
+    return y
 
 
-def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None = None) -> torch.Tensor:
+def matmul(
+    x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None = None, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """x (..., K) fp16/bf16 -> (..., N), with W from `packed`; picks the decode or fused tiling,
     or for M >= DEQUANT_MIN_M dequantizes once and uses cuBLAS (`config` overrides the choice,
-    for tuning sweeps; `{"DEQUANT": 1}` forces the last)."""
+    for tuning sweeps; `{"DEQUANT": 1}` forces the last). `out` (M, N) contiguous, x's dtype:
+    written in place (every element is written; it is zeroed first only on the atomics path)."""
     if triton is None:
         return reference_matmul(x, packed)
     if x.shape[-1] != packed.in_features:
@@ -368,24 +531,26 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
     lead = x.shape[:-1]
     x2 = x.reshape(-1, packed.in_features).contiguous()
     m, k, n = x2.shape[0], packed.in_features, packed.out_features
+    if out is not None and (out.shape != (m, n) or out.dtype != x.dtype or not out.is_contiguous() or out.device != x.device):
+        raise ValueError(f"out must be a contiguous ({m}, {n}) {x.dtype} tensor on {x.device}, got {tuple(out.shape)} {out.dtype}")
     if (config or {}).get("DEQUANT") or (config is None and m >= DEQUANT_MIN_M):
-        return (x2 @ dequantize_triton(packed, x.dtype)).reshape(*lead, n)
+        w = dequantize_triton(packed, x.dtype)
+        return (torch.mm(x2, w, out=out) if out is not None else x2 @ w).reshape(*lead, n)
     cfg = config or _tiling(m, n, k, packed.bits, packed.group_size, x.device)
-    if m == 1:
-        return _gemv(x2, packed, widths, cfg).reshape(*lead, n)
-    if packed.group_size % cfg["BLOCK_K"] or cfg["BLOCK_K"] % 32:
-        raise ValueError(f"group size {packed.group_size} must be a multiple of 32 and of {cfg['BLOCK_K']}")
-    split = cfg["SPLIT_K"]
-    if split > 1:
-        y = torch.zeros(m, n, device=x.device, dtype=x.dtype if _atomic_16bit(x.device) else torch.float32)
+    if m == 1 or cfg.get("ROWS4"):
+        y = _gemv(x2, packed, widths, cfg, out)
     else:
-        y = torch.empty(m, n, device=x.device, dtype=x.dtype)
-    grid = (triton.cdiv(n, cfg["BLOCK_N"]), triton.cdiv(m, cfg["BLOCK_M"]), split)
-    p1 = packed.planes[1] if len(widths) > 1 else packed.planes[0]
-    _packed_matmul_kernel[grid](
-        x2, packed.planes[0], p1, packed.scales, packed.zeros, y,
-        m, n, k, x2.stride(0), y.stride(0), ATOMIC=split > 1,
-        GROUP=packed.group_size, W0=widths[0], W1=widths[1] if len(widths) > 1 else 0,
-        DOT_FP32=_INTERPRETING and x.dtype == torch.bfloat16, **cfg,
-    )  # fmt: skip
+        cfg = dict(cfg)
+        split = _split(k, cfg["BLOCK_K"], cfg.pop("SPLIT_K"), packed.group_size)
+        grid = (triton.cdiv(n, cfg["BLOCK_N"]), triton.cdiv(m, cfg["BLOCK_M"]), split)
+        y, ws, lock, atomic, serial = _outputs(x2, n, split, bool(cfg.pop("SERIAL", 0)), grid[0] * grid[1], out)
+        p1 = packed.planes[1] if len(widths) > 1 else packed.planes[0]
+        _packed_matmul_kernel[grid](
+            x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock,
+            m, n, k, x2.stride(0), y.stride(0), SPLIT_K=split, ATOMIC=atomic, SERIAL=serial,
+            GROUP=packed.group_size, W0=widths[0], W1=widths[1] if len(widths) > 1 else 0,
+            DOT_FP32=_INTERPRETING and x.dtype == torch.bfloat16, **cfg,
+        )  # fmt: skip
+    if out is not None and y is not out:  # the fp32 atomics buffer
+        y = out.copy_(y)
     return y.to(x.dtype).reshape(*lead, n)

@@ -22,9 +22,9 @@ def _pack16(lo: np.float16, hi: np.float16) -> int:
     return int(np.float16(lo).view(np.uint16)) | int(np.float16(hi).view(np.uint16)) << 16
 
 
-def run_ptx(src: str, operands: list[int]) -> float:
-    """Execute the PTX block on b32 operands $1.. and return $0 as float32."""
-    regs: dict[str, object] = {f"${i}": v for i, v in enumerate(operands, start=1)}
+def run_ptx(src: str, operands: list[int], outputs: int = 1) -> list[float]:
+    """Execute the PTX block on b32 operands $outputs.. and return $0 .. $(outputs - 1)."""
+    regs: dict[str, object] = {f"${i}": v for i, v in enumerate(operands, start=outputs)}
 
     def val(tok: str) -> int:
         tok = tok.strip()
@@ -64,11 +64,12 @@ def run_ptx(src: str, operands: list[int]) -> float:
             regs[d] = np.float32(regs[a[0]]) + np.float32(regs[a[1]])
         else:
             raise AssertionError(f"emulator lacks {op}")
-    return float(regs["$0"])
+    return [float(regs[f"${i}"]) for i in range(outputs)]
 
 
+@pytest.mark.parametrize("rows", [1, 4])
 @pytest.mark.parametrize("bits", [2, 3, 4])
-def test_pair_ptx_matches_codes(bits):
+def test_pair_ptx_matches_codes(bits, rows):
     """sum over a word's codes of q * x / 16, for the words `pack_planes` writes."""
     g = torch.Generator().manual_seed(bits)
     w0 = 4 if bits == 4 else 2
@@ -76,19 +77,20 @@ def test_pair_ptx_matches_codes(bits):
     k = 32  # two plane-0 rows at 3 bits share one plane-1 row
     for trial in range(20):
         codes = torch.randint(0, 2**bits, (1, k), generator=g, dtype=torch.uint8)
-        x = (torch.randn(k, generator=g) * (1.0 if trial % 2 else 300.0)).half()
+        x = (torch.randn(rows, k, generator=g) * (1.0 if trial % 2 else 300.0)).half()
         planes = pack_planes(codes, bits)
         for r in range(k // per):
             word = int(planes[0][r, 0]) & 0xFFFFFFFF
             ops = [word]
             if bits == 3:  # what the kernel passes: the plane-1 word arithmetically shifted to row r's share
                 ops.append((int(planes[1][0, 0]) >> (r % 2) * 8) & 0xFFFFFFFF)
-            xs = x[r * per : (r + 1) * per].numpy()
-            ops += [_pack16(xs[2 * j], xs[2 * j + 1]) for j in range(per // 2)]
-            src, constraints = _pair_dot_ptx(w0, 1 if bits == 3 else 0)
-            assert constraints.count(",") == len(ops)  # one output, then one operand each
-            got = run_ptx(src, ops)
+            xs = x[:, r * per : (r + 1) * per].numpy()
+            ops += [_pack16(xs[m, 2 * j], xs[m, 2 * j + 1]) for m in range(rows) for j in range(per // 2)]
+            src, constraints = _pair_dot_ptx(w0, 1 if bits == 3 else 0, rows)
+            assert constraints.count(",") + 1 == rows + len(ops)  # the outputs, then one operand each
+            got = run_ptx(src, ops, rows)
             q = codes[0, r * per : (r + 1) * per].double().numpy()
-            want = float((q * xs.astype(np.float64)).sum() / 16)
-            scale = float((q * np.abs(xs.astype(np.float64))).sum() / 16) + 1e-6
-            assert abs(got - want) <= 2e-3 * scale, (bits, trial, r, got, want)
+            for m in range(rows):
+                want = float((q * xs[m].astype(np.float64)).sum() / 16)
+                scale = float((q * np.abs(xs[m].astype(np.float64))).sum() / 16) + 1e-6
+                assert abs(got[m] - want) <= 2e-3 * scale, (bits, trial, r, m, got[m], want)
