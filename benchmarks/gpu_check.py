@@ -1,0 +1,69 @@
+"""GPU correctness of every matmul path on full shapes, against float64.
+
+    PYTHONPATH=kernels python benchmarks/gpu_check.py
+
+Fresh random codes, scales, zeros and activations for every case; the output is poisoned with
+NaN before each run (`matmul(out=...)`), so an element a kernel fails to write shows up as NaN;
+a case fails at relative error >= 1e-2 or any NaN. Paths: M = 1 (default tiles, serial split-K,
+exact fp32 inner loop instead of fp16-pair PTX), M = 4 and 16 (tensor-core tiles with atomics and
+with serial split-K, ROWS4 with both), M = 300 (dequantize + cuBLAS); shapes with group 32/64
+and bit-widths 1/5/6 take the default path only; fp16 and bf16; activations
+of scale 1 and 1000 (the PTX loop accumulates fp16 pairs). Prints failures and a summary.
+"""
+
+import itertools
+
+import torch
+
+from amq_kernels.matmul import _tiling, matmul
+from amq_kernels.packing import dequantize, pack
+
+SHAPES = [(72, 256, 64), (4096, 4096, 128), (11008, 4096, 128), (4096, 11008, 128), (4000, 1024, 32)]  # N, K, group
+
+
+def paths(m: int, n: int, k: int, bits: int, group: int) -> dict[str, dict | None]:
+    base = _tiling(m, n, k, bits, group, torch.device("cuda"))
+    if group != 128 or bits not in (2, 3, 4):  # odd shapes and bit-widths: the default path only
+        return {"default": None}
+    if m == 1:
+        return {"default": None, "serial": {**base, "SERIAL": 1}, "fp32-loop": {**base, "PTX": 0}}
+    if m <= 16:
+        rows4 = {"BLOCK_N": 128, "BLOCK_K": min(128, group), "SPLIT_K": 8, "num_warps": 4, "num_stages": 3, "ROWS4": 1}
+        return {"default": None, "serial": {**base, "SERIAL": 1}, "rows4": rows4, "rows4-serial": {**rows4, "SERIAL": 1}}
+    return {"default": None}
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    cases = fails = 0
+    worst: dict[str, float] = {}
+    for bits, (n, k, group), m, dtype, xscale in itertools.product(
+        (1, 2, 3, 4, 5, 6), SHAPES, (1, 4, 16, 300), (torch.float16, torch.bfloat16), (1.0, 1000.0)
+    ):
+        if (bits not in (2, 3, 4) and m != 1) or (xscale != 1.0 and m == 300):
+            continue  # 1/5/6 bits: the M = 1 kernel only; the cuBLAS path has no fp16 pair sums
+        codes = torch.randint(0, 2**bits, (n, k), device="cuda", dtype=torch.uint8)
+        scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 0.001).half()
+        zero = (torch.rand(n, k // group, device="cuda") * (2**bits - 1)).half()
+        p = pack(codes, scale, zero, bits, group)
+        x = (torch.randn(m, k, device="cuda") * xscale).to(dtype)
+        ref = x.double() @ dequantize(p, torch.float64).t()
+        for name, cfg in paths(m, n, k, bits, group).items():
+            y = matmul(x, p, cfg, out=torch.full((m, n), float("nan"), device="cuda", dtype=dtype))
+            err = ((y.double() - ref).norm() / ref.norm()).item()
+            nan = bool(torch.isnan(y).any())
+            cases += 1
+            key = f"M={m} {name} {str(dtype)[6:]} x{xscale:g}"
+            worst[key] = max(worst.get(key, 0.0), err if not nan else float("inf"))
+            if nan or not err < 1e-2:
+                fails += 1
+                # the exact result can exceed fp16's range (6 bits, x1000): then inf is right, not an error
+                overflow = bool(ref.abs().max() > 65504) and dtype == torch.float16
+                print(f"FAIL bits={bits} {n}x{k} g{group} {key}: err {err:.2e} NaN {nan}{' (exact result overflows fp16)' if overflow else ''}")
+    print(f"\n{cases} cases, {fails} failed. Worst relative error per path:")
+    for key, err in sorted(worst.items()):
+        print(f"  {key}: {err:.2e}")
+
+
+if __name__ == "__main__":
+    main()
