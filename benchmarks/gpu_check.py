@@ -59,7 +59,9 @@ def main() -> None:
                 fails += 1
                 # the exact result can exceed fp16's range (6 bits, x1000): then inf is right, not an error
                 overflow = bool(ref.abs().max() > 65504) and dtype == torch.float16
-                print(f"FAIL bits={bits} {n}x{k} g{group} {key}: err {err:.2e} NaN {nan}{' (exact result overflows fp16)' if overflow else ''}")
+                print(
+                    f"FAIL bits={bits} {n}x{k} g{group} {key}: err {err:.2e} NaN {nan}{' (exact result overflows fp16)' if overflow else ''}"
+                )
     print(f"\n{cases} cases, {fails} failed. Worst relative error per path:")
     for key, err in sorted(worst.items()):
         print(f"  {key}: {err:.2e}")

@@ -365,7 +365,9 @@ if triton is not None:
             z2 += s * bias * xs2
             z3 += s * bias * xs3
         # the 4 rows as one (4, BLOCK_N) tile: join(join(y0, y2), join(y1, y3))[n, i, j] = y_(2i + j)
-        y = tl.join(tl.join(tl.sum(acc0, axis=0) - z0, tl.sum(acc2, axis=0) - z2), tl.join(tl.sum(acc1, axis=0) - z1, tl.sum(acc3, axis=0) - z3))
+        y = tl.join(
+            tl.join(tl.sum(acc0, axis=0) - z0, tl.sum(acc2, axis=0) - z2), tl.join(tl.sum(acc1, axis=0) - z1, tl.sum(acc3, axis=0) - z3)
+        )
         y = tl.trans(tl.reshape(y, (BLOCK_N, 4)))
         _epilogue(y, y_ptr, ws_ptr, lock_ptr, m0 + tl.arange(0, 4), offs_n, M, N, stride_ym,
                   tl.program_id(1) * tl.num_programs(0) + pid_n, pid_k, SPLIT_K, ATOMIC, SERIAL)  # fmt: skip
@@ -512,9 +514,7 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     return y
 
 
-def matmul(
-    x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None = None, out: torch.Tensor | None = None
-) -> torch.Tensor:
+def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """x (..., K) fp16/bf16 -> (..., N), with W from `packed`; picks the decode or fused tiling,
     or for M >= DEQUANT_MIN_M dequantizes once and uses cuBLAS (`config` overrides the choice,
     for tuning sweeps; `{"DEQUANT": 1}` forces the last). `out` (M, N) contiguous, x's dtype:
