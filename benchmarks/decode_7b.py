@@ -73,8 +73,10 @@ def to_bnb(model) -> None:
 
 
 @torch.inference_mode()
-def decode(model, batch: int) -> tuple[float, float, str]:
-    """(tokens/s, peak GB, how): greedy decode of NEW tokens after a PROMPT-token prefill."""
+def decode(model, batch: int, compile_step: bool = False) -> tuple[float, float, str]:
+    """(tokens/s, peak GB, how): greedy decode of NEW tokens after a PROMPT-token prefill.
+    compile_step: the step is torch.compile'd (fusing the small ops around the matmuls) before
+    its CUDA graph is captured."""
     from transformers import StaticCache
 
     torch.cuda.reset_peak_memory_stats()
@@ -84,30 +86,41 @@ def decode(model, batch: int) -> tuple[float, float, str]:
     tok = torch.zeros(batch, 1, dtype=torch.long, device="cuda")
     pos = torch.tensor([PROMPT], device="cuda")
 
-    def step():
-        return model(input_ids=tok, past_key_values=cache, cache_position=pos, use_cache=True).logits
+    tried = []
+    for use_compile in [True, False] if compile_step else [False]:  # a compile failure falls back, and says so
+        forward = torch.compile(model.forward, dynamic=False) if use_compile else model.forward
 
-    how = "CUDA graph"
-    try:
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                step()
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            logits = step()
-        run = graph.replay
-    except Exception as exc:  # a layer that cannot be captured: time it eagerly, and say so
-        how = f"eager ({type(exc).__name__})"
-        torch.cuda.synchronize()
+        def step(forward=forward):
+            return forward(input_ids=tok, past_key_values=cache, cache_position=pos, use_cache=True).logits
+
+        t0 = time.perf_counter()
+        try:
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(3):
+                    step()
+            torch.cuda.current_stream().wait_stream(s)
+            how = f"torch.compile ({time.perf_counter() - t0:.0f} s) + CUDA graph" if use_compile else "CUDA graph"
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                logits = step()
+            run = graph.replay
+            break
+        except Exception as exc:
+            tried.append(f"{'compiled' if use_compile else 'graph'}: {type(exc).__name__}")
+            print(f"decode batch {batch}: {tried[-1]}: {str(exc)[:300]}", flush=True)
+            torch.cuda.synchronize()
+    else:  # nothing could be captured: time it eagerly, and say so
+        how = f"eager ({'; '.join(tried)})"
         logits = None
 
         def run():
             nonlocal logits
             logits = step()
 
+    if tried and logits is not None:
+        how += f" (after {'; '.join(tried)})"
     run()
     torch.cuda.synchronize()
     t = time.perf_counter()
@@ -149,6 +162,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--variants", default="fp16,ours,bnb-nf4")
+    ap.add_argument("--compile", action="store_true", help="torch.compile each decode step before capturing its CUDA graph")
     args = ap.parse_args()
     bw = copy_bandwidth()
     rows = []
@@ -181,7 +195,7 @@ def main() -> None:
         step_bytes = tensor_bytes - model.model.embed_tokens.weight.numel() * 2
         r = {"variant": variant, "weights_gb": weights_gb, "tensor_gb": tensor_bytes / 1e9}
         for b in (1, 8):
-            tps, peak, how = decode(model, b)
+            tps, peak, how = decode(model, b, args.compile)
             r[f"decode_b{b}"], r[f"peak_b{b}"], r[f"how_b{b}"] = tps, peak, how
             print(variant, f"batch {b}: {tps:.1f} tok/s, peak {peak:.2f} GB ({how})", flush=True)
         r["roofline_b1"] = bw * 1e9 / step_bytes  # tokens/s if a step streamed its weights at the copy's traffic rate
@@ -202,7 +216,9 @@ def main() -> None:
         f"Device: {dev}; copy bandwidth {bw:.0f} GB/s (read + write) measured in this run. Random N(0, 0.02) weights. "
         f"Ours: RTN at a random plan of 2/3/4 bits (p = 1/8, 1/2, 3/8): {plan_doc.get('avg_bits', float('nan')):.3f} average "
         f"bits, cost model {plan_doc.get('model_gb', float('nan')):.3f} GB. Decode: prompt {PROMPT}, {NEW} new tokens, greedy, "
-        "static KV cache, one CUDA graph per step. Prefill: 2048 tokens, batch 1.",
+        "static KV cache, one CUDA graph per step"
+        + (", the step torch.compile'd first (default mode)" if args.compile else "")
+        + ". Prefill: 2048 tokens, batch 1, eager.",
         "",
         "| variant | model tensors GB | GPU allocated GB | decode tok/s b=1 | vs fp16 | roofline b=1 | % of roofline | decode tok/s b=8 | vs fp16 "
         "| peak GB b=8 | prefill tok/s (2048) | vs fp16 | how |",

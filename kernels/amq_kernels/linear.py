@@ -9,8 +9,30 @@ from amq_kernels.matmul import matmul, reference_matmul
 from amq_kernels.packing import PackedWeight
 
 
+def _packed_forward(x: torch.Tensor, planes: list[torch.Tensor], scales: torch.Tensor, zeros: torch.Tensor, bits: int, group_size: int):
+    packed = PackedWeight(list(planes), scales, zeros, bits, group_size, scales.shape[1], scales.shape[0] * group_size)
+    if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
+        return matmul(x, packed)
+    return reference_matmul(x, packed)
+
+
+# The same matmul as one opaque op for torch.compile: the compiler fuses what surrounds it and
+# CUDA graphs capture it, instead of tracing into the launcher (pointer checks, config dicts).
+@torch.library.custom_op("amq_kernels::packed_linear", mutates_args=())
+def packed_linear(
+    x: torch.Tensor, planes: list[torch.Tensor], scales: torch.Tensor, zeros: torch.Tensor, bits: int, group_size: int
+) -> torch.Tensor:
+    return _packed_forward(x, planes, scales, zeros, bits, group_size)  # a fresh tensor: never aliases an input
+
+
+@packed_linear.register_fake
+def _(x, planes, scales, zeros, bits, group_size):
+    return x.new_empty(*x.shape[:-1], scales.shape[1])
+
+
 class QuantLinear(nn.Module):
-    """y = x @ W^T + b with W packed at `bits`; Triton on CUDA, dequantize + matmul elsewhere."""
+    """y = x @ W^T + b with W packed at `bits`; Triton on CUDA, dequantize + matmul elsewhere.
+    Under torch.compile it is the custom op `amq_kernels::packed_linear`."""
 
     def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None) -> None:
         super().__init__()
@@ -29,10 +51,11 @@ class QuantLinear(nn.Module):
         return PackedWeight(planes, self.scales, self.zeros, self.bits, self.group_size, self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
-            y = matmul(x, self.packed)
-        else:
-            y = reference_matmul(x, self.packed)
+        planes = [getattr(self, f"plane{i}") for i in range(self.n_planes)]
+        if torch.compiler.is_compiling():
+            y = packed_linear(x, planes, self.scales, self.zeros, self.bits, self.group_size)
+        else:  # eager: no custom-op dispatch on the decode path
+            y = _packed_forward(x, planes, self.scales, self.zeros, self.bits, self.group_size)
         return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:

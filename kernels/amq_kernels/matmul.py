@@ -1,19 +1,24 @@
 """y = x @ W^T for a bit-plane packed W (see packing.py), in Triton.
 
-Three kernels; `matmul` picks by M:
+Four paths; `matmul` picks by M (and bits, dtype):
 - M == 1, `_gemv_kernel`: bandwidth-bound, no tensor cores. K is split over SPLIT_K programs
-  whose partial sums meet through atomics (16-bit atomics into the output on Hopper, else an
-  fp32 buffer), so a 4096-wide layer still fills the GPU at batch 1. The words of a
+  so that a 4096-wide layer still fills the GPU at batch 1. The words of a
   (BLOCK_K // per_word, BLOCK_N) tile are never expanded into a code tile: each word is
   unpacked in place, a pair of adjacent codes per shift-and-mask (they sit 16 bits apart),
   and multiplied with the matching pair of inputs. On CUDA with fp16 inputs the whole word is
   one inline-PTX block working on fp16 pairs (`_pair_dot_ptx`); elsewhere the pairs become
   exact fp32 values through a bf16 exponent trick. The group's scale and zero factor out,
   x . ((q - z) s) = s (x . q - z sum(x)), so they are applied once per word, not per code.
-- M in 2..DEQUANT_MIN_M - 1, `_packed_matmul_kernel`: code tiles are dequantized and fed to
-  `tl.dot` (tensor cores); 16-row tiles with split K up to M = 16.
+- M in 2..4, fp16, 2/3 bits, `_gemv4_kernel` (ROWS4): the same, each word unpacked once for 4 rows.
+- M up to DEQUANT_MIN_M - 1 otherwise, `_packed_matmul_kernel`: code tiles are dequantized and
+  fed to `tl.dot` (tensor cores); 16-row tiles with split K up to M = 16.
 - prefill (M >= DEQUANT_MIN_M): the layer is dequantized once into a 16-bit buffer
   (`_dequant_kernel`) and cuBLAS multiplies (the dequantization is amortized over the rows).
+
+K splits meet in `_epilogue`: by default through atomics into a zeroed output (16-bit atomics on
+Hopper, else an fp32 buffer); config `SERIAL: 1` instead sums fp32 partials in split order in
+the last-arriving program (deterministic, more accurate in bf16; 3-15% slower on H100 at M = 1,
+kernels_gemv_sweep.md).
 """
 
 from __future__ import annotations
@@ -403,14 +408,20 @@ def _atomic_16bit(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0)
 
 
-def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device) -> dict[str, int]:
-    """A small fixed config list, picked by shape (swept on H100: kernels_gemv_sweep.md for M = 1, kernels.md else)."""
+def _tiling(
+    m: int, n: int, k: int, bits: int, group: int, device: torch.device, dtype: torch.dtype = torch.float16
+) -> dict[str, int]:
+    """A small fixed config list, picked by shape (swept on H100: kernels_gemv_sweep.md for M = 1,
+    kernels_small_m_sweep.md for M = 4 and 16, kernels.md else)."""
     block_k = min(group, 128)
     steps = k // block_k
     if m == 1:  # 2 warps and 8 waves of programs at 2 bits, 2 warps / 4 waves at 3, 4 / 4 at 4 (kernels_gemv_sweep.md)
         waves, warps = (8, 2) if bits <= 2 else (4, 2) if bits == 3 else (4, 4)
         split = max(1, min(steps, -(-waves * _sm_count(device) // -(-n // 256))))
         return {"BLOCK_N": 256, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": warps, "num_stages": 3}
+    if m <= 4 and bits <= 3 and dtype == torch.float16:  # ROWS4 beat the tensor-core tiles by 1.04-1.25x at M = 4
+        split = max(1, min(steps, -(-4 * _sm_count(device) // -(-n // 128))))
+        return {"BLOCK_N": 128, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": 2, "num_stages": 3, "ROWS4": 1}
     if m <= 16:
         block_n = 64
         tiles = -(-n // block_n)
@@ -536,7 +547,7 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
     if (config or {}).get("DEQUANT") or (config is None and m >= DEQUANT_MIN_M):
         w = dequantize_triton(packed, x.dtype)
         return (torch.mm(x2, w, out=out) if out is not None else x2 @ w).reshape(*lead, n)
-    cfg = config or _tiling(m, n, k, packed.bits, packed.group_size, x.device)
+    cfg = config or _tiling(m, n, k, packed.bits, packed.group_size, x.device, x.dtype)
     if m == 1 or cfg.get("ROWS4"):
         y = _gemv(x2, packed, widths, cfg, out)
     else:
