@@ -135,59 +135,6 @@ def sweep_gemv() -> None:
         )
 
 
-def sweep_pdl() -> None:
-    """M = 1, fp16: programmatic dependent launch (PDL: each call prefetches its weights into L2
-    while the previous kernel drains, then waits for it) with the serial reduction (no memset
-    between launches), against the default (atomics + memset) and serial without PDL. First a
-    chain check: 4 dependent 4096 x 4096 calls in one CUDA graph, each reading the previous
-    output (buffers poisoned with NaN), each compared with float64 on its actual input."""
-    import itertools
-
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    for bits in BITS:
-        ps = [random_packed(4096, 4096, bits) for _ in range(4)]
-        cfg = {**_tiling(1, 4096, 4096, bits, GROUP, torch.device("cuda")), "SERIAL": 1, "PDL": 1}
-        x = torch.randn(1, 4096, device="cuda", dtype=torch.float16)
-        bufs = [torch.empty(1, 4096, device="cuda", dtype=torch.float16) for _ in ps]
-        matmul(x, ps[0], cfg, out=bufs[0])  # compile and allocate outside capture
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            h = x
-            for p, b in zip(ps, bufs, strict=True):
-                h = matmul(h, p, cfg, out=b)
-        for b in bufs:
-            b.fill_(float("nan"))
-        graph.replay()
-        torch.cuda.synchronize()
-        errs, h = [], x
-        for p, b in zip(ps, bufs, strict=True):
-            ref = h.double() @ dequantize(p, torch.float64).t()
-            errs.append(float("nan") if torch.isnan(b).any() else ((b.double() - ref).norm() / ref.norm()).item())
-            h = b
-        print(f"<!-- chain check, {bits} bits, serial + PDL: worst relative error {max(errs):.2e}, NaN {any(e != e for e in errs)} -->")
-    print("| N x K | bits | fp16 us | default us | serial us | serial + PDL us | best serial + PDL (cfg) us |")
-    print("|---|---|---|---|---|---|---|")
-    for (n, k), bits in itertools.product(SHAPES[:3], BITS):
-        copies = max(2, min(8, int(200e6 // (n * k * 2))))
-        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(copies)]
-        ps = [random_packed(n, k, bits) for _ in range(copies)]
-        x = torch.randn(1, k, device="cuda", dtype=torch.float16)
-        ref = x.double() @ dequantize(ps[0], torch.float64).t()
-        t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
-        base = _tiling(1, n, k, bits, GROUP, x.device)
-        t_default = _checked_time(x, ps, ref, base)
-        t_serial = _checked_time(x, ps, ref, {**base, "SERIAL": 1})
-        t_pdl = _checked_time(x, ps, ref, {**base, "SERIAL": 1, "PDL": 1})
-        best = (float("inf"), None)
-        for waves, nw in itertools.product([2, 4, 8, 16], [2, 4]):
-            split = max(1, min(k // 128, -(-waves * sms // -(-n // 256))))
-            cfg = {"BLOCK_N": 256, "BLOCK_K": 128, "SPLIT_K": split, "num_warps": nw, "num_stages": 3, "SERIAL": 1, "PDL": 1}
-            t = _checked_time(x, ps, ref, cfg)
-            if t < best[0]:
-                best = (t, {"waves": waves, "warps": nw, "split": split})
-        print(f"| {n} x {k} | {bits} | {t16:.1f} | {t_default:.1f} | {t_serial:.1f} | {t_pdl:.1f} | {best[0]:.1f} {best[1]} |", flush=True)
-
-
 def sweep_small_m() -> None:
     """M = 4 and 16, fp16: the default (tensor-core tiles, atomics) against the same tiles with the
     serial split-K reduction and against the 4-rows-per-program kernel (ROWS4: each word unpacked
@@ -288,11 +235,7 @@ def main() -> None:
     ap.add_argument("--peers", action="store_true", help="also time bitsandbytes NF4 and gemlite where they run the setting")
     ap.add_argument("--sweep-gemv", action="store_true", help="M = 1 kernel variants and tiles")
     ap.add_argument("--sweep-small-m", action="store_true", help="M = 2..16: tensor-core tiles vs ROWS4")
-    ap.add_argument("--sweep-pdl", action="store_true", help="M = 1: programmatic dependent launch + serial split-K")
     args = ap.parse_args()
-    if args.sweep_pdl:
-        sweep_pdl()
-        return
     if args.sweep_small_m:
         sweep_small_m()
         return

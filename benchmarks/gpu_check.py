@@ -4,8 +4,7 @@
 
 Fresh random codes, scales, zeros and activations for every case; the output is poisoned with
 NaN before each run (`matmul(out=...)`), so an element a kernel fails to write shows up as NaN;
-a case fails at relative error >= 1e-2 or any NaN. Paths: M = 1 (default tiles, serial split-K
-with and without programmatic dependent launch,
+a case fails at relative error >= 1e-2 or any NaN. Paths: M = 1 (default tiles, serial split-K,
 exact fp32 inner loop instead of fp16-pair PTX), M = 4 and 16 (tensor-core tiles with atomics and
 with serial split-K, ROWS4 with both), M = 300 (dequantize + cuBLAS); shapes with group 32/64
 and bit-widths 1/5/6 take the default path only; fp16 and bf16; activations
@@ -27,12 +26,7 @@ def paths(m: int, n: int, k: int, bits: int, group: int) -> dict[str, dict | Non
     if group != 128 or bits not in (2, 3, 4):  # odd shapes and bit-widths: the default path only
         return {"default": None}
     if m == 1:
-        return {
-            "default": None,
-            "serial": {**base, "SERIAL": 1},
-            "serial-pdl": {**base, "SERIAL": 1, "PDL": 1},
-            "fp32-loop": {**base, "PTX": 0},
-        }
+        return {"default": None, "serial": {**base, "SERIAL": 1}, "fp32-loop": {**base, "PTX": 0}}
     if m <= 16:
         rows4 = {"BLOCK_N": 128, "BLOCK_K": min(128, group), "SPLIT_K": 8, "num_warps": 4, "num_stages": 3, "ROWS4": 1}
         return {"default": None, "serial": {**base, "SERIAL": 1}, "rows4": rows4, "rows4-serial": {**rows4, "SERIAL": 1}}

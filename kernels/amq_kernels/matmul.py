@@ -179,16 +179,11 @@ if triton is not None:
                   pid_m * tl.num_programs(0) + pid_n, pid_k, SPLIT_K, ATOMIC, SERIAL)  # fmt: skip
 
     @triton.jit
-    def _prefetch_l2(ptrs):
-        """A hint: bring the lines at `ptrs` into L2 (never faults, no result)."""
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1];", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
-
-    @triton.jit
     def _gemv_kernel(
         x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K,
         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ATOMIC: tl.constexpr, SERIAL: tl.constexpr,
-        PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, PDL: tl.constexpr = False,
+        PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
     ):  # fmt: skip
         """y (N,) = W x for one input row. Program (n tile, k split); BLOCK_K <= GROUP.
         PTX: fp16 inputs, bits 2/3/4, with (PTX_SRC, PTX_ARGS) = _pair_dot_ptx(W0, W1)."""
@@ -206,16 +201,6 @@ if triton is not None:
         per_split = tl.cdiv(K // BLOCK_K, SPLIT_K)
         k_start = pid_k * per_split * BLOCK_K
         k_end = tl.minimum(k_start + per_split * BLOCK_K, K)
-
-        if PDL:  # launched as a programmatic dependent: stream this program's weights into L2 while
-            # the previous kernel finishes (weights never depend on it), then wait for its output
-            tl.extra.cuda.gdc_launch_dependents()
-            lines = tl.minimum(pid_n * BLOCK_N + tl.arange(0, BLOCK_N // 32) * 32, N - 1)  # one address per 128 B
-            for k0 in range(k_start, k_end, BLOCK_K):
-                _prefetch_l2(p0_ptr + (k0 // PER + rows)[:, None] * N + lines[None, :])
-                if W1 > 0:
-                    _prefetch_l2(p1_ptr + (k0 // PER // RATIO + tl.arange(0, R // RATIO))[:, None] * N + lines[None, :])
-            tl.extra.cuda.gdc_wait()
 
         acc = tl.zeros((R, BLOCK_N), dtype=tl.float32)  # per word row; summed once at the end
         acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)  # sum over groups of s * z' * sum(x)
@@ -423,7 +408,9 @@ def _atomic_16bit(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0)
 
 
-def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device, dtype: torch.dtype = torch.float16) -> dict[str, int]:
+def _tiling(
+    m: int, n: int, k: int, bits: int, group: int, device: torch.device, dtype: torch.dtype = torch.float16
+) -> dict[str, int]:
     """A small fixed config list, picked by shape (swept on H100: kernels_gemv_sweep.md for M = 1,
     kernels_small_m_sweep.md for M = 4 and 16, kernels.md else)."""
     block_k = min(group, 128)
@@ -464,11 +451,6 @@ def dequantize_triton(packed: PackedWeight, dtype: torch.dtype) -> torch.Tensor:
         GROUP=packed.group_size, W0=widths[0], W1=widths[1] if len(widths) > 1 else 0, BLOCK_K=block_k, BLOCK_N=128,
     )  # fmt: skip
     return w
-
-
-def _pdl_ok(device: torch.device) -> bool:
-    """Programmatic dependent launch (`PDL`): Hopper or newer, not under the interpreter."""
-    return not _INTERPRETING and device.type == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0)
 
 
 def _ptx_ok(x: torch.Tensor, widths: list[int]) -> bool:
@@ -532,8 +514,6 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
     src, args = _pair_dot_ptx(w0, w1, rows) if use_ptx else ("", "")
     p1 = packed.planes[1] if w1 else packed.planes[0]
-    if cfg.pop("PDL", 0) and m == 1 and not atomic and _pdl_ok(x2.device):  # no memset may sit between two launches
-        cfg.update(PDL=True, launch_pdl=True)
     consts = dict(GROUP=packed.group_size, W0=w0, W1=w1, BLOCK_N=block_n, BLOCK_K=block_k, ATOMIC=atomic, SERIAL=serial,
                   PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, **cfg)  # fmt: skip
     if m == 1:
