@@ -98,6 +98,27 @@ def searchable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     return out
 
 
+# Sibling linears that read the same input, in the order a Llama-style block calls them
+SHARED_INPUTS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def shared_input_groups(model: nn.Module) -> list[list[str]]:
+    """Qualified names of the sibling linears that read the same input (q/k/v, gate/up), per
+    block: the decode path runs each group in one kernel launch (`group_shared_inputs`)."""
+    blocks = decoder_blocks(model)
+    prefix = next(n for n, m in model.named_modules() if m is blocks)
+    groups = []
+    for parent, mod in model.named_modules():
+        if not parent.startswith(prefix + "."):
+            continue
+        children = dict(mod.named_children())
+        for siblings in SHARED_INPUTS:
+            group = [f"{parent}.{s}" for s in siblings if s in children]
+            if len(group) > 1:
+                groups.append(group)
+    return groups
+
+
 def layer_infos(model: nn.Module) -> list[LayerInfo]:
     return [LayerInfo(n, m.out_features, m.in_features) for n, m in searchable_linears(model).items()]
 

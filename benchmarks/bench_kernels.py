@@ -16,7 +16,7 @@ import torch
 import triton
 from triton.testing import do_bench_cudagraph
 
-from amq_kernels.matmul import _tiling, matmul
+from amq_kernels.matmul import _tiling, matmul, matmul_group
 from amq_kernels.packing import dequantize, pack
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 5120), (13824, 5120), (5120, 13824)]  # (N out, K in)
@@ -135,6 +135,32 @@ def sweep_gemv() -> None:
         )
 
 
+def sweep_group() -> None:
+    """M = 1, fp16: layers that read the same input (a 7B block's q/k/v: 3 x 4096 x 4096; gate/up:
+    2 x 11008 x 4096) at mixed bits, one `matmul` each vs one `matmul_group` launch, each checked
+    against float64 first."""
+    print("| layers | bits | fp16 us (one F.linear each) | separate us | grouped us | grouped vs separate | grouped vs fp16 |")
+    print("|---|---|---|---|---|---|---|")
+    cases = [((4096, 4096, 3), b) for b in ((3, 3, 3), (2, 3, 4), (4, 4, 4), (2, 2, 2))]
+    cases += [((11008, 4096, 2), b) for b in ((3, 3), (4, 2), (4, 4))]
+    for (n, k, count), bits in cases:
+        copies = max(2, min(8, int(200e6 // (count * n * k * 2))))
+        ws = [[torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(count)] for _ in range(copies)]
+        ps = [[random_packed(n, k, b) for b in bits] for _ in range(copies)]
+        x = torch.randn(1, k, device="cuda", dtype=torch.float16)
+        ref = torch.cat([x.double() @ dequantize(p, torch.float64).t() for p in ps[0]], dim=-1)
+        y = matmul_group(x, ps[0])
+        err = ((y.double() - ref).norm() / ref.norm()).item()
+        t16 = time_cycle([lambda w=w: [torch.nn.functional.linear(x, wi) for wi in w] for w in ws])
+        t_sep = time_cycle([lambda p=p: [matmul(x, pi) for pi in p] for p in ps])
+        t_grp = time_cycle([lambda p=p: matmul_group(x, p) for p in ps])
+        print(
+            f"| {count} x {n} x {k} | {bits} | {t16:.1f} | {t_sep:.1f} | {t_grp:.1f} | {t_sep / t_grp:.2f}x | {t16 / t_grp:.2f}x |"
+            + (f" relative error {err:.1e} (FAILED) |" if not err < 1e-2 else ""),
+            flush=True,
+        )
+
+
 def sweep_small_m() -> None:
     """M = 4 and 16, fp16: the default (tensor-core tiles, atomics) against the same tiles with the
     serial split-K reduction and against the 4-rows-per-program kernel (ROWS4: each word unpacked
@@ -235,7 +261,11 @@ def main() -> None:
     ap.add_argument("--peers", action="store_true", help="also time bitsandbytes NF4 and gemlite where they run the setting")
     ap.add_argument("--sweep-gemv", action="store_true", help="M = 1 kernel variants and tiles")
     ap.add_argument("--sweep-small-m", action="store_true", help="M = 2..16: tensor-core tiles vs ROWS4")
+    ap.add_argument("--sweep-group", action="store_true", help="M = 1: q/k/v and gate/up separately vs in one launch")
     args = ap.parse_args()
+    if args.sweep_group:
+        sweep_group()
+        return
     if args.sweep_small_m:
         sweep_small_m()
         return

@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "kernels")]
 
 from amq.cost import build_cost_model  # noqa: E402
-from amq.models import layer_infos, searchable_linears  # noqa: E402
+from amq.models import layer_infos, searchable_linears, shared_input_groups  # noqa: E402
 from amq.quant.apply import replace_with_quant_linears  # noqa: E402
 from amq.quant.groupwise import quantize_rtn  # noqa: E402
+from amq_kernels.linear import group_shared_inputs  # noqa: E402
 
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)
 PROMPT, NEW = 128, 128
@@ -161,7 +162,10 @@ def copy_bandwidth() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--variants", default="fp16,ours,bnb-nf4")
+    ap.add_argument(
+        "--variants", default="fp16,ours,ours-grouped,bnb-nf4", help="ours-grouped: q/k/v and gate/up in one launch each at batch 1"
+    )
+    ap.add_argument("--batches", default="1,8", help="decode batch sizes")
     ap.add_argument("--compile", action="store_true", help="torch.compile each decode step before capturing its CUDA graph")
     args = ap.parse_args()
     bw = copy_bandwidth()
@@ -174,8 +178,10 @@ def main() -> None:
         cost = build_cost_model(layer_infos(model), (2, 3, 4), 128, n_params)
         plan = mixed_plan(names)
         try:
-            if variant == "ours":
+            if variant in ("ours", "ours-grouped"):
                 to_ours(model, plan)
+                if variant == "ours-grouped":
+                    print(variant, f"{group_shared_inputs(model, shared_input_groups(model))} groups linked", flush=True)
                 bits = [plan[n] for n in names]
                 plan_doc = {"avg_bits": cost.avg_bits(bits), "model_gb": cost.model_gb(bits)}
             elif variant == "bnb-nf4":
@@ -194,7 +200,7 @@ def main() -> None:
         # bytes one decode step reads: every weight once (embedding: one row per token, ignored)
         step_bytes = tensor_bytes - model.model.embed_tokens.weight.numel() * 2
         r = {"variant": variant, "weights_gb": weights_gb, "tensor_gb": tensor_bytes / 1e9}
-        for b in (1, 8):
+        for b in [int(v) for v in args.batches.split(",")]:
             tps, peak, how = decode(model, b, args.compile)
             r[f"decode_b{b}"], r[f"peak_b{b}"], r[f"how_b{b}"] = tps, peak, how
             print(variant, f"batch {b}: {tps:.1f} tok/s, peak {peak:.2f} GB ({how})", flush=True)
@@ -225,14 +231,24 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        rel = (lambda k: f"{r[k] / base[k]:.2f}x") if base else (lambda k: "")
+        rel = (lambda k: f"{r[k] / base[k]:.2f}x" if k in r and k in base else "-") if base else (lambda k: "")
+        for k in ("decode_b1", "peak_b1", "how_b1", "decode_b8", "peak_b8"):
+            r.setdefault(k, float("nan") if k != "how_b1" else "-")
         lines.append(
             f"| {r['variant']} | {r['tensor_gb']:.3f} | {r['weights_gb']:.3f} | {r['decode_b1']:.1f} | {rel('decode_b1')} | {r['roofline_b1']:.0f} | "
             f"{100 * r['decode_b1'] / r['roofline_b1']:.0f}% | {r['decode_b8']:.1f} | {rel('decode_b8')} | {r['peak_b8']:.2f} | "
             f"{r['prefill']:.0f} | {rel('prefill')} | {r['how_b1']} |"
         )
-    ours = next((r for r in rows if r["variant"] == "ours"), None)
+    ours = next((r for r in rows if r["variant"].startswith("ours")), None)
     if ours and plan_doc:
+        lines += (
+            [
+                "",
+                "ours-grouped: the same model with each block's q/k/v and gate/up linked (`group_shared_inputs`): at batch 1 each group is one kernel launch.",
+            ]
+            if any(r["variant"] == "ours-grouped" for r in rows)
+            else []
+        )
         lines += [
             "",
             f"Our model's tensors: {ours['tensor_gb']:.3f} GB vs {plan_doc['model_gb']:.3f} GB by the cost model "

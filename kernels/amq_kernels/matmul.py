@@ -187,14 +187,49 @@ if triton is not None:
     ):  # fmt: skip
         """y (N,) = W x for one input row. Program (n tile, k split); BLOCK_K <= GROUP.
         PTX: fp16 inputs, bits 2/3/4, with (PTX_SRC, PTX_ARGS) = _pair_dot_ptx(W0, W1)."""
+        _gemv_tile(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K, tl.program_id(0), tl.program_id(1),
+                   GROUP, W0, W1, BLOCK_N, BLOCK_K, ATOMIC, SERIAL, PTX, PTX_SRC, PTX_ARGS)  # fmt: skip
+
+    @triton.jit
+    def _gemv_group_kernel(
+        x_ptr, a0_ptr, a1_ptr, sa_ptr, za_ptr, b0_ptr, b1_ptr, sb_ptr, zb_ptr, c0_ptr, c1_ptr, sc_ptr, zc_ptr, y_ptr,
+        NA, NB, NC, K, SPLIT_K,
+        GROUP: tl.constexpr, WA0: tl.constexpr, WA1: tl.constexpr, WB0: tl.constexpr, WB1: tl.constexpr,
+        WC0: tl.constexpr, WC1: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ATOMIC: tl.constexpr,
+        PTX: tl.constexpr, SRC_A: tl.constexpr, ARGS_A: tl.constexpr, SRC_B: tl.constexpr, ARGS_B: tl.constexpr,
+        SRC_C: tl.constexpr, ARGS_C: tl.constexpr,
+    ):  # fmt: skip
+        """Two or three layers that read the same input row (q/k/v, gate/up), each at its own
+        bit-width, in one launch: the n tiles of A, then B, then C (WC0 = 0: none); y is
+        [y_A, y_B, y_C] back to back. One launch instead of three saves the fixed per-launch cost."""
+        pid = tl.program_id(0)
+        pid_k = tl.program_id(1)
+        tiles_a = tl.cdiv(NA, BLOCK_N)
+        tiles_b = tl.cdiv(NB, BLOCK_N)
+        if pid < tiles_a:
+            _gemv_tile(x_ptr, a0_ptr, a1_ptr, sa_ptr, za_ptr, y_ptr, y_ptr, y_ptr, NA, K, SPLIT_K, pid, pid_k,
+                       GROUP, WA0, WA1, BLOCK_N, BLOCK_K, ATOMIC, False, PTX, SRC_A, ARGS_A)  # fmt: skip
+        elif pid < tiles_a + tiles_b:
+            _gemv_tile(x_ptr, b0_ptr, b1_ptr, sb_ptr, zb_ptr, y_ptr + NA, y_ptr, y_ptr, NB, K, SPLIT_K, pid - tiles_a, pid_k,
+                       GROUP, WB0, WB1, BLOCK_N, BLOCK_K, ATOMIC, False, PTX, SRC_B, ARGS_B)  # fmt: skip
+        elif WC0 > 0:
+            _gemv_tile(x_ptr, c0_ptr, c1_ptr, sc_ptr, zc_ptr, y_ptr + NA + NB, y_ptr, y_ptr, NC, K, SPLIT_K, pid - tiles_a - tiles_b,
+                       pid_k, GROUP, WC0, WC1, BLOCK_N, BLOCK_K, ATOMIC, False, PTX, SRC_C, ARGS_C)  # fmt: skip
+
+    @triton.jit
+    def _gemv_tile(
+        x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K, pid_n, pid_k,
+        GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ATOMIC: tl.constexpr, SERIAL: tl.constexpr,
+        PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
+    ):  # fmt: skip
+        """One (n tile, k split) program of `_gemv_kernel`."""
         PER: tl.constexpr = 32 // W0  # codes per plane-0 word
         HALF: tl.constexpr = PER // 2  # code pairs per word
         R: tl.constexpr = BLOCK_K // PER  # plane-0 word rows per step
         RATIO: tl.constexpr = W0 // W1 if W1 > 0 else 1  # plane-0 rows per plane-1 row
         PAIR0: tl.constexpr = ((1 << W0) - 1) * 65537  # a code's mask in both half-words
         PAIR1: tl.constexpr = ((1 << W1) - 1) * 65537
-        pid_n = tl.program_id(0)
-        pid_k = tl.program_id(1)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         mask_n = offs_n < N
         rows = tl.arange(0, R)
@@ -408,9 +443,7 @@ def _atomic_16bit(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0)
 
 
-def _tiling(
-    m: int, n: int, k: int, bits: int, group: int, device: torch.device, dtype: torch.dtype = torch.float16
-) -> dict[str, int]:
+def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device, dtype: torch.dtype = torch.float16) -> dict[str, int]:
     """A small fixed config list, picked by shape (swept on H100: kernels_gemv_sweep.md for M = 1,
     kernels_small_m_sweep.md for M = 4 and 16, kernels.md else)."""
     block_k = min(group, 128)
@@ -523,6 +556,44 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
             x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, m, n, k, x2.stride(0), y.stride(0), split, **consts
         )
     return y
+
+
+def matmul_group(x: torch.Tensor, packed: list[PackedWeight]) -> torch.Tensor:
+    """[x @ W_1^T, x @ W_2^T, ...] concatenated along the last dim, for 2 or 3 layers that read
+    the same x (q/k/v, gate/up), each at its own bit-width. One input row (decode): one launch
+    for all of them (`_gemv_group_kernel`); more rows: one `matmul` per layer."""
+    if not 2 <= len(packed) <= 3:
+        raise ValueError(f"matmul_group takes 2 or 3 layers, got {len(packed)}")
+    k, group = packed[0].in_features, packed[0].group_size
+    if any(p.in_features != k or p.group_size != group for p in packed):
+        raise ValueError("matmul_group: the layers must share in_features and group_size")
+    if x.shape[-1] != k or x.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"x must be (..., {k}) fp16/bf16, got {tuple(x.shape)} {x.dtype}")
+    lead, ns = x.shape[:-1], [p.out_features for p in packed]
+    x2 = x.reshape(-1, k)
+    if triton is None or x2.shape[0] != 1:
+        return torch.cat([matmul(x2, p) for p in packed], dim=-1).reshape(*lead, sum(ns))
+    widths = [plane_widths(p.bits) for p in packed]
+    if any(len(w) > 2 or w[0] > 4 for w in widths):
+        raise ValueError(f"the kernel takes 1-4 bit weights, got {[p.bits for p in packed]}")
+    x2 = x2.contiguous()
+    block_n, block_k = 256, min(group, 128)
+    tiles = sum(-(-n // block_n) for n in ns)
+    split = _split(k, block_k, max(1, -(-4 * _sm_count(x.device) // tiles)), group)  # ~4 waves, as for one layer
+    y, _, _, atomic, _ = _outputs(x2, sum(ns), split, False, tiles, None)
+    use_ptx = all(_ptx_ok(x2, w) for w in widths)
+    segs = [(w[0], w[1] if len(w) > 1 else 0) for w in widths]
+    args, consts = [], {}
+    for name, p, (w0, w1) in zip("ABC", [*packed, packed[0]], [*segs, (0, 0)], strict=False):  # C = A, unused, for 2
+        args += [p.planes[0], p.planes[1] if w1 else p.planes[0], p.scales, p.zeros]
+        src, cons = _pair_dot_ptx(w0, w1) if use_ptx and w0 else ("", "")
+        consts.update({f"W{name}0": w0, f"W{name}1": w1, f"SRC_{name}": src, f"ARGS_{name}": cons})
+    _gemv_group_kernel[(tiles, split)](
+        x2, *args, y, *ns, *([0] if len(ns) == 2 else []), k, split,
+        GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k, ATOMIC=atomic, PTX=use_ptx,
+        num_warps=4 if any(w0 == 4 for w0, _ in segs) else 2, num_stages=3, **consts,
+    )  # fmt: skip
+    return y.to(x.dtype).reshape(*lead, sum(ns))
 
 
 def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -47,7 +47,7 @@ INTERPRETER_CHECK = r"""
 import torch
 from amq.quant.groupwise import quantize_hqq
 from amq_kernels.packing import pack, dequantize
-from amq_kernels.matmul import matmul
+from amq_kernels.matmul import matmul, matmul_group
 torch.manual_seed(0)
 fails = 0
 for bits in (2, 3, 4):
@@ -72,6 +72,11 @@ for bits in (2, 3, 4):
                 err_c = ((outs[0].double() - ref).norm() / ref.norm()).item()
                 assert err_c < 1e-2 and not torch.isnan(outs[0]).any(), (name, bits, dtype, m, err_c)
                 assert "serial" not in name or torch.equal(outs[0], outs[1]), (name, bits, dtype, m)
+            if m in (1, 3):  # two more layers on the same input, at other bit-widths: one launch at M = 1
+                extra = [pack(q2.codes, q2.scale, q2.zero, b2, group) for b2 in (2, 4) for q2 in [quantize_hqq(torch.randn(40, k) * 0.05, b2, group, iters=2)]]
+                yg = matmul_group(x, [p, *extra])
+                refg = torch.cat([ref] + [x.double() @ dequantize(e, torch.float64).t() for e in extra], dim=-1)
+                assert yg.shape == (m, n + 80) and ((yg.double() - refg).norm() / refg.norm()).item() < 1e-2, ("group", bits, dtype, m)
             assert y.dtype == dtype and y.shape == (m, n)
             err = ((y.double() - ref).norm() / ref.norm()).item()
             ok = err < 1e-2 and not torch.isnan(y).any()
