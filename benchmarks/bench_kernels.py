@@ -139,8 +139,10 @@ def sweep_group() -> None:
     """M = 1, fp16: layers that read the same input (a 7B block's q/k/v: 3 x 4096 x 4096; gate/up:
     2 x 11008 x 4096) at mixed bits, one `matmul` each vs one `matmul_group` launch, each checked
     against float64 first."""
-    print("| layers | bits | fp16 us (one F.linear each) | separate us | grouped us | grouped vs separate | grouped vs fp16 |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| layers | bits | fp16 us (one F.linear each) | separate us | grouped us | grouped, 2 warps us | grouped vs separate | grouped vs fp16 |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     cases = [((4096, 4096, 3), b) for b in ((3, 3, 3), (2, 3, 4), (4, 4, 4), (2, 2, 2))]
     cases += [((11008, 4096, 2), b) for b in ((3, 3), (4, 2), (4, 4))]
     for (n, k, count), bits in cases:
@@ -154,8 +156,9 @@ def sweep_group() -> None:
         t16 = time_cycle([lambda w=w: [torch.nn.functional.linear(x, wi) for wi in w] for w in ws])
         t_sep = time_cycle([lambda p=p: [matmul(x, pi) for pi in p] for p in ps])
         t_grp = time_cycle([lambda p=p: matmul_group(x, p) for p in ps])
+        t_grp2 = time_cycle([lambda p=p: matmul_group(x, p, num_warps=2) for p in ps])
         print(
-            f"| {count} x {n} x {k} | {bits} | {t16:.1f} | {t_sep:.1f} | {t_grp:.1f} | {t_sep / t_grp:.2f}x | {t16 / t_grp:.2f}x |"
+            f"| {count} x {n} x {k} | {bits} | {t16:.1f} | {t_sep:.1f} | {t_grp:.1f} | {t_grp2:.1f} | {t_sep / t_grp:.2f}x | {t16 / t_grp:.2f}x |"
             + (f" relative error {err:.1e} (FAILED) |" if not err < 1e-2 else ""),
             flush=True,
         )

@@ -139,10 +139,10 @@ class QuantLinear(nn.Module):
             return first
         if group.pending is None or group.pending[0] is not x or group.pending[1][self.slot - 1] is None:
             return None
-        y = group.pending[1][self.slot - 1]
-        group.pending[1][self.slot - 1] = None
-        if all(v is None for v in group.pending[1]):
-            group.pending = None  # every member served: hold no tensors between steps
+        outs = group.pending[1]
+        y = outs[self.slot - 1]
+        left = [None if i == self.slot - 1 else v for i, v in enumerate(outs)]  # no item assignment: torch.compile
+        group.pending = None if all(v is None for v in left) else (x, left)  # may hand back tuples for lists
         return y
 
     def extra_repr(self) -> str:

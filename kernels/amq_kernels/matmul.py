@@ -558,10 +558,10 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     return y
 
 
-def matmul_group(x: torch.Tensor, packed: list[PackedWeight]) -> torch.Tensor:
+def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4) -> torch.Tensor:
     """[x @ W_1^T, x @ W_2^T, ...] concatenated along the last dim, for 2 or 3 layers that read
     the same x (q/k/v, gate/up), each at its own bit-width. One input row (decode): one launch
-    for all of them (`_gemv_group_kernel`); more rows: one `matmul` per layer."""
+    for all of them (`_gemv_group_kernel`; 4 warps: kernels_group.md); more rows: one `matmul` per layer."""
     if not 2 <= len(packed) <= 3:
         raise ValueError(f"matmul_group takes 2 or 3 layers, got {len(packed)}")
     k, group = packed[0].in_features, packed[0].group_size
@@ -591,7 +591,7 @@ def matmul_group(x: torch.Tensor, packed: list[PackedWeight]) -> torch.Tensor:
     _gemv_group_kernel[(tiles, split)](
         x2, *args, y, *ns, *([0] if len(ns) == 2 else []), k, split,
         GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k, ATOMIC=atomic, PTX=use_ptx,
-        num_warps=4 if any(w0 == 4 for w0, _ in segs) else 2, num_stages=3, **consts,
+        num_warps=num_warps, num_stages=3, **consts,
     )  # fmt: skip
     return y.to(x.dtype).reshape(*lead, sum(ns))
 
