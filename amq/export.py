@@ -25,7 +25,8 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from amq.config import AMQConfigError
-from amq_kernels.linear import QuantLinear
+from amq.models import shared_input_groups
+from amq_kernels.linear import QuantLinear, group_shared_inputs
 from amq_kernels.packing import empty_packed, pack_planes, unpack_codes
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,12 @@ def read_quant_config(path: str | Path) -> dict:
     return doc
 
 
-def load_quantized(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> nn.Module:
+def load_quantized(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, group_inputs: bool = True
+) -> nn.Module:
     """Rebuild the HF model from its config, put QuantLinear layers where the export has them,
-    and load every tensor (strict: a missing or extra tensor is an error)."""
+    and load every tensor (strict: a missing or extra tensor is an error). group_inputs: link
+    q/k/v and gate/up so that decode runs each group in one kernel launch (kernels_group.md)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     doc = read_quant_config(path)
@@ -126,4 +130,6 @@ def load_quantized(path: str | Path, device: str | torch.device = "cpu", dtype: 
             codes = unpack_codes(q.packed, layout=1)
             for i, plane in enumerate(pack_planes(codes, q.bits)):
                 getattr(q, f"plane{i}").copy_(plane)
+    if group_inputs:
+        group_shared_inputs(model, shared_input_groups(model))
     return model.to(device).eval()

@@ -214,9 +214,15 @@ def main() -> None:
         del model
         gc.collect()
         torch.cuda.empty_cache()
+        if args.out:  # the table so far: a run cut short still leaves its finished variants
+            args.out.write_text(render(rows, bw, plan_doc, args.compile))
+    print(render(rows, bw, plan_doc, args.compile))
 
+
+def render(rows: list[dict], bw: float, plan_doc: dict, compiled: bool) -> str:
+    """The markdown report of the variants measured so far."""
     base = next((r for r in rows if r["variant"] == "fp16"), None)
-    dev = torch.cuda.get_device_name()
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "(not recorded)"
     lines = [
         "# End to end: Llama-2-7B shape on one GPU, fp16 vs our mixed plan vs bitsandbytes NF4",
         "",
@@ -226,17 +232,23 @@ def main() -> None:
         f"Ours: RTN at a random plan of 2/3/4 bits (p = 1/8, 1/2, 3/8): {plan_doc.get('avg_bits', float('nan')):.3f} average "
         f"bits, cost model {plan_doc.get('model_gb', float('nan')):.3f} GB. Decode: prompt {PROMPT}, {NEW} new tokens, greedy, "
         "static KV cache, one CUDA graph per step"
-        + (", the step torch.compile'd first (default mode)" if args.compile else "")
+        + (", the step torch.compile'd first (default mode)" if compiled else "")
         + ". Prefill: 2048 tokens, batch 1, eager.",
         "",
         "| variant | model tensors GB | GPU allocated GB | decode tok/s b=1 | vs fp16 | roofline b=1 | % of roofline | decode tok/s b=8 | vs fp16 "
         "| peak GB b=8 | prefill tok/s (2048) | vs fp16 | how |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    nan = float("nan")
     for r in rows:
-        rel = (lambda k: f"{r[k] / base[k]:.2f}x" if k in r and k in base else "-") if base else (lambda k: "")
-        for k in ("decode_b1", "peak_b1", "how_b1", "decode_b8", "peak_b8"):
-            r.setdefault(k, float("nan") if k != "how_b1" else "-")
+        for k in ("decode_b1", "peak_b1", "decode_b8", "peak_b8", "tensor_gb", "weights_gb", "roofline_b1", "prefill"):
+            r.setdefault(k, nan)
+        r.setdefault("how_b1", "-")
+
+        def rel(k: str, r: dict = r) -> str:
+            ratio = r[k] / base[k] if base else nan
+            return f"{ratio:.2f}x" if ratio == ratio else "-"
+
         lines.append(
             f"| {r['variant']} | {r['tensor_gb']:.3f} | {r['weights_gb']:.3f} | {r['decode_b1']:.1f} | {rel('decode_b1')} | {r['roofline_b1']:.0f} | "
             f"{100 * r['decode_b1'] / r['roofline_b1']:.0f}% | {r['decode_b8']:.1f} | {rel('decode_b8')} | {r['peak_b8']:.2f} | "
@@ -260,10 +272,7 @@ def main() -> None:
             "(weights + KV cache + activations + the graph's buffers). Roofline: the bytes a decode step reads (all weights "
             "but the embedding) at the copy's measured traffic rate.",
         ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

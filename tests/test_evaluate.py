@@ -13,7 +13,7 @@ import torch
 
 from amq.config import QuantizerConfig
 from amq.cost import build_cost_model
-from amq.export import load_quantized, payload_bytes, save_quantized
+from amq.export import load_quantized, payload_bytes, quantized_layers, save_quantized
 from amq.models import layer_infos, searchable_linears
 from amq.perplexity import perplexity
 from amq.quant.apply import quantize_model
@@ -69,6 +69,11 @@ def test_export_reloads_matches_and_generates(tmp_path, small_model_dir):
     assert torch.allclose(a, b, atol=1e-2, rtol=1e-2), float((a - b).abs().max())
     gen = loaded.generate(tok("def", return_tensors="pt").input_ids, max_new_tokens=8, do_sample=False)
     assert gen.shape[1] > 1
+    # q/k/v and gate/up are linked for one-launch decode; greedy tokens match the unlinked model
+    assert sum(m.slot == 0 for m in quantized_layers(loaded).values() if m.group is not None) == 2 * loaded.config.num_hidden_layers
+    plain = load_quantized(out, dtype=torch.float16, group_inputs=False)
+    assert all(m.group is None for m in quantized_layers(plain).values())
+    assert torch.equal(gen, plain.generate(tok("def", return_tensors="pt").input_ids, max_new_tokens=8, do_sample=False))
 
 
 def test_version_1_export_is_repacked_on_load(tmp_path, small_model_dir):
