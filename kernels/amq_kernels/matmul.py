@@ -179,6 +179,40 @@ if triton is not None:
                   pid_m * tl.num_programs(0) + pid_n, pid_k, SPLIT_K, ATOMIC, SERIAL)  # fmt: skip
 
     @triton.jit
+    def _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, rows, offs_n, mask_n, N, GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr):
+        """One K step of the decode kernels: the plane-0 words (rows, BLOCK_N), the plane-1 words
+        shifted so that word row r's share sits at the bottom (or w0 again without a plane 1),
+        and the group's scale and zero in fp32."""
+        PER: tl.constexpr = 32 // W0
+        RATIO: tl.constexpr = W0 // W1 if W1 > 0 else 1  # plane-0 rows per plane-1 row
+        w0 = tl.load(p0_ptr + (k0 // PER + rows)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+        if W1 > 0:  # plane-1 row r // RATIO holds row r's high bits in its (r % RATIO)-th share
+            w1 = tl.load(p1_ptr + (k0 // PER // RATIO + rows // RATIO)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+            w1 = w1 >> ((rows % RATIO) * (PER // 2) * W1)[:, None]
+        else:
+            w1 = w0
+        g = k0 // GROUP
+        s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        return w0, w1, s, z
+
+    @triton.jit
+    def _xpairs(xp, HALF: tl.constexpr):
+        """One input row's HALF pairs (b32) starting at `xp`, as column vectors (8 slots)."""
+        x0 = tl.load(xp)[:, None]
+        x1 = tl.load(xp + 1)[:, None]
+        x2 = tl.load(xp + 2)[:, None]
+        x3 = tl.load(xp + 3)[:, None]
+        if HALF == 8:
+            x4 = tl.load(xp + 4)[:, None]
+            x5 = tl.load(xp + 5)[:, None]
+            x6 = tl.load(xp + 6)[:, None]
+            x7 = tl.load(xp + 7)[:, None]
+        else:
+            x4, x5, x6, x7 = x0, x1, x2, x3
+        return x0, x1, x2, x3, x4, x5, x6, x7
+
+    @triton.jit
     def _gemv_kernel(
         x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K,
         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
@@ -227,7 +261,6 @@ if triton is not None:
         PER: tl.constexpr = 32 // W0  # codes per plane-0 word
         HALF: tl.constexpr = PER // 2  # code pairs per word
         R: tl.constexpr = BLOCK_K // PER  # plane-0 word rows per step
-        RATIO: tl.constexpr = W0 // W1 if W1 > 0 else 1  # plane-0 rows per plane-1 row
         PAIR0: tl.constexpr = ((1 << W0) - 1) * 65537  # a code's mask in both half-words
         PAIR1: tl.constexpr = ((1 << W1) - 1) * 65537
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -240,30 +273,14 @@ if triton is not None:
         acc = tl.zeros((R, BLOCK_N), dtype=tl.float32)  # per word row; summed once at the end
         acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)  # sum over groups of s * z' * sum(x)
         for k0 in range(k_start, k_end, BLOCK_K):
-            w0 = tl.load(p0_ptr + (k0 // PER + rows)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
-            if W1 > 0:  # plane-1 row r // RATIO holds row r's high bits in its (r % RATIO)-th share
-                w1 = tl.load(p1_ptr + (k0 // PER // RATIO + rows // RATIO)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
-                w1 = w1 >> ((rows % RATIO) * HALF * W1)[:, None]
-            else:
-                w1 = w0
-            g = k0 // GROUP
-            s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            w0, w1, s, z = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, rows, offs_n, mask_n, N, GROUP, W0, W1)
             xsum = tl.sum(tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32))
             pair0 = (k0 + rows * PER) // 2  # index of each row's first input pair
             if PTX:  # fp16 pairs in inline PTX; d = sum(q x) / 16 per word
-                xp = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair0  # pairs (x[2i], x[2i + 1])
-                x0 = tl.load(xp)[:, None]
-                x1 = tl.load(xp + 1)[:, None]
-                x2 = tl.load(xp + 2)[:, None]
-                x3 = tl.load(xp + 3)[:, None]
+                x0, x1, x2, x3, x4, x5, x6, x7 = _xpairs(x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF)
                 if HALF == 4:
                     d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, [w0, x0, x1, x2, x3], dtype=tl.float32, is_pure=True, pack=1)
                 else:
-                    x4 = tl.load(xp + 4)[:, None]
-                    x5 = tl.load(xp + 5)[:, None]
-                    x6 = tl.load(xp + 6)[:, None]
-                    x7 = tl.load(xp + 7)[:, None]
                     if W1 > 0:
                         args = [w0, w1, x0, x1, x2, x3, x4, x5, x6, x7]
                     else:
@@ -289,22 +306,6 @@ if triton is not None:
         _epilogue(y[None, :], y_ptr, ws_ptr, lock_ptr, tl.arange(0, 1), offs_n, 1, N, N, pid_n, pid_k, SPLIT_K, ATOMIC, SERIAL)
 
     @triton.jit
-    def _xpairs(xp, HALF: tl.constexpr):
-        """One input row's HALF pairs (b32) starting at `xp`, as column vectors (8 slots)."""
-        x0 = tl.load(xp)[:, None]
-        x1 = tl.load(xp + 1)[:, None]
-        x2 = tl.load(xp + 2)[:, None]
-        x3 = tl.load(xp + 3)[:, None]
-        if HALF == 8:
-            x4 = tl.load(xp + 4)[:, None]
-            x5 = tl.load(xp + 5)[:, None]
-            x6 = tl.load(xp + 6)[:, None]
-            x7 = tl.load(xp + 7)[:, None]
-        else:
-            x4, x5, x6, x7 = x0, x1, x2, x3
-        return x0, x1, x2, x3, x4, x5, x6, x7
-
-    @triton.jit
     def _gemv4_kernel(
         x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, M, N, K, stride_xm, stride_ym, SPLIT_K,
         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
@@ -317,7 +318,6 @@ if triton is not None:
         PER: tl.constexpr = 32 // W0
         HALF: tl.constexpr = PER // 2
         R: tl.constexpr = BLOCK_K // PER
-        RATIO: tl.constexpr = W0 // W1 if W1 > 0 else 1
         PAIR0: tl.constexpr = ((1 << W0) - 1) * 65537
         PAIR1: tl.constexpr = ((1 << W1) - 1) * 65537
         pid_n = tl.program_id(0)
@@ -344,15 +344,7 @@ if triton is not None:
         z2 = tl.zeros((BLOCK_N,), dtype=tl.float32)
         z3 = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for k0 in range(k_start, k_end, BLOCK_K):
-            w0 = tl.load(p0_ptr + (k0 // PER + rows)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
-            if W1 > 0:
-                w1 = tl.load(p1_ptr + (k0 // PER // RATIO + rows // RATIO)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
-                w1 = w1 >> ((rows % RATIO) * HALF * W1)[:, None]
-            else:
-                w1 = w0
-            g = k0 // GROUP
-            s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            w0, w1, s, z = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, rows, offs_n, mask_n, N, GROUP, W0, W1)
             offs_k = k0 + tl.arange(0, BLOCK_K)
             xs0 = tl.sum(tl.load(xr0 + offs_k).to(tl.float32))
             xs1 = tl.sum(tl.load(xr1 + offs_k).to(tl.float32))

@@ -1,0 +1,84 @@
+"""Every kernel variant compiles for Hopper (sm_90) to a cubin, on the CPU: Triton's compiler and
+its bundled ptxas need no GPU. This covers what the interpreter cannot run: the inline-PTX inner
+loops, 16-bit atomics and the grouped launch (their numerics are tested by the interpreter test,
+the PTX emulator in test_pair_ptx.py, and benchmarks/gpu_check.py on a GPU)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+triton = pytest.importorskip("triton")
+
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from amq_kernels import matmul as mm  # noqa: E402
+from amq_kernels.packing import plane_widths  # noqa: E402
+
+WORDS = ("p0_ptr", "p1_ptr", "a0_ptr", "a1_ptr", "b0_ptr", "b1_ptr", "c0_ptr", "c1_ptr", "lock_ptr")
+
+
+def _signature(fn, consts: dict) -> dict[str, str]:
+    sig = {}
+    for name in fn.arg_names:
+        if name in consts:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = "*i32" if name in WORDS else "*fp32" if name == "ws_ptr" else "*fp16"
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+def _compile(fn, consts: dict, num_warps: int = 4) -> str:
+    k = triton.compile(
+        ASTSource(fn, _signature(fn, consts), consts), target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": 3}
+    )
+    assert k.asm["cubin"]
+    return k.asm["ptx"]
+
+
+def _widths(bits: int) -> tuple[int, int]:
+    w = plane_widths(bits)
+    return w[0], w[1] if len(w) > 1 else 0
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_decode_kernels_compile_for_sm90_with_inline_ptx(bits):
+    w0, w1 = _widths(bits)
+    common = {"GROUP": 128, "BLOCK_N": 256, "BLOCK_K": 128, "ATOMIC": True, "SERIAL": False, "PTX": True}
+    src, cons = mm._pair_dot_ptx(w0, w1)
+    ptx = _compile(mm._gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons}, num_warps=2)
+    assert "fma.rn.f16x2" in ptx and "lop3.b32" in ptx  # the inline PTX is in
+    assert re.search(r"atom\.global\.[\w.]*add\.noftz\.f16\b", ptx)  # splits meet in fp16 atomics
+    src4, cons4 = mm._pair_dot_ptx(w0, w1, 4)
+    _compile(
+        mm._gemv4_kernel, {**common, "BLOCK_N": 128, "W0": w0, "W1": w1, "PTX_SRC": src4, "PTX_ARGS": cons4, "SERIAL": True}, num_warps=2
+    )
+    # a group of three layers at 2, 3 and `bits` bits
+    group = {**{k: v for k, v in common.items() if k != "SERIAL"}}
+    for name, b in zip("ABC", (2, 3, bits), strict=True):
+        gw0, gw1 = _widths(b)
+        gsrc, gcons = mm._pair_dot_ptx(gw0, gw1)
+        group.update({f"W{name}0": gw0, f"W{name}1": gw1, f"SRC_{name}": gsrc, f"ARGS_{name}": gcons})
+    _compile(mm._gemv_group_kernel, group)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_tile_and_dequant_kernels_compile_for_sm90(bits):
+    w0, w1 = _widths(bits)
+    tiles = {
+        "GROUP": 128,
+        "W0": w0,
+        "W1": w1,
+        "DOT_FP32": False,
+        "BLOCK_M": 16,
+        "BLOCK_N": 64,
+        "BLOCK_K": 128,
+        "ATOMIC": True,
+        "SERIAL": True,
+    }
+    _compile(mm._packed_matmul_kernel, tiles)
+    _compile(mm._dequant_kernel, {"GROUP": 128, "W0": w0, "W1": w1, "BLOCK_K": 64, "BLOCK_N": 128})
