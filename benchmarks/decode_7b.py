@@ -1,7 +1,11 @@
 """End to end on one GPU: a Llama-2-7B-shaped model in fp16, as a ~3.25-bit mixed plan on our
 kernels, and in bitsandbytes NF4, through the same harness.
 
-    PYTHONPATH=kernels python benchmarks/decode_7b.py --out benchmarks/decode_7b.md
+    PYTHONPATH=kernels python benchmarks/decode_7b.py --compile --out benchmarks/decode_7b.md
+
+With --compile each variant compiles its decode step once per batch size (35-55 s each on an
+H100): all four variants at batch 1 and 8 take about 8 minutes; --variants / --batches split it.
+The table is rewritten after every variant, so a run cut short keeps what it finished.
 
 Random non-zero weights (speed and memory do not depend on the values). Decode: a static KV
 cache and one CUDA graph per decode step (captured after a prompt of 128 tokens), greedy,
