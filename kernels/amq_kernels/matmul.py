@@ -110,6 +110,14 @@ if triton is not None:
         return (q | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
 
     @triton.jit
+    def _k_range(K, BLOCK_K: tl.constexpr, SPLIT_K, pid_k):
+        """[k_start, k_end) of K split pid_k: whole BLOCK_K steps (each inside one group); the
+        last split may be shorter."""
+        per_split = tl.cdiv(K // BLOCK_K, SPLIT_K)
+        k_start = pid_k * per_split * BLOCK_K
+        return k_start, tl.minimum(k_start + per_split * BLOCK_K, K)
+
+    @triton.jit
     def _epilogue(y, y_ptr, ws_ptr, lock_ptr, offs_m, offs_n, M, N, stride_ym, tile, pid_k, SPLIT_K,
                   ATOMIC: tl.constexpr, SERIAL: tl.constexpr):  # fmt: skip
         """Write a program's (rows, BLOCK_N) fp32 result `y` for its K split.
@@ -152,11 +160,7 @@ if triton is not None:
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         mask_m = offs_m < M
         mask_n = offs_n < N
-        # K splits along whole BLOCK_K steps (each inside one group); the last may be shorter
-        steps = K // BLOCK_K
-        per_split = tl.cdiv(steps, SPLIT_K)
-        k_start = pid_k * per_split * BLOCK_K
-        k_end = tl.minimum(k_start + per_split * BLOCK_K, K)
+        k_start, k_end = _k_range(K, BLOCK_K, SPLIT_K, pid_k)
 
         # --- K loop: tensor cores want one 16-bit tile, so each code tile is dequantized
         # (measured faster here than factoring the scale out) ---------------------------------
@@ -266,9 +270,7 @@ if triton is not None:
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         mask_n = offs_n < N
         rows = tl.arange(0, R)
-        per_split = tl.cdiv(K // BLOCK_K, SPLIT_K)
-        k_start = pid_k * per_split * BLOCK_K
-        k_end = tl.minimum(k_start + per_split * BLOCK_K, K)
+        k_start, k_end = _k_range(K, BLOCK_K, SPLIT_K, pid_k)
 
         acc = tl.zeros((R, BLOCK_N), dtype=tl.float32)  # per word row; summed once at the end
         acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)  # sum over groups of s * z' * sum(x)
@@ -326,9 +328,7 @@ if triton is not None:
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         mask_n = offs_n < N
         rows = tl.arange(0, R)
-        per_split = tl.cdiv(K // BLOCK_K, SPLIT_K)
-        k_start = pid_k * per_split * BLOCK_K
-        k_end = tl.minimum(k_start + per_split * BLOCK_K, K)
+        k_start, k_end = _k_range(K, BLOCK_K, SPLIT_K, pid_k)
         # rows past M read row m0 again (finite values) and are never stored
         xr0 = x_ptr + m0 * stride_xm
         xr1 = x_ptr + tl.minimum(m0 + 1, M - 1) * stride_xm
