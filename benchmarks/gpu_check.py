@@ -6,7 +6,8 @@ Fresh random codes, scales, zeros and activations for every case; the output is 
 NaN before each run (`matmul(out=...)`), so an element a kernel fails to write shows up as NaN;
 a case fails at relative error >= 1e-2 or any NaN. Paths: M = 1 (default tiles, serial split-K,
 exact fp32 inner loop instead of fp16-pair PTX), M = 4 and 16 (tensor-core tiles with atomics and
-with serial split-K, ROWS4 with both), M = 300 (dequantize + cuBLAS); shapes with group 32/64
+with serial split-K, ROWS4 with both), M = 300 (dequantize + cuBLAS), grouped launches (q/k/v, gate/up
+at mixed bits); shapes with group 32/64
 and bit-widths 1/5/6 take the default path only; fp16 and bf16; activations
 of scale 1 and 1000 (the PTX loop accumulates fp16 pairs). Prints failures and a summary.
 """
@@ -15,7 +16,7 @@ import itertools
 
 import torch
 
-from amq_kernels.matmul import _tiling, matmul
+from amq_kernels.matmul import _tiling, matmul, matmul_group
 from amq_kernels.packing import dequantize, pack
 
 SHAPES = [(72, 256, 64), (4096, 4096, 128), (11008, 4096, 128), (4096, 11008, 128), (4000, 1024, 32)]  # N, K, group
@@ -62,6 +63,22 @@ def main() -> None:
                 print(
                     f"FAIL bits={bits} {n}x{k} g{group} {key}: err {err:.2e} NaN {nan}{' (exact result overflows fp16)' if overflow else ''}"
                 )
+    for bits, dtype in itertools.product(((3, 3, 3), (2, 3, 4), (4, 2)), (torch.float16, torch.bfloat16)):  # grouped launch
+        n = 11008 if len(bits) == 2 else 4096
+        ps = []
+        for b in bits:
+            codes = torch.randint(0, 2**b, (n, 4096), device="cuda", dtype=torch.uint8)
+            scale = (torch.rand(n, 32, device="cuda") * 0.01 + 0.001).half()
+            ps.append(pack(codes, scale, (torch.rand(n, 32, device="cuda") * (2**b - 1)).half(), b, 128))
+        x = torch.randn(1, 4096, device="cuda").to(dtype)
+        ref = torch.cat([x.double() @ dequantize(p, torch.float64).t() for p in ps], dim=-1)
+        y = matmul_group(x, ps, out=torch.full((1, n * len(bits)), float("nan"), device="cuda", dtype=dtype))
+        err, nan = ((y.double() - ref).norm() / ref.norm()).item(), bool(torch.isnan(y).any())
+        cases += 1
+        worst[f"group {len(bits)} x {n} {str(dtype)[6:]}"] = max(worst.get(f"group {len(bits)} x {n} {str(dtype)[6:]}", 0.0), err)
+        if nan or not err < 1e-2:
+            fails += 1
+            print(f"FAIL group bits={bits} {str(dtype)[6:]}: err {err:.2e} NaN {nan}")
     print(f"\n{cases} cases, {fails} failed. Worst relative error per path:")
     for key, err in sorted(worst.items()):
         print(f"  {key}: {err:.2e}")

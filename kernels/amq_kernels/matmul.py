@@ -550,10 +550,11 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     return y
 
 
-def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4) -> torch.Tensor:
+def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4, out: torch.Tensor | None = None) -> torch.Tensor:
     """[x @ W_1^T, x @ W_2^T, ...] concatenated along the last dim, for 2 or 3 layers that read
     the same x (q/k/v, gate/up), each at its own bit-width. One input row (decode): one launch
-    for all of them (`_gemv_group_kernel`; 4 warps: kernels_group.md); more rows: one `matmul` per layer."""
+    for all of them (`_gemv_group_kernel`; 4 warps: kernels_group.md); more rows: one `matmul` per layer.
+    `out` (1, sum N) at one row, as for `matmul`."""
     if not 2 <= len(packed) <= 3:
         raise ValueError(f"matmul_group takes 2 or 3 layers, got {len(packed)}")
     k, group = packed[0].in_features, packed[0].group_size
@@ -572,7 +573,9 @@ def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4
     block_n, block_k = 256, min(group, 128)
     tiles = sum(-(-n // block_n) for n in ns)
     split = _split(k, block_k, max(1, -(-4 * _sm_count(x.device) // tiles)), group)  # ~4 waves, as for one layer
-    y, _, _, atomic, _ = _outputs(x2, sum(ns), split, False, tiles, None)
+    if out is not None and (out.shape != (1, sum(ns)) or out.dtype != x.dtype or not out.is_contiguous()):
+        raise ValueError(f"out must be a contiguous (1, {sum(ns)}) {x.dtype} tensor")
+    y, _, _, atomic, _ = _outputs(x2, sum(ns), split, False, tiles, out)
     use_ptx = all(_ptx_ok(x2, w) for w in widths)
     segs = [(w[0], w[1] if len(w) > 1 else 0) for w in widths]
     args, consts = [], {}
@@ -585,6 +588,8 @@ def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4
         GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k, ATOMIC=atomic, PTX=use_ptx,
         num_warps=num_warps, num_stages=3, **consts,
     )  # fmt: skip
+    if out is not None and y is not out:  # the fp32 atomics buffer
+        y = out.copy_(y)
     return y.to(x.dtype).reshape(*lead, sum(ns))
 
 

@@ -74,9 +74,11 @@ for bits in (2, 3, 4):
                 assert "serial" not in name or torch.equal(outs[0], outs[1]), (name, bits, dtype, m)
             if m in (1, 3):  # two more layers on the same input, at other bit-widths: one launch at M = 1
                 extra = [pack(q2.codes, q2.scale, q2.zero, b2, group) for b2 in (2, 4) for q2 in [quantize_hqq(torch.randn(40, k) * 0.05, b2, group, iters=2)]]
-                yg = matmul_group(x, [p, *extra])
+                poisoned = torch.full((m, n + 80), float("nan"), dtype=dtype) if m == 1 else None
+                yg = matmul_group(x, [p, *extra], out=poisoned)
                 refg = torch.cat([ref] + [x.double() @ dequantize(e, torch.float64).t() for e in extra], dim=-1)
                 assert yg.shape == (m, n + 80) and ((yg.double() - refg).norm() / refg.norm()).item() < 1e-2, ("group", bits, dtype, m)
+                assert not torch.isnan(yg).any()
             assert y.dtype == dtype and y.shape == (m, n)
             err = ((y.double() - ref).norm() / ref.norm()).item()
             ok = err < 1e-2 and not torch.isnan(y).any()
