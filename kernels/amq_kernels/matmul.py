@@ -201,6 +201,16 @@ if triton is not None:
         return w0, w1, s, z
 
     @triton.jit
+    def _pair_f32(w0, w1, j: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr):
+        """Code pair j of each word as exact fp32 values 128 + q (bias removed by the caller via
+        sum(x)): OR-ing bf16's exponent of 128 into both halves, each half read as a bf16."""
+        t = (w0 >> (j * W0)) & (((1 << W0) - 1) * 65537)
+        if W1 > 0:
+            t = t | (((w1 >> (j * W1)) & (((1 << W1) - 1) * 65537)) << W0)
+        t = t | 0x43004300
+        return (t << 16).to(tl.float32, bitcast=True), (t & -65536).to(tl.float32, bitcast=True)  # q[2j], q[2j + 1]
+
+    @triton.jit
     def _xpairs(xp, HALF: tl.constexpr):
         """One input row's HALF pairs (b32) starting at `xp`, as column vectors (8 slots)."""
         x0 = tl.load(xp)[:, None]
@@ -265,8 +275,6 @@ if triton is not None:
         PER: tl.constexpr = 32 // W0  # codes per plane-0 word
         HALF: tl.constexpr = PER // 2  # code pairs per word
         R: tl.constexpr = BLOCK_K // PER  # plane-0 word rows per step
-        PAIR0: tl.constexpr = ((1 << W0) - 1) * 65537  # a code's mask in both half-words
-        PAIR1: tl.constexpr = ((1 << W1) - 1) * 65537
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         mask_n = offs_n < N
         rows = tl.arange(0, R)
@@ -293,12 +301,7 @@ if triton is not None:
             else:  # exact fp32: OR-ing bf16's exponent of 128 into both halves gives 128 + q
                 d = tl.zeros((R, BLOCK_N), dtype=tl.float32)
                 for j in tl.static_range(HALF):
-                    t = (w0 >> (j * W0)) & PAIR0
-                    if W1 > 0:
-                        t = t | (((w1 >> (j * W1)) & PAIR1) << W0)
-                    t = t | 0x43004300
-                    lo = (t << 16).to(tl.float32, bitcast=True)  # 128 + q[2j]
-                    hi = (t & -65536).to(tl.float32, bitcast=True)  # 128 + q[2j + 1]
+                    lo, hi = _pair_f32(w0, w1, j, W0, W1)
                     xa = tl.load(x_ptr + 2 * (pair0 + j)).to(tl.float32)
                     xb = tl.load(x_ptr + 2 * (pair0 + j) + 1).to(tl.float32)
                     d += xa[:, None] * lo + xb[:, None] * hi
@@ -320,8 +323,6 @@ if triton is not None:
         PER: tl.constexpr = 32 // W0
         HALF: tl.constexpr = PER // 2
         R: tl.constexpr = BLOCK_K // PER
-        PAIR0: tl.constexpr = ((1 << W0) - 1) * 65537
-        PAIR1: tl.constexpr = ((1 << W1) - 1) * 65537
         pid_n = tl.program_id(0)
         m0 = tl.program_id(1) * 4
         pid_k = tl.program_id(2)
@@ -375,12 +376,7 @@ if triton is not None:
                 d2 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
                 d3 = tl.zeros((R, BLOCK_N), dtype=tl.float32)
                 for j in tl.static_range(HALF):
-                    t = (w0 >> (j * W0)) & PAIR0
-                    if W1 > 0:
-                        t = t | (((w1 >> (j * W1)) & PAIR1) << W0)
-                    t = t | 0x43004300
-                    lo = (t << 16).to(tl.float32, bitcast=True)
-                    hi = (t & -65536).to(tl.float32, bitcast=True)
+                    lo, hi = _pair_f32(w0, w1, j, W0, W1)
                     i = 2 * (pair0 + j)
                     d0 += tl.load(xr0 + i).to(tl.float32)[:, None] * lo + tl.load(xr0 + i + 1).to(tl.float32)[:, None] * hi
                     d1 += tl.load(xr1 + i).to(tl.float32)[:, None] * lo + tl.load(xr1 + i + 1).to(tl.float32)[:, None] * hi
