@@ -51,22 +51,24 @@ def _widths(bits: int) -> tuple[int, int]:
 @pytest.mark.parametrize("bits", [2, 3, 4])
 def test_decode_kernels_compile_for_sm90_with_inline_ptx(bits):
     w0, w1 = _widths(bits)
-    common = {"GROUP": 128, "BLOCK_N": 256, "BLOCK_K": 128, "ATOMIC": True, "SERIAL": False, "PTX": True}
+    common = {"GROUP": 128, "BLOCK_N": 256, "BLOCK_K": 128, "REDUCE": "atomic", "PTX": True}
     src, cons = mm._pair_dot_ptx(w0, w1)
     ptx = _compile(mm._gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons}, num_warps=2)
     assert "fma.rn.f16x2" in ptx and "lop3.b32" in ptx  # the inline PTX is in
-    assert re.search(r"atom\.global\.[\w.]*add\.noftz\.f16\b", ptx)  # splits meet in fp16 atomics
+    assert re.search(r"red\.global\.gpu\.relaxed\.add\.noftz\.(v\d\.)?f16\b", ptx)  # splits meet in relaxed fp16 atomics
     src4, cons4 = mm._pair_dot_ptx(w0, w1, 4)
     _compile(
-        mm._gemv4_kernel, {**common, "BLOCK_N": 128, "W0": w0, "W1": w1, "PTX_SRC": src4, "PTX_ARGS": cons4, "SERIAL": True}, num_warps=2
+        mm._gemv4_kernel,
+        {**common, "BLOCK_N": 128, "W0": w0, "W1": w1, "PTX_SRC": src4, "PTX_ARGS": cons4, "REDUCE": "serial"},
+        num_warps=2,
     )
     # a group of three layers at 2, 3 and `bits` bits
-    group = {**{k: v for k, v in common.items() if k != "SERIAL"}}
+    group = {**common, "REDUCE": "xchg"}
     for name, b in zip("ABC", (2, 3, bits), strict=True):
         gw0, gw1 = _widths(b)
         gsrc, gcons = mm._pair_dot_ptx(gw0, gw1)
         group.update({f"W{name}0": gw0, f"W{name}1": gw1, f"SRC_{name}": gsrc, f"ARGS_{name}": gcons})
-    _compile(mm._gemv_group_kernel, group)
+    assert re.search(r"atom\.global\.[\w.]*exch", _compile(mm._gemv_group_kernel, group))  # the xchg reduction
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])
@@ -80,8 +82,8 @@ def test_tile_and_dequant_kernels_compile_for_sm90(bits):
         "BLOCK_M": 16,
         "BLOCK_N": 64,
         "BLOCK_K": 128,
-        "ATOMIC": True,
-        "SERIAL": True,
+        "REDUCE": "serial",
     }
     _compile(mm._packed_matmul_kernel, tiles)
+    _compile(mm._packed_matmul_kernel, {**tiles, "REDUCE": "xchg"})
     _compile(mm._dequant_kernel, {"GROUP": 128, "W0": w0, "W1": w1, "BLOCK_K": 64, "BLOCK_N": 128})
