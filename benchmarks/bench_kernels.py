@@ -164,47 +164,6 @@ def sweep_group() -> None:
         )
 
 
-def sweep_reduce() -> None:
-    """fp16, default tiles: how the K splits meet. Triton's default acq_rel 16-bit atomics (the
-    default before 2026-11-23) against relaxed ones (fire-and-forget `red`), the xchg reduction
-    (fp32 atomics into a workspace kept at zero, emptied by the last split: no memset) and the
-    serial one; at M = 1, 4, 16, then grouped launches. Each config checked first."""
-    import itertools
-
-    print("| N x K | M | bits | fp16 us | acq_rel atomics us | relaxed atomics us | xchg us | serial us | best vs acq_rel |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for (n, k), m, bits in itertools.product(SHAPES[:3], [1, 4, 16], BITS):
-        copies = max(2, min(8, int(200e6 // (n * k * 2))))
-        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(copies)]
-        ps = [random_packed(n, k, bits) for _ in range(copies)]
-        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-        ref = x.double() @ dequantize(ps[0], torch.float64).t()
-        t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
-        base = _tiling(m, n, k, bits, GROUP, x.device)
-        ts = [_checked_time(x, ps, ref, {**base, **extra}) for extra in ({"ACQ_REL": 1}, {}, {"XCHG": 1}, {"SERIAL": 1})]
-        cells = " | ".join(f"{t:.1f}" for t in ts)
-        print(f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {cells} | {ts[0] / min(ts[1:]):.2f}x |", flush=True)
-    print("\n| grouped layers | bits | acq_rel atomics us | relaxed atomics us | xchg us | best vs acq_rel |")
-    print("|---|---|---|---|---|---|")
-    for (n, k, count), bits in [
-        ((4096, 4096, 3), (3, 3, 3)),
-        ((4096, 4096, 3), (2, 3, 4)),
-        ((11008, 4096, 2), (4, 2)),
-        ((11008, 4096, 2), (3, 3)),
-    ]:
-        copies = max(2, min(8, int(200e6 // (count * n * k * 2))))
-        ps = [[random_packed(n, k, b) for b in bits] for _ in range(copies)]
-        x = torch.randn(1, k, device="cuda", dtype=torch.float16)
-        ref = torch.cat([x.double() @ dequantize(p, torch.float64).t() for p in ps[0]], dim=-1)
-        ts = []
-        for reduce in ("atomic-acqrel", "atomic", "xchg"):
-            y = matmul_group(x, ps[0], out=torch.full((1, ref.shape[1]), float("nan"), device="cuda", dtype=x.dtype), reduce=reduce)
-            ok = ((y.double() - ref).norm() / ref.norm()).item() < 1e-2
-            ts.append(time_cycle([lambda p=p: matmul_group(x, p, reduce=reduce) for p in ps]) if ok else float("inf"))
-        cells = " | ".join(f"{t:.1f}" for t in ts)
-        print(f"| {count} x {n} x {k} | {bits} | {cells} | {ts[0] / min(ts[1:]):.2f}x |", flush=True)
-
-
 def sweep_small_m() -> None:
     """M = 4 and 16, fp16: the default (tensor-core tiles, atomics) against the same tiles with the
     serial split-K reduction and against the 4-rows-per-program kernel (ROWS4: each word unpacked
@@ -308,11 +267,7 @@ def main() -> None:
     ap.add_argument("--sweep-gemv", action="store_true", help="M = 1 kernel variants and tiles")
     ap.add_argument("--sweep-small-m", action="store_true", help="M = 2..16: tensor-core tiles vs ROWS4")
     ap.add_argument("--sweep-group", action="store_true", help="M = 1: q/k/v and gate/up separately vs in one launch")
-    ap.add_argument("--sweep-reduce", action="store_true", help="M = 1, 4, 16 and groups: how the K splits meet")
     args = ap.parse_args()
-    if args.sweep_reduce:
-        sweep_reduce()
-        return
     if args.sweep_group:
         sweep_group()
         return

@@ -18,8 +18,7 @@ Four paths; `matmul` picks by M (and bits, dtype):
 K splits meet in `_epilogue`: by default through relaxed atomics into a zeroed output (16-bit
 atomics on Hopper, else an fp32 buffer); config `SERIAL: 1` instead sums fp32 partials in split
 order in the last-arriving program (deterministic, more accurate in bf16; 3-15% slower on H100 at
-M = 1, kernels_gemv_sweep.md); `XCHG: 1` adds fp32 partials into a workspace kept at zero between
-calls, emptied by the last-arriving program (no memset of the output).
+M = 1, kernels_gemv_sweep.md, kernels_reduce_sweep.md).
 """
 
 from __future__ import annotations
@@ -123,38 +122,26 @@ if triton is not None:
         """Write a program's (rows, BLOCK_N) fp32 result `y` for its K split. REDUCE:
         - "store": one split, stored.
         - "atomic": added into a zeroed output by relaxed 16-bit atomics (fire-and-forget `red`;
-          the kernel's end orders them for the next kernel); "atomic-acqrel": the same with
-          Triton's default acq_rel atomics (kept to measure the difference).
+          the kernel's end orders them for the next kernel; 1.02-1.16x faster than Triton's
+          default acq_rel `atom`, kernels_reduce_sweep.md).
         - "serial": the partial goes to a workspace (SPLIT_K, M, N); the split that arrives last at
           this output tile (a per-tile counter) adds the partials up in split order and writes the
-          output, then resets the counter: no memset, same result every run.
-        - "xchg": relaxed fp32 atomics into a workspace (M, N) that is zero between calls; the split
-          that arrives last swaps the sums out for zeros (one atomic exchange) and stores them: no
-          memset, one round trip for the last split."""
+          output, then resets the counter: no memset, same result every run."""
         mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
         out = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
-        if REDUCE == "serial" or REDUCE == "xchg":
+        if REDUCE == "serial":
             part = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
-            if REDUCE == "serial":
-                tl.store(part + pid_k * M * N, y, mask=mask)
-            else:
-                tl.atomic_add(part, y, mask=mask, sem="relaxed")
+            tl.store(part + pid_k * M * N, y, mask=mask)
             tl.debug_barrier()  # every thread's partial is written before the counter moves
             ticket = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel", scope="gpu")
             if ticket == SPLIT_K - 1:
-                if REDUCE == "serial":
-                    total = tl.zeros_like(y)
-                    for i in range(0, SPLIT_K):
-                        total += tl.load(part + i * M * N, mask=mask, other=0.0, cache_modifier=".cg")
-                else:
-                    bits = part.to(tl.pointer_type(tl.int32), bitcast=True)  # exchanged as b32 words (0.0f is 0)
-                    total = tl.atomic_xchg(bits, tl.zeros(y.shape, tl.int32), mask=mask, sem="relaxed").to(tl.float32, bitcast=True)
+                total = tl.zeros_like(y)
+                for i in range(0, SPLIT_K):
+                    total += tl.load(part + i * M * N, mask=mask, other=0.0, cache_modifier=".cg")
                 tl.store(out, total.to(y_ptr.dtype.element_ty), mask=mask)
                 tl.atomic_xchg(lock_ptr + tile, 0)  # ready for the next call
         elif REDUCE == "atomic":
             tl.atomic_add(out, y.to(y_ptr.dtype.element_ty), mask=mask, sem="relaxed")
-        elif REDUCE == "atomic-acqrel":
-            tl.atomic_add(out, y.to(y_ptr.dtype.element_ty), mask=mask)
         else:
             tl.store(out, y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -254,7 +241,7 @@ if triton is not None:
 
     @triton.jit
     def _gemv_group_kernel(
-        x_ptr, a0_ptr, a1_ptr, sa_ptr, za_ptr, b0_ptr, b1_ptr, sb_ptr, zb_ptr, c0_ptr, c1_ptr, sc_ptr, zc_ptr, y_ptr, ws_ptr, lock_ptr,
+        x_ptr, a0_ptr, a1_ptr, sa_ptr, za_ptr, b0_ptr, b1_ptr, sb_ptr, zb_ptr, c0_ptr, c1_ptr, sc_ptr, zc_ptr, y_ptr,
         NA, NB, NC, K, SPLIT_K,
         GROUP: tl.constexpr, WA0: tl.constexpr, WA1: tl.constexpr, WB0: tl.constexpr, WB1: tl.constexpr,
         WC0: tl.constexpr, WC1: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, REDUCE: tl.constexpr,
@@ -269,13 +256,13 @@ if triton is not None:
         tiles_a = tl.cdiv(NA, BLOCK_N)
         tiles_b = tl.cdiv(NB, BLOCK_N)
         if pid < tiles_a:
-            _gemv_tile(x_ptr, a0_ptr, a1_ptr, sa_ptr, za_ptr, y_ptr, ws_ptr, lock_ptr, NA, K, SPLIT_K, pid, pid_k,
+            _gemv_tile(x_ptr, a0_ptr, a1_ptr, sa_ptr, za_ptr, y_ptr, y_ptr, y_ptr, NA, K, SPLIT_K, pid, pid_k,
                        GROUP, WA0, WA1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_A, ARGS_A)  # fmt: skip
         elif pid < tiles_a + tiles_b:
-            _gemv_tile(x_ptr, b0_ptr, b1_ptr, sb_ptr, zb_ptr, y_ptr + NA, ws_ptr + NA, lock_ptr + tiles_a, NB, K, SPLIT_K,
+            _gemv_tile(x_ptr, b0_ptr, b1_ptr, sb_ptr, zb_ptr, y_ptr + NA, y_ptr, y_ptr, NB, K, SPLIT_K,
                        pid - tiles_a, pid_k, GROUP, WB0, WB1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_B, ARGS_B)  # fmt: skip
         elif WC0 > 0:
-            _gemv_tile(x_ptr, c0_ptr, c1_ptr, sc_ptr, zc_ptr, y_ptr + NA + NB, ws_ptr + NA + NB, lock_ptr + tiles_a + tiles_b, NC, K,
+            _gemv_tile(x_ptr, c0_ptr, c1_ptr, sc_ptr, zc_ptr, y_ptr + NA + NB, y_ptr, y_ptr, NC, K,
                        SPLIT_K, pid - tiles_a - tiles_b, pid_k, GROUP, WC0, WC1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_C, ARGS_C)  # fmt: skip
 
     @triton.jit
@@ -495,19 +482,17 @@ def _ptx_ok(x: torch.Tensor, widths: list[int]) -> bool:
     return not _INTERPRETING and x.is_cuda and x.dtype == torch.float16 and widths in ([4], [2], [2, 1]) and aligned
 
 
-_ZEROS: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+_LOCKS: dict[torch.device, torch.Tensor] = {}
 
 
-def _persistent_zeros(device: torch.device, numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """A per-device buffer that every call leaves at zero: the split-K reductions' per-tile arrival
-    counters (int32) and the "xchg" reduction's fp32 sums. One per device and dtype: calls on
-    concurrent streams must not share it."""
-    key = (device, dtype)
-    if key not in _ZEROS or _ZEROS[key].numel() < numel:
+def _tile_locks(device: torch.device, tiles: int) -> torch.Tensor:
+    """Per-tile arrival counters of the serial split-K reduction (`SERIAL`); every call leaves
+    them at zero. One set per device: calls on concurrent streams must not share it."""
+    if device not in _LOCKS or _LOCKS[device].numel() < tiles:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError("call matmul once outside CUDA-graph capture first (allocates the split-K workspace)")
-        _ZEROS[key] = torch.zeros(max(numel, 1 << 16), device=device, dtype=dtype)
-    return _ZEROS[key]
+            raise RuntimeError("call matmul once outside CUDA-graph capture first (allocates the split-K counters)")
+        _LOCKS[device] = torch.zeros(max(tiles, 1 << 12), device=device, dtype=torch.int32)
+    return _LOCKS[device]
 
 
 def _split(k: int, block_k: int, split: int, group: int) -> int:
@@ -520,18 +505,15 @@ def _split(k: int, block_k: int, split: int, group: int) -> int:
 
 def _reduction(cfg: dict[str, int], split: int) -> str:
     """How the K splits meet (`_epilogue`'s REDUCE), from a config's opt-in keys (popped)."""
-    serial, xchg, acq_rel = (bool(cfg.pop(key, 0)) for key in ("SERIAL", "XCHG", "ACQ_REL"))
-    if split == 1:
-        return "store"
-    return "serial" if serial else "xchg" if xchg else "atomic-acqrel" if acq_rel else "atomic"
+    serial = bool(cfg.pop("SERIAL", 0))
+    return "store" if split == 1 else "serial" if serial else "atomic"
 
 
 def _outputs(x2: torch.Tensor, n: int, split: int, reduce: str, tiles: int, out: torch.Tensor | None):
     """(y, workspace, counters, reduce) for a launch over `split` K splits: y is `out` (or new),
-    zeroed only when the splits meet through atomics in it; the serial reduction's fp32
-    workspace, or the "xchg" reduction's persistent zero one."""
+    zeroed only when the splits meet through atomics in it; the serial reduction's fp32 workspace."""
     m = x2.shape[0]
-    atomic = reduce.startswith("atomic")
+    atomic = reduce == "atomic"
     if atomic and not _atomic_16bit(x2.device):  # no 16-bit atomics: sum in fp32, cast after
         y = torch.zeros(m, n, device=x2.device, dtype=torch.float32)
     elif out is not None:
@@ -539,12 +521,9 @@ def _outputs(x2: torch.Tensor, n: int, split: int, reduce: str, tiles: int, out:
     else:
         y = (torch.zeros if atomic else torch.empty)(m, n, device=x2.device, dtype=x2.dtype)
     ws, lock = y, y
-    if reduce in ("serial", "xchg"):
-        lock = _persistent_zeros(x2.device, tiles, torch.int32)
-        if reduce == "serial":
-            ws = torch.empty(split, m, n, device=x2.device, dtype=torch.float32)
-        else:
-            ws = _persistent_zeros(x2.device, m * n, torch.float32)
+    if reduce == "serial":
+        ws = torch.empty(split, m, n, device=x2.device, dtype=torch.float32)
+        lock = _tile_locks(x2.device, tiles)
     return y, ws, lock, reduce
 
 
@@ -575,16 +554,11 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     return y
 
 
-def matmul_group(
-    x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4, out: torch.Tensor | None = None, reduce: str = "atomic"
-) -> torch.Tensor:
+def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4, out: torch.Tensor | None = None) -> torch.Tensor:
     """[x @ W_1^T, x @ W_2^T, ...] concatenated along the last dim, for 2 or 3 layers that read
     the same x (q/k/v, gate/up), each at its own bit-width. One input row (decode): one launch
     for all of them (`_gemv_group_kernel`; 4 warps: kernels_group.md); more rows: one `matmul` per layer.
-    `out` (1, sum N) at one row, as for `matmul`; `reduce`: how the K splits meet ("atomic",
-    "atomic-acqrel" or "xchg", see `_epilogue`)."""
-    if reduce not in ("atomic", "atomic-acqrel", "xchg"):
-        raise ValueError(f"matmul_group: reduce must be 'atomic', 'atomic-acqrel' or 'xchg', got {reduce!r}")
+    `out` (1, sum N) at one row, as for `matmul`."""
     if not 2 <= len(packed) <= 3:
         raise ValueError(f"matmul_group takes 2 or 3 layers, got {len(packed)}")
     k, group = packed[0].in_features, packed[0].group_size
@@ -605,7 +579,7 @@ def matmul_group(
     split = _split(k, block_k, max(1, -(-4 * _sm_count(x.device) // tiles)), group)  # ~4 waves, as for one layer
     if out is not None and (out.shape != (1, sum(ns)) or out.dtype != x.dtype or not out.is_contiguous()):
         raise ValueError(f"out must be a contiguous (1, {sum(ns)}) {x.dtype} tensor")
-    y, ws, lock, reduce = _outputs(x2, sum(ns), split, reduce if split > 1 else "store", tiles, out)
+    y, _, _, reduce = _outputs(x2, sum(ns), split, "atomic" if split > 1 else "store", tiles, out)
     use_ptx = all(_ptx_ok(x2, w) for w in widths)
     segs = [(w[0], w[1] if len(w) > 1 else 0) for w in widths]
     args, consts = [], {}
@@ -614,7 +588,7 @@ def matmul_group(
         src, cons = _pair_dot_ptx(w0, w1) if use_ptx and w0 else ("", "")
         consts.update({f"W{name}0": w0, f"W{name}1": w1, f"SRC_{name}": src, f"ARGS_{name}": cons})
     _gemv_group_kernel[(tiles, split)](
-        x2, *args, y, ws, lock, *ns, *([0] if len(ns) == 2 else []), k, split,
+        x2, *args, y, *ns, *([0] if len(ns) == 2 else []), k, split,
         GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce, PTX=use_ptx,
         num_warps=num_warps, num_stages=3, **consts,
     )  # fmt: skip
