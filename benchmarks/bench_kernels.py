@@ -164,6 +164,27 @@ def sweep_group() -> None:
         )
 
 
+def sweep_ptx() -> None:
+    """fp16, default tiles: the PTX inner loop shifting each code pair down (FEW_SHIFTS: 0) against
+    FEW_SHIFTS: 1 (pairs masked where they sit, one word shift instead of up to 7), at M = 1 and
+    at M = 4 (ROWS4 at 2/3 bits)."""
+    import itertools
+
+    print("| N x K | M | bits | fp16 us | shifted pairs us | FEW_SHIFTS us | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for (n, k), m, bits in itertools.product(SHAPES[:3], [1, 4], BITS):
+        copies = max(2, min(8, int(200e6 // (n * k * 2))))
+        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(copies)]
+        ps = [random_packed(n, k, bits) for _ in range(copies)]
+        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+        ref = x.double() @ dequantize(ps[0], torch.float64).t()
+        t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
+        base = _tiling(m, n, k, bits, GROUP, x.device)
+        t0 = _checked_time(x, ps, ref, {**base, "FEW_SHIFTS": 0})
+        t1 = _checked_time(x, ps, ref, {**base, "FEW_SHIFTS": 1})
+        print(f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {t0:.1f} | {t1:.1f} | {t0 / t1:.2f}x |", flush=True)
+
+
 def sweep_small_m() -> None:
     """M = 4 and 16, fp16: the default (tensor-core tiles, atomics) against the same tiles with the
     serial split-K reduction and against the 4-rows-per-program kernel (ROWS4: each word unpacked
@@ -267,7 +288,11 @@ def main() -> None:
     ap.add_argument("--sweep-gemv", action="store_true", help="M = 1 kernel variants and tiles")
     ap.add_argument("--sweep-small-m", action="store_true", help="M = 2..16: tensor-core tiles vs ROWS4")
     ap.add_argument("--sweep-group", action="store_true", help="M = 1: q/k/v and gate/up separately vs in one launch")
+    ap.add_argument("--sweep-ptx", action="store_true", help="M = 1 and 4: the PTX inner loop with fewer word shifts")
     args = ap.parse_args()
+    if args.sweep_ptx:
+        sweep_ptx()
+        return
     if args.sweep_group:
         sweep_group()
         return

@@ -24,6 +24,7 @@ M = 1, kernels_gemv_sweep.md, kernels_reduce_sweep.md).
 from __future__ import annotations
 
 import os
+import struct
 
 import torch
 
@@ -40,7 +41,13 @@ except ImportError:  # pragma: no cover - the CPU fallback below needs no triton
     triton = None
 
 
-def _pair_dot_ptx(w0: int, w1: int, rows: int = 1) -> tuple[str, str]:
+def _f16x2(v: float) -> int:
+    """The fp16 bits of v in both halves of a b32."""
+    h = int.from_bytes(struct.pack("<e", v), "little")
+    return h | h << 16
+
+
+def _pair_dot_ptx(w0: int, w1: int, rows: int = 1, few_shifts: bool = False) -> tuple[str, str]:
     """Inline PTX for one word (plus its high-bit word at 3 bits) against `rows` input rows: per
     row, the sum over the word's codes of q * x / 16, in fp16 pairs, returned as fp32.
 
@@ -50,37 +57,48 @@ def _pair_dot_ptx(w0: int, w1: int, rows: int = 1) -> tuple[str, str]:
     in (one lop3: 1024 + q in each half), one fma to (q / 16) exactly; then per row one fma into
     that row's fp16 pair accumulator. Dividing by 16 keeps the word's sum of up to 16 products of
     codes < 16 inside fp16's range for |x| < 4096; the caller multiplies the scale by 16.
-    Returns the PTX and its operand constraints."""
+    few_shifts: a pair is masked where it sits (1024 + q * 2^r, r < 10 - bits) and the fma scales
+    by 2^-(r + 4) instead; the word is shifted only when the next pair would reach the exponent
+    bits (once per word at 2 and 4 bits instead of 7 and 3 times). Returns the PTX and its
+    operand constraints."""
     half = 32 // w0 // 2
     pair_mask = ((1 << w0) - 1) * 0x00010001
     word = f"${rows}"
     first_x = rows + (2 if w1 else 1)
     accs = [f"a{r}" for r in range(rows)]
+    body, offsets, base, src = [], [], 0, word
+    for j in range(half):
+        r = j * w0 - base if few_shifts else 0  # where the pair sits in the (shifted) word
+        if few_shifts and r + w0 + w1 > 10:  # it would reach fp16's exponent: shift the word here
+            base, r = j * w0, 0
+        if few_shifts and j * w0 != 0 and r == 0:
+            body.append(f"shr.u32 s, {word}, {base};")
+            src = "s"
+        elif not few_shifts and j:
+            body.append(f"shr.u32 s, {word}, {w0 * j};")
+            src = "s"
+        offsets.append(r)
+        body.append(f"lop3.b32 t, {src}, {pair_mask << r:#010x}, 0x64006400, 0xEA;")  # (src & mask) | 1024
+        if w1:
+            hi_mask = ((1 << w1) - 1) * 0x00010001 << (w0 + r)
+            shift = j * w1 - w0 - r
+            hi = f"${rows + 1}"
+            body.append(f"shr.u32 u, {hi}, {shift};" if shift > 0 else f"shl.b32 u, {hi}, {-shift};" if shift < 0 else f"mov.b32 u, {hi};")
+            body.append(f"lop3.b32 t, u, {hi_mask:#010x}, t, 0xEA;")  # | the high bits
+        body.append(f"fma.rn.f16x2 t, t, k{r}, c{r};")  # (1024 + q 2^r) 2^-(r + 4) - 2^(6 - r) = q / 16
+        body += [f"fma.rn.f16x2 {a}, t, ${first_x + i * half + j}, {a};" for i, a in enumerate(accs)]
+    consts = sorted(set(offsets))
     lines = [
         "{",
-        f".reg .b32 t, u, k16, c64, {', '.join(accs)};",
+        f".reg .b32 s, t, u, {', '.join(accs)}, {', '.join(f'k{r}, c{r}' for r in consts)};",
         ".reg .b16 a_lo, a_hi;",
         ".reg .f32 f_lo, f_hi;",
         *[f"mov.b32 {a}, 0;" for a in accs],
-        "mov.b32 k16, 0x2C002C00;",  # 1/16 in both halves
-        "mov.b32 c64, 0xD400D400;",  # -64 in both halves: (1024 + q) / 16 - 64 = q / 16
+        *[f"mov.b32 k{r}, {_f16x2(2.0 ** -(r + 4)):#010x};\nmov.b32 c{r}, {_f16x2(-(2.0 ** (6 - r))):#010x};" for r in consts],
+        *body,
     ]
-    for j in range(half):
-        src = word
-        if j:
-            lines.append(f"shr.u32 t, {word}, {w0 * j};")
-            src = "t"
-        lines.append(f"lop3.b32 t, {src}, {pair_mask:#010x}, 0x64006400, 0xEA;")  # (src & mask) | 1024
-        if w1:
-            hi_mask = ((1 << w1) - 1) * 0x00010001 << w0
-            shift = j * w1 - w0
-            hi = f"${rows + 1}"
-            lines.append(f"shr.u32 u, {hi}, {shift};" if shift > 0 else f"shl.b32 u, {hi}, {-shift};" if shift < 0 else f"mov.b32 u, {hi};")
-            lines.append(f"lop3.b32 t, u, {hi_mask:#010x}, t, 0xEA;")  # | the high bits
-        lines.append("fma.rn.f16x2 t, t, k16, c64;")
-        lines += [f"fma.rn.f16x2 {a}, t, ${first_x + r * half + j}, {a};" for r, a in enumerate(accs)]
-    for r, a in enumerate(accs):
-        lines += [f"mov.b32 {{a_lo, a_hi}}, {a};", "cvt.f32.f16 f_lo, a_lo;", "cvt.f32.f16 f_hi, a_hi;", f"add.f32 ${r}, f_lo, f_hi;"]
+    for i, a in enumerate(accs):
+        lines += [f"mov.b32 {{a_lo, a_hi}}, {a};", "cvt.f32.f16 f_lo, a_lo;", "cvt.f32.f16 f_hi, a_hi;", f"add.f32 ${i}, f_lo, f_hi;"]
     lines.append("}")
     constraints = ",".join(["=f"] * rows + ["r"] * (2 if w1 else 1) + ["r"] * (rows * half))
     return "\n".join(lines), constraints
@@ -122,7 +140,7 @@ if triton is not None:
         """Write a program's (rows, BLOCK_N) fp32 result `y` for its K split. REDUCE:
         - "store": one split, stored.
         - "atomic": added into a zeroed output by relaxed 16-bit atomics (fire-and-forget `red`;
-          the kernel's end orders them for the next kernel; 1.02-1.16x faster than Triton's
+          the kernel's end orders them for the next kernel; 1.02-1.15x faster than Triton's
           default acq_rel `atom`, kernels_reduce_sweep.md).
         - "serial": the partial goes to a workspace (SPLIT_K, M, N); the split that arrives last at
           this output tile (a per-tile counter) adds the partials up in split order and writes the
@@ -440,7 +458,8 @@ def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device,
     if m == 1:  # 2 warps and 8 waves of programs at 2 bits, 2 warps / 4 waves at 3, 4 / 4 at 4 (kernels_gemv_sweep.md)
         waves, warps = (8, 2) if bits <= 2 else (4, 2) if bits == 3 else (4, 4)
         split = max(1, min(steps, -(-waves * _sm_count(device) // -(-n // 256))))
-        return {"BLOCK_N": 256, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": warps, "num_stages": 3}
+        # FEW_SHIFTS: 1.04-1.15x at 2/3 bits, 0.95-1.03x at 4 (kernels_ptx_sweep.md)
+        return {"BLOCK_N": 256, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": warps, "num_stages": 3, "FEW_SHIFTS": int(bits <= 3)}
     if m <= 4 and bits <= 3 and dtype == torch.float16:  # ROWS4 beat the tensor-core tiles by 1.04-1.25x at M = 4
         split = max(1, min(steps, -(-4 * _sm_count(device) // -(-n // 128))))
         return {"BLOCK_N": 128, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": 2, "num_stages": 3, "ROWS4": 1}
@@ -535,13 +554,14 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     block_n, block_k = cfg.pop("BLOCK_N"), cfg.pop("BLOCK_K")
     split = _split(k, block_k, cfg.pop("SPLIT_K"), packed.group_size)
     use_ptx = bool(cfg.pop("PTX", 1)) and _ptx_ok(x2, widths)
+    few_shifts = bool(cfg.pop("FEW_SHIFTS", 0))
     rows = 1 if m == 1 else 4
     for key in ("BLOCK_M", "ROWS4"):
         cfg.pop(key, None)
     grid = (triton.cdiv(n, block_n), triton.cdiv(m, rows), split)
     y, ws, lock, reduce = _outputs(x2, n, split, _reduction(cfg, split), grid[0] * grid[1], out)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
-    src, args = _pair_dot_ptx(w0, w1, rows) if use_ptx else ("", "")
+    src, args = _pair_dot_ptx(w0, w1, rows, few_shifts) if use_ptx else ("", "")
     p1 = packed.planes[1] if w1 else packed.planes[0]
     consts = dict(GROUP=packed.group_size, W0=w0, W1=w1, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce,
                   PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, **cfg)  # fmt: skip
@@ -585,7 +605,7 @@ def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4
     args, consts = [], {}
     for name, p, (w0, w1) in zip("ABC", [*packed, packed[0]], [*segs, (0, 0)], strict=False):  # C = A, unused, for 2
         args += [p.planes[0], p.planes[1] if w1 else p.planes[0], p.scales, p.zeros]
-        src, cons = _pair_dot_ptx(w0, w1) if use_ptx and w0 else ("", "")
+        src, cons = _pair_dot_ptx(w0, w1, few_shifts=w0 + w1 <= 3) if use_ptx and w0 else ("", "")  # as `_tiling` at M = 1
         consts.update({f"W{name}0": w0, f"W{name}1": w1, f"SRC_{name}": src, f"ARGS_{name}": cons})
     _gemv_group_kernel[(tiles, split)](
         x2, *args, y, *ns, *([0] if len(ns) == 2 else []), k, split,
@@ -624,6 +644,7 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
         y = _gemv(x2, packed, widths, cfg, out)
     else:
         cfg = dict(cfg)
+        cfg.pop("FEW_SHIFTS", None)  # a decode-kernel option
         split = _split(k, cfg["BLOCK_K"], cfg.pop("SPLIT_K"), packed.group_size)
         grid = (triton.cdiv(n, cfg["BLOCK_N"]), triton.cdiv(m, cfg["BLOCK_M"]), split)
         y, ws, lock, reduce = _outputs(x2, n, split, _reduction(cfg, split), grid[0] * grid[1], out)

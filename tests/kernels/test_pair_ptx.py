@@ -67,9 +67,10 @@ def run_ptx(src: str, operands: list[int], outputs: int = 1) -> list[float]:
     return [float(regs[f"${i}"]) for i in range(outputs)]
 
 
+@pytest.mark.parametrize("few_shifts", [False, True])
 @pytest.mark.parametrize("rows", [1, 4])
 @pytest.mark.parametrize("bits", [2, 3, 4])
-def test_pair_ptx_matches_codes(bits, rows):
+def test_pair_ptx_matches_codes(bits, rows, few_shifts):
     """sum over a word's codes of q * x / 16, for the words `pack_planes` writes."""
     g = torch.Generator().manual_seed(bits)
     w0 = 4 if bits == 4 else 2
@@ -86,7 +87,7 @@ def test_pair_ptx_matches_codes(bits, rows):
                 ops.append((int(planes[1][0, 0]) >> (r % 2) * 8) & 0xFFFFFFFF)
             xs = x[:, r * per : (r + 1) * per].numpy()
             ops += [_pack16(xs[m, 2 * j], xs[m, 2 * j + 1]) for m in range(rows) for j in range(per // 2)]
-            src, constraints = _pair_dot_ptx(w0, 1 if bits == 3 else 0, rows)
+            src, constraints = _pair_dot_ptx(w0, 1 if bits == 3 else 0, rows, few_shifts)
             assert constraints.count(",") + 1 == rows + len(ops)  # the outputs, then one operand each
             got = run_ptx(src, ops, rows)
             q = codes[0, r * per : (r + 1) * per].double().numpy()
