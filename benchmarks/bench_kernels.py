@@ -185,46 +185,6 @@ def sweep_ptx() -> None:
         print(f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {t0:.1f} | {t1:.1f} | {t0 / t1:.2f}x |", flush=True)
 
 
-def sweep_prefetch() -> None:
-    """M = 1, fp16: the default tiles against PREFETCH (the next step's words loaded before this
-    step's are unpacked), with the default K split and with 1/2 and 1/4 of it (longer programs,
-    fewer atomics); then grouped launches without and with it. Each config checked first."""
-    import itertools
-
-    print("| N x K | bits | fp16 us | default us | PREFETCH us | PREFETCH, split / 2 us | PREFETCH, split / 4 us | best vs default |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (n, k), bits in itertools.product(SHAPES[:3], BITS):
-        copies = max(2, min(8, int(200e6 // (n * k * 2))))
-        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(copies)]
-        ps = [random_packed(n, k, bits) for _ in range(copies)]
-        x = torch.randn(1, k, device="cuda", dtype=torch.float16)
-        ref = x.double() @ dequantize(ps[0], torch.float64).t()
-        t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
-        base = _tiling(1, n, k, bits, GROUP, x.device)
-        cfgs = [base] + [{**base, "PREFETCH": 1, "SPLIT_K": max(1, base["SPLIT_K"] // d)} for d in (1, 2, 4)]
-        ts = [_checked_time(x, ps, ref, cfg) for cfg in cfgs]
-        cells = " | ".join(f"{t:.1f}" for t in ts)
-        print(f"| {n} x {k} | {bits} | {t16:.1f} | {cells} | {ts[0] / min(ts):.2f}x |", flush=True)
-    print("\n| grouped layers | bits | default us | PREFETCH us | ratio |")
-    print("|---|---|---|---|---|")
-    for (n, k, count), bits in [
-        ((4096, 4096, 3), (3, 3, 3)),
-        ((4096, 4096, 3), (2, 3, 4)),
-        ((11008, 4096, 2), (4, 2)),
-        ((11008, 4096, 2), (3, 3)),
-    ]:
-        copies = max(2, min(8, int(200e6 // (count * n * k * 2))))
-        ps = [[random_packed(n, k, b) for b in bits] for _ in range(copies)]
-        x = torch.randn(1, k, device="cuda", dtype=torch.float16)
-        ref = torch.cat([x.double() @ dequantize(p, torch.float64).t() for p in ps[0]], dim=-1)
-        ts = []
-        for prefetch in (False, True):
-            y = matmul_group(x, ps[0], out=torch.full((1, ref.shape[1]), float("nan"), device="cuda", dtype=x.dtype), prefetch=prefetch)
-            ok = ((y.double() - ref).norm() / ref.norm()).item() < 1e-2
-            ts.append(time_cycle([lambda p=p, f=prefetch: matmul_group(x, p, prefetch=f) for p in ps]) if ok else float("inf"))
-        print(f"| {count} x {n} x {k} | {bits} | {ts[0]:.1f} | {ts[1]:.1f} | {ts[0] / ts[1]:.2f}x |", flush=True)
-
-
 def sweep_small_m() -> None:
     """M = 4 and 16, fp16: the default (tensor-core tiles, atomics) against the same tiles with the
     serial split-K reduction and against the 4-rows-per-program kernel (ROWS4: each word unpacked
@@ -329,11 +289,7 @@ def main() -> None:
     ap.add_argument("--sweep-small-m", action="store_true", help="M = 2..16: tensor-core tiles vs ROWS4")
     ap.add_argument("--sweep-group", action="store_true", help="M = 1: q/k/v and gate/up separately vs in one launch")
     ap.add_argument("--sweep-ptx", action="store_true", help="M = 1 and 4: the PTX inner loop with fewer word shifts")
-    ap.add_argument("--sweep-prefetch", action="store_true", help="M = 1 and groups: next step's words loaded ahead")
     args = ap.parse_args()
-    if args.sweep_prefetch:
-        sweep_prefetch()
-        return
     if args.sweep_ptx:
         sweep_ptx()
         return

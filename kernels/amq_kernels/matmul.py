@@ -250,12 +250,12 @@ if triton is not None:
         x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K,
         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, REDUCE: tl.constexpr,
-        PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, PREFETCH: tl.constexpr,
+        PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
     ):  # fmt: skip
         """y (N,) = W x for one input row. Program (n tile, k split); BLOCK_K <= GROUP.
         PTX: fp16 inputs, bits 2/3/4, with (PTX_SRC, PTX_ARGS) = _pair_dot_ptx(W0, W1)."""
         _gemv_tile(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K, tl.program_id(0), tl.program_id(1),
-                   GROUP, W0, W1, BLOCK_N, BLOCK_K, REDUCE, PTX, PTX_SRC, PTX_ARGS, PREFETCH)  # fmt: skip
+                   GROUP, W0, W1, BLOCK_N, BLOCK_K, REDUCE, PTX, PTX_SRC, PTX_ARGS)  # fmt: skip
 
     @triton.jit
     def _gemv_group_kernel(
@@ -264,7 +264,7 @@ if triton is not None:
         GROUP: tl.constexpr, WA0: tl.constexpr, WA1: tl.constexpr, WB0: tl.constexpr, WB1: tl.constexpr,
         WC0: tl.constexpr, WC1: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, REDUCE: tl.constexpr,
         PTX: tl.constexpr, SRC_A: tl.constexpr, ARGS_A: tl.constexpr, SRC_B: tl.constexpr, ARGS_B: tl.constexpr,
-        SRC_C: tl.constexpr, ARGS_C: tl.constexpr, PREFETCH: tl.constexpr,
+        SRC_C: tl.constexpr, ARGS_C: tl.constexpr,
     ):  # fmt: skip
         """Two or three layers that read the same input row (q/k/v, gate/up), each at its own
         bit-width, in one launch: the n tiles of A, then B, then C (WC0 = 0: none); y is
@@ -275,24 +275,22 @@ if triton is not None:
         tiles_b = tl.cdiv(NB, BLOCK_N)
         if pid < tiles_a:
             _gemv_tile(x_ptr, a0_ptr, a1_ptr, sa_ptr, za_ptr, y_ptr, y_ptr, y_ptr, NA, K, SPLIT_K, pid, pid_k,
-                       GROUP, WA0, WA1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_A, ARGS_A, PREFETCH)  # fmt: skip
+                       GROUP, WA0, WA1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_A, ARGS_A)  # fmt: skip
         elif pid < tiles_a + tiles_b:
             _gemv_tile(x_ptr, b0_ptr, b1_ptr, sb_ptr, zb_ptr, y_ptr + NA, y_ptr, y_ptr, NB, K, SPLIT_K,
-                       pid - tiles_a, pid_k, GROUP, WB0, WB1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_B, ARGS_B, PREFETCH)  # fmt: skip
+                       pid - tiles_a, pid_k, GROUP, WB0, WB1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_B, ARGS_B)  # fmt: skip
         elif WC0 > 0:
             _gemv_tile(x_ptr, c0_ptr, c1_ptr, sc_ptr, zc_ptr, y_ptr + NA + NB, y_ptr, y_ptr, NC, K,
-                       SPLIT_K, pid - tiles_a - tiles_b, pid_k, GROUP, WC0, WC1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_C, ARGS_C, PREFETCH)  # fmt: skip
+                       SPLIT_K, pid - tiles_a - tiles_b, pid_k, GROUP, WC0, WC1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_C, ARGS_C)  # fmt: skip
 
     @triton.jit
     def _gemv_tile(
         x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K, pid_n, pid_k,
         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, REDUCE: tl.constexpr,
-        PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, PREFETCH: tl.constexpr,
+        PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
     ):  # fmt: skip
-        """One (n tile, k split) program of `_gemv_kernel`. PREFETCH: the next step's words are
-        loaded before this step's are unpacked (double-buffered in registers), so a program's
-        steps do not wait for memory one after another (the last step re-reads itself)."""
+        """One (n tile, k split) program of `_gemv_kernel`."""
         PER: tl.constexpr = 32 // W0  # codes per plane-0 word
         HALF: tl.constexpr = PER // 2  # code pairs per word
         R: tl.constexpr = BLOCK_K // PER  # plane-0 word rows per step
@@ -303,15 +301,8 @@ if triton is not None:
 
         acc = tl.zeros((R, BLOCK_N), dtype=tl.float32)  # per word row; summed once at the end
         acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)  # sum over groups of s * z' * sum(x)
-        if PREFETCH:
-            nw0, nw1, ns, nz = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k_start, rows, offs_n, mask_n, N, GROUP, W0, W1)
         for k0 in range(k_start, k_end, BLOCK_K):
-            if PREFETCH:
-                w0, w1, s, z = nw0, nw1, ns, nz
-                k_next = tl.minimum(k0 + BLOCK_K, k_end - BLOCK_K)
-                nw0, nw1, ns, nz = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k_next, rows, offs_n, mask_n, N, GROUP, W0, W1)
-            else:
-                w0, w1, s, z = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, rows, offs_n, mask_n, N, GROUP, W0, W1)
+            w0, w1, s, z = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, rows, offs_n, mask_n, N, GROUP, W0, W1)
             xsum = tl.sum(tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32))
             pair0 = (k0 + rows * PER) // 2  # index of each row's first input pair
             if PTX:  # fp16 pairs in inline PTX; d = sum(q x) / 16 per word
@@ -564,7 +555,6 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     split = _split(k, block_k, cfg.pop("SPLIT_K"), packed.group_size)
     use_ptx = bool(cfg.pop("PTX", 1)) and _ptx_ok(x2, widths)
     few_shifts = bool(cfg.pop("FEW_SHIFTS", 0))
-    prefetch = bool(cfg.pop("PREFETCH", 0))
     rows = 1 if m == 1 else 4
     for key in ("BLOCK_M", "ROWS4"):
         cfg.pop(key, None)
@@ -576,9 +566,7 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     consts = dict(GROUP=packed.group_size, W0=w0, W1=w1, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce,
                   PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, **cfg)  # fmt: skip
     if m == 1:
-        _gemv_kernel[grid[::2]](
-            x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, n, k, split, PREFETCH=prefetch, **consts
-        )
+        _gemv_kernel[grid[::2]](x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, n, k, split, **consts)
     else:
         _gemv4_kernel[grid](
             x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, m, n, k, x2.stride(0), y.stride(0), split, **consts
@@ -586,13 +574,11 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     return y
 
 
-def matmul_group(
-    x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4, out: torch.Tensor | None = None, prefetch: bool = False
-) -> torch.Tensor:
+def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4, out: torch.Tensor | None = None) -> torch.Tensor:
     """[x @ W_1^T, x @ W_2^T, ...] concatenated along the last dim, for 2 or 3 layers that read
     the same x (q/k/v, gate/up), each at its own bit-width. One input row (decode): one launch
     for all of them (`_gemv_group_kernel`; 4 warps: kernels_group.md); more rows: one `matmul` per layer.
-    `out` (1, sum N) at one row, as for `matmul`; `prefetch`: see `_gemv_tile` (PREFETCH)."""
+    `out` (1, sum N) at one row, as for `matmul`."""
     if not 2 <= len(packed) <= 3:
         raise ValueError(f"matmul_group takes 2 or 3 layers, got {len(packed)}")
     k, group = packed[0].in_features, packed[0].group_size
@@ -623,7 +609,7 @@ def matmul_group(
         consts.update({f"W{name}0": w0, f"W{name}1": w1, f"SRC_{name}": src, f"ARGS_{name}": cons})
     _gemv_group_kernel[(tiles, split)](
         x2, *args, y, *ns, *([0] if len(ns) == 2 else []), k, split,
-        GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce, PTX=use_ptx, PREFETCH=prefetch,
+        GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce, PTX=use_ptx,
         num_warps=num_warps, num_stages=3, **consts,
     )  # fmt: skip
     if out is not None and y is not out:  # the fp32 atomics buffer
@@ -658,8 +644,7 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
         y = _gemv(x2, packed, widths, cfg, out)
     else:
         cfg = dict(cfg)
-        cfg.pop("FEW_SHIFTS", None)  # decode-kernel options
-        cfg.pop("PREFETCH", None)
+        cfg.pop("FEW_SHIFTS", None)  # a decode-kernel option
         split = _split(k, cfg["BLOCK_K"], cfg.pop("SPLIT_K"), packed.group_size)
         grid = (triton.cdiv(n, cfg["BLOCK_N"]), triton.cdiv(m, cfg["BLOCK_M"]), split)
         y, ws, lock, reduce = _outputs(x2, n, split, _reduction(cfg, split), grid[0] * grid[1], out)

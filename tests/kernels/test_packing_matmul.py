@@ -63,7 +63,7 @@ for bits in (2, 3, 4):
             # opt-in paths; serial split-K (workspace + last-arriving split) writes into an output
             # poisoned with NaN, twice (the counters reset; the result is the same bits)
             tile = {"BLOCK_N": 32, "BLOCK_K": 64, "SPLIT_K": 2, "num_warps": 4, "num_stages": 1}
-            configs = {"serial": {**tile, "SERIAL": 1}, "prefetch": {**tile, "SPLIT_K": 1, "PREFETCH": 1}} if m == 1 else {}
+            configs = {"serial": {**tile, "SERIAL": 1}} if m == 1 else {}
             if m in (3, 17):
                 configs = {"rows4": {**tile, "ROWS4": 1}, "rows4-serial": {**tile, "ROWS4": 1, "SERIAL": 1},
                            "dot-serial": {**tile, "BLOCK_M": 16, "SERIAL": 1}}
@@ -75,7 +75,7 @@ for bits in (2, 3, 4):
             if m in (1, 3):  # two more layers on the same input, at other bit-widths: one launch at M = 1
                 extra = [pack(q2.codes, q2.scale, q2.zero, b2, group) for b2 in (2, 4) for q2 in [quantize_hqq(torch.randn(40, k) * 0.05, b2, group, iters=2)]]
                 poisoned = torch.full((m, n + 80), float("nan"), dtype=dtype) if m == 1 else None
-                yg = matmul_group(x, [p, *extra], out=poisoned, prefetch=dtype == torch.bfloat16)
+                yg = matmul_group(x, [p, *extra], out=poisoned)
                 refg = torch.cat([ref] + [x.double() @ dequantize(e, torch.float64).t() for e in extra], dim=-1)
                 assert yg.shape == (m, n + 80) and ((yg.double() - refg).norm() / refg.norm()).item() < 1e-2, ("group", bits, dtype, m)
                 assert not torch.isnan(yg).any()
