@@ -282,6 +282,7 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="search tile configs instead of the table")
     ap.add_argument("--quick", action="store_true", help="Llama-2-7B shapes and M in {1, 16, 2048} only")
     ap.add_argument("--shapes", default=None, help="only these N x K, e.g. 4096x11008,5120x5120 (to finish a cut run)")
+    ap.add_argument("--ms", default=None, help="only these row counts M, e.g. 1,16,2048")
     ap.add_argument("--no-check", action="store_true", help="skip the correctness block")
     ap.add_argument("--sweep-m", default="1,16,2048", help="row counts the sweep covers")
     ap.add_argument("--peers", action="store_true", help="also time bitsandbytes NF4 and gemlite where they run the setting")
@@ -309,13 +310,15 @@ def main() -> None:
     if args.shapes:
         shapes = [tuple(int(v) for v in sh.split("x")) for sh in args.shapes.split(",")]
     ms = [1, 16, 2048] if args.quick else MS
+    if args.ms:
+        ms = [int(v) for v in args.ms.split(",")]
     dev = torch.cuda.get_device_name()
     bw = copy_bandwidth()
 
     print(f"# Mixed-bit matmul on {dev}\n")
     print(
         f"Command: `PYTHONPATH=kernels python benchmarks/bench_kernels.py{' --quick' if args.quick else ''}"
-        f"{' --peers' if args.peers else ''}{f' --shapes {args.shapes}' if args.shapes else ''}{' --no-check' if args.no_check else ''}`; torch {torch.__version__}, triton {triton.__version__}."
+        f"{' --peers' if args.peers else ''}{f' --shapes {args.shapes}' if args.shapes else ''}{f' --ms {args.ms}' if args.ms else ''}{' --no-check' if args.no_check else ''}`; torch {torch.__version__}, triton {triton.__version__}."
     )
     print(f"Copy bandwidth measured in this run: {bw:.0f} GB/s (read + write).\n")
 
