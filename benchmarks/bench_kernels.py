@@ -185,6 +185,44 @@ def sweep_ptx() -> None:
         print(f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {t0:.1f} | {t1:.1f} | {t0 / t1:.2f}x |", flush=True)
 
 
+def sweep_mid_m(ms: list[int]) -> None:
+    """fp16, M between the decode and prefill paths: the default (from DEQUANT_MIN_M rows on:
+    dequantize the layer, then cuBLAS) against the fused tensor-core kernel with split K so the
+    tiles fill the GPU. Each config checked against float64 first."""
+    import itertools
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    print("| N x K | M | bits | fp16 us | default us | dequantize + cuBLAS us | best fused (cfg) us | best vs fp16 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (n, k), m, bits in itertools.product(SHAPES[:3], ms, BITS):
+        copies = max(2, min(8, int(200e6 // (n * k * 2))))
+        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(copies)]
+        ps = [random_packed(n, k, bits) for _ in range(copies)]
+        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+        ref = x.double() @ dequantize(ps[0], torch.float64).t()
+        t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
+        t_default = (
+            _checked_time(x, ps, ref, _tiling(m, n, k, bits, GROUP, x.device))
+            if m < 64
+            else time_cycle([lambda p=p: matmul(x, p) for p in ps])
+        )
+        t_deq = _checked_time(x, ps, ref, {"DEQUANT": 1})
+        best = (float("inf"), None)
+        for (bm, bn), waves, nw in itertools.product([(32, 64), (64, 64), (64, 128), (128, 128)], [1, 2, 4], [4, 8]):
+            if bm > max(32, m) or (bn == 64 and nw == 8):
+                continue
+            split = max(1, min(k // 64, -(-waves * sms // (-(-n // bn) * -(-m // bm)))))
+            cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "SPLIT_K": split, "num_warps": nw, "num_stages": 3}
+            t = _checked_time(x, ps, ref, cfg)
+            if t < best[0]:
+                best = (t, {"BM": bm, "BN": bn, "waves": waves, "split": split, "warps": nw})
+        fastest = min(t_default, t_deq, best[0])
+        print(
+            f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {t_default:.1f} | {t_deq:.1f} | {best[0]:.1f} {best[1]} | {t16 / fastest:.2f}x |",
+            flush=True,
+        )
+
+
 def sweep_small_m() -> None:
     """M = 4 and 16, fp16: the default (tensor-core tiles, atomics) against the same tiles with the
     serial split-K reduction and against the 4-rows-per-program kernel (ROWS4: each word unpacked
@@ -290,7 +328,11 @@ def main() -> None:
     ap.add_argument("--sweep-small-m", action="store_true", help="M = 2..16: tensor-core tiles vs ROWS4")
     ap.add_argument("--sweep-group", action="store_true", help="M = 1: q/k/v and gate/up separately vs in one launch")
     ap.add_argument("--sweep-ptx", action="store_true", help="M = 1 and 4: the PTX inner loop with fewer word shifts")
+    ap.add_argument("--sweep-mid-m", default=None, help="e.g. 32,64,256: fused tiles with split K vs dequantize + cuBLAS")
     args = ap.parse_args()
+    if args.sweep_mid_m:
+        sweep_mid_m([int(v) for v in args.sweep_mid_m.split(",")])
+        return
     if args.sweep_ptx:
         sweep_ptx()
         return
