@@ -368,12 +368,12 @@ def main() -> None:
     errs = []
     for bits in BITS if not args.no_check else []:
         for dtype in (torch.float16, torch.bfloat16):
-            for m in (1, 5, 16, 300):
+            for m in (1, 5, 16, 64, 300):
                 for n, k in shapes[:3]:
                     errs.append((bits, str(dtype).split(".")[-1], m, n, k, check(n, k, bits, m, dtype)))
     worst = max((e[-1] if e[-1] == e[-1] else float("inf") for e in errs), default=float("nan"))
     print(
-        f"Correctness: {len(errs)} cases (bits 2/3/4 x fp16/bf16 x M 1/5/16/300 x 3 shapes), worst relative error {worst:.2e} (limit 1e-2), NaN: {any(e[-1] != e[-1] for e in errs)}.\n"
+        f"Correctness: {len(errs)} cases (bits 2/3/4 x fp16/bf16 x M 1/5/16/64/300 x 3 shapes), worst relative error {worst:.2e} (limit 1e-2), NaN: {any(e[-1] != e[-1] for e in errs)}.\n"
     )
 
     # --- timing ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ Fresh random codes, scales, zeros and activations for every case; the output is 
 NaN before each run (`matmul(out=...)`), so an element a kernel fails to write shows up as NaN;
 a case fails at relative error >= 1e-2 or any NaN. Paths: M = 1 (default tiles, serial split-K,
 exact fp32 inner loop instead of fp16-pair PTX, pairs shifted down instead of FEW_SHIFTS), M = 4 and 16 (tensor-core tiles with atomics and
-with serial split-K, ROWS4 with both), M = 300 (dequantize + cuBLAS), grouped launches (q/k/v, gate/up
+with serial split-K, ROWS4 with both), M = 64 (tensor-core tiles, split K), M = 300 (dequantize + cuBLAS), grouped launches (q/k/v, gate/up
 at mixed bits); shapes with group 32/64
 and bit-widths 1/5/6 take the default path only; fp16 and bf16; activations
 of scale 1 and 1000 (the PTX loop accumulates fp16 pairs). Prints failures and a summary.
@@ -44,7 +44,7 @@ def main() -> None:
     cases = fails = 0
     worst: dict[str, float] = {}
     for bits, (n, k, group), m, dtype, xscale in itertools.product(
-        (1, 2, 3, 4, 5, 6), SHAPES, (1, 4, 16, 300), (torch.float16, torch.bfloat16), (1.0, 1000.0)
+        (1, 2, 3, 4, 5, 6), SHAPES, (1, 4, 16, 64, 300), (torch.float16, torch.bfloat16), (1.0, 1000.0)
     ):
         if (bits not in (2, 3, 4) and m != 1) or (xscale != 1.0 and m == 300):
             continue  # 1/5/6 bits: the M = 1 kernel only; the cuBLAS path has no fp16 pair sums

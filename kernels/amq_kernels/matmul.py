@@ -440,9 +440,10 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
 
 
-# From this many rows on, dequantizing the layer once and calling cuBLAS beats dequantizing a
-# tile per output tile inside the fused kernel (benchmarks/kernels.md)
-DEQUANT_MIN_M = 64
+# From this many rows on, dequantizing the layer once and calling cuBLAS: at M = 64 the fused
+# kernel with split K is 1.6-3.0x faster than that, at M = 256 0.87-1.09x of it
+# (kernels_mid_m_sweep.md)
+DEQUANT_MIN_M = 128
 
 
 def _atomic_16bit(device: torch.device) -> bool:
@@ -469,7 +470,12 @@ def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device,
         # enough programs for ~4 waves of the SMs
         split = max(1, min(steps, -(-4 * _sm_count(device) // tiles)))
         return {"BLOCK_M": 16, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": 4, "num_stages": 3}
-    return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64 if group % 64 == 0 else group, "SPLIT_K": 1, "num_warps": 8, "num_stages": 3}
+    block_k = 64 if group % 64 == 0 else group
+    if m < DEQUANT_MIN_M:  # 64 x 128 tiles, 4 warps (best at M = 64 in 9 of 9 cases), ~4 waves (7 of 9): kernels_mid_m_sweep.md
+        tiles = -(-n // 128) * -(-m // 64)
+        split = max(1, min(k // block_k, -(-4 * _sm_count(device) // tiles)))
+        return {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": 4, "num_stages": 3}
+    return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": block_k, "SPLIT_K": 1, "num_warps": 8, "num_stages": 3}
 
 
 def reference_matmul(x: torch.Tensor, packed: PackedWeight) -> torch.Tensor:

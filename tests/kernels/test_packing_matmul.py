@@ -52,7 +52,7 @@ torch.manual_seed(0)
 fails = 0
 for bits in (2, 3, 4):
     for dtype in (torch.float16, torch.bfloat16):
-        for m in (1, 3, 17, 70):  # decode vector, decode dot, fused tiles, dequantize + matmul
+        for m in (1, 3, 17, 70, 130):  # decode vector, decode dot, fused 16-row tiles, fused 64-row tiles + split K, dequantize + matmul
             n, k, group = 72, 128, 64   # ragged N (not a multiple of BLOCK_N), odd M
             w = torch.randn(n, k) * 0.05
             q = quantize_hqq(w, bits, group, iters=2)
