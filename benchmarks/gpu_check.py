@@ -1,6 +1,6 @@
 """GPU correctness of every matmul path on full shapes, against float64.
 
-    PYTHONPATH=kernels python benchmarks/gpu_check.py
+    PYTHONPATH=kernels python benchmarks/gpu_check.py [--ms 1,4,16,64,300]
 
 Fresh random codes, scales, zeros and activations for every case; the output is poisoned with
 NaN before each run (`matmul(out=...)`), so an element a kernel fails to write shows up as NaN;
@@ -12,6 +12,7 @@ and bit-widths 1/5/6 take the default path only; fp16 and bf16; activations
 of scale 1 and 1000 (the PTX loop accumulates fp16 pairs). Prints failures and a summary.
 """
 
+import argparse
 import itertools
 
 import torch
@@ -40,11 +41,14 @@ def paths(m: int, n: int, k: int, bits: int, group: int) -> dict[str, dict | Non
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ms", default="1,4,16,64,300", help="row counts to check (the grouped launches run with M = 1)")
+    ms = tuple(int(v) for v in ap.parse_args().ms.split(","))
     torch.manual_seed(0)
     cases = fails = 0
     worst: dict[str, float] = {}
     for bits, (n, k, group), m, dtype, xscale in itertools.product(
-        (1, 2, 3, 4, 5, 6), SHAPES, (1, 4, 16, 64, 300), (torch.float16, torch.bfloat16), (1.0, 1000.0)
+        (1, 2, 3, 4, 5, 6), SHAPES, ms, (torch.float16, torch.bfloat16), (1.0, 1000.0)
     ):
         if (bits not in (2, 3, 4) and m != 1) or (xscale != 1.0 and m == 300):
             continue  # 1/5/6 bits: the M = 1 kernel only; the cuBLAS path has no fp16 pair sums
@@ -68,7 +72,7 @@ def main() -> None:
                 print(
                     f"FAIL bits={bits} {n}x{k} g{group} {key}: err {err:.2e} NaN {nan}{' (exact result overflows fp16)' if overflow else ''}"
                 )
-    for bits, dtype in itertools.product(((3, 3, 3), (2, 3, 4), (4, 2)), (torch.float16, torch.bfloat16)):  # grouped launch
+    for bits, dtype in itertools.product(((3, 3, 3), (2, 3, 4), (4, 2)) if 1 in ms else (), (torch.float16, torch.bfloat16)):  # grouped
         n = 11008 if len(bits) == 2 else 4096
         ps = []
         for b in bits:
