@@ -104,6 +104,19 @@ def time_peer(layers: list, x: torch.Tensor) -> float | None:
         return None
 
 
+def sweep_case(n: int, k: int, m: int, bits: int):
+    """One sweep case: distinct packed weight copies (together larger than L2, as a model's
+    layers stream from HBM), an fp16 input of m rows, its float64 result, and the fp16
+    `F.linear` time on as many fp16 weight copies."""
+    copies = max(2, min(8, int(200e6 // (n * k * 2))))
+    ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(copies)]
+    ps = [random_packed(n, k, bits) for _ in range(copies)]
+    x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+    ref = x.double() @ dequantize(ps[0], torch.float64).t()
+    t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
+    return ps, x, ref, t16
+
+
 def sweep_gemv() -> None:
     """M = 1, fp16 inputs (PTX inner loop): the default config against the best of a grid (tile
     width, waves of programs, warps, stages), K splits meeting through atomics (output zeroed
@@ -115,12 +128,7 @@ def sweep_gemv() -> None:
     print("| N x K | bits | fp16 us | default us | best atomics (cfg) us | best serial (cfg) us |")
     print("|---|---|---|---|---|---|")
     for (n, k), bits in itertools.product(SHAPES[:3], [2, 3, 4]):
-        copies = max(2, min(8, int(200e6 // (n * k * 2))))
-        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(copies)]
-        ps = [random_packed(n, k, bits) for _ in range(copies)]
-        x = torch.randn(1, k, device="cuda", dtype=torch.float16)
-        ref = x.double() @ dequantize(ps[0], torch.float64).t()
-        t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
+        ps, x, ref, t16 = sweep_case(n, k, 1, bits)
         t_default = time_cycle([lambda p=p: matmul(x, p) for p in ps])
         best = {0: (float("inf"), None), 1: (float("inf"), None)}
         for bn, waves, nw, ns, serial in itertools.product([128, 256], [2, 4, 8, 16], [2, 4], [1, 3], [0, 1]):
@@ -173,12 +181,7 @@ def sweep_ptx() -> None:
     print("| N x K | M | bits | fp16 us | shifted pairs us | FEW_SHIFTS us | ratio |")
     print("|---|---|---|---|---|---|---|")
     for (n, k), m, bits in itertools.product(SHAPES[:3], [1, 4], BITS):
-        copies = max(2, min(8, int(200e6 // (n * k * 2))))
-        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(copies)]
-        ps = [random_packed(n, k, bits) for _ in range(copies)]
-        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-        ref = x.double() @ dequantize(ps[0], torch.float64).t()
-        t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
+        ps, x, ref, t16 = sweep_case(n, k, m, bits)
         base = _tiling(m, n, k, bits, GROUP, x.device)
         t0 = _checked_time(x, ps, ref, {**base, "FEW_SHIFTS": 0})
         t1 = _checked_time(x, ps, ref, {**base, "FEW_SHIFTS": 1})
@@ -186,36 +189,26 @@ def sweep_ptx() -> None:
 
 
 def sweep_mid_m(ms: list[int]) -> None:
-    """fp16, M between the decode and prefill paths: the default (from DEQUANT_MIN_M rows on:
-    dequantize the layer, then cuBLAS) against the fused tensor-core kernel with split K so the
-    tiles fill the GPU. Each config checked against float64 first."""
+    """fp16, M between the decode and prefill paths: the default (`matmul`'s own choice), dequantize
+    + cuBLAS, and the fused tensor-core kernel over a grid of tiles with split K so the tiles fill
+    the GPU. Each config checked against float64 first."""
     import itertools
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print("| N x K | M | bits | fp16 us | default us | dequantize + cuBLAS us | best fused (cfg) us | best vs fp16 |")
     print("|---|---|---|---|---|---|---|---|")
     for (n, k), m, bits in itertools.product(SHAPES[:3], ms, BITS):
-        copies = max(2, min(8, int(200e6 // (n * k * 2))))
-        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(copies)]
-        ps = [random_packed(n, k, bits) for _ in range(copies)]
-        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-        ref = x.double() @ dequantize(ps[0], torch.float64).t()
-        t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
-        t_default = (
-            _checked_time(x, ps, ref, _tiling(m, n, k, bits, GROUP, x.device))
-            if m < 64
-            else time_cycle([lambda p=p: matmul(x, p) for p in ps])
-        )
+        ps, x, ref, t16 = sweep_case(n, k, m, bits)
+        t_default = _checked_time(x, ps, ref, None)
         t_deq = _checked_time(x, ps, ref, {"DEQUANT": 1})
-        best = (float("inf"), None)
+        grid = []
         for (bm, bn), waves, nw in itertools.product([(32, 64), (64, 64), (64, 128), (128, 128)], [1, 2, 4], [4, 8]):
             if bm > max(32, m) or (bn == 64 and nw == 8):
                 continue
             split = max(1, min(k // 64, -(-waves * sms // (-(-n // bn) * -(-m // bm)))))
             cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "SPLIT_K": split, "num_warps": nw, "num_stages": 3}
-            t = _checked_time(x, ps, ref, cfg)
-            if t < best[0]:
-                best = (t, {"BM": bm, "BN": bn, "waves": waves, "split": split, "warps": nw})
+            grid.append((cfg, {"BM": bm, "BN": bn, "waves": waves, "split": split, "warps": nw}))
+        best = _best_of(x, ps, ref, grid)
         fastest = min(t_default, t_deq, best[0])
         print(
             f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {t_default:.1f} | {t_deq:.1f} | {best[0]:.1f} {best[1]} | {t16 / fastest:.2f}x |",
@@ -233,22 +226,16 @@ def sweep_small_m() -> None:
     print("| N x K | M | bits | fp16 us | default us | default + SERIAL us | best ROWS4 (cfg) us | best vs fp16 |")
     print("|---|---|---|---|---|---|---|---|")
     for (n, k), m, bits in itertools.product(SHAPES[:3], [4, 16], [2, 3, 4]):
-        copies = max(2, min(8, int(200e6 // (n * k * 2))))
-        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(copies)]
-        ps = [random_packed(n, k, bits) for _ in range(copies)]
-        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-        t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
+        ps, x, ref, t16 = sweep_case(n, k, m, bits)
         t_default = time_cycle([lambda p=p: matmul(x, p) for p in ps])
-        ref = x.double() @ dequantize(ps[0], torch.float64).t()
         default_cfg = _tiling(m, n, k, bits, GROUP, x.device)
         t_serial = _checked_time(x, ps, ref, {**default_cfg, "SERIAL": 1})
-        best = (float("inf"), None)
+        grid = []
         for bn, waves, nw, serial in itertools.product([128, 256], [4, 8], [2, 4], [0, 1]):
             split = max(1, min(k // 128, -(-waves * sms // (-(-n // bn) * -(-m // 4)))))
             cfg = {"BLOCK_N": bn, "BLOCK_K": 128, "SPLIT_K": split, "num_warps": nw, "num_stages": 3, "ROWS4": 1, "SERIAL": serial}
-            t = _checked_time(x, ps, ref, cfg)
-            if t < best[0]:
-                best = (t, {"BN": bn, "waves": waves, "warps": nw, "serial": serial, "split": split})
+            grid.append((cfg, {"BN": bn, "waves": waves, "warps": nw, "serial": serial, "split": split}))
+        best = _best_of(x, ps, ref, grid)
         fastest = min(t_default, t_serial, best[0])
         print(
             f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {t_default:.1f} | {t_serial:.1f} | {best[0]:.1f} {best[1]} | {t16 / fastest:.2f}x |",
@@ -256,8 +243,19 @@ def sweep_small_m() -> None:
         )
 
 
-def _checked_time(x: torch.Tensor, ps: list, ref: torch.Tensor, cfg: dict) -> float:
-    """Microseconds of `cfg` (inf if it fails or its result is off by >= 1e-2 against float64)."""
+def _best_of(x: torch.Tensor, ps: list, ref: torch.Tensor, grid: list[tuple[dict, dict]]) -> tuple[float, dict | None]:
+    """(microseconds, label) of the fastest (config, label) in `grid`, each checked first."""
+    best: tuple[float, dict | None] = (float("inf"), None)
+    for cfg, label in grid:
+        t = _checked_time(x, ps, ref, cfg)
+        if t < best[0]:
+            best = (t, label)
+    return best
+
+
+def _checked_time(x: torch.Tensor, ps: list, ref: torch.Tensor, cfg: dict | None) -> float:
+    """Microseconds of `cfg` (None: matmul's own choice; inf if it fails or its result is off by
+    >= 1e-2 against float64)."""
     try:
         y = matmul(x, ps[0], cfg, out=torch.full((x.shape[0], ref.shape[1]), float("nan"), device="cuda", dtype=x.dtype))
         err = ((y.double() - ref).norm() / ref.norm()).item()
