@@ -208,12 +208,7 @@ def sweep_mid_m(ms: list[int]) -> None:
             split = max(1, min(k // 64, -(-waves * sms // (-(-n // bn) * -(-m // bm)))))
             cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "SPLIT_K": split, "num_warps": nw, "num_stages": 3}
             grid.append((cfg, {"BM": bm, "BN": bn, "waves": waves, "split": split, "warps": nw}))
-        best = _best_of(x, ps, ref, grid)
-        fastest = min(t_default, t_deq, best[0])
-        print(
-            f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {t_default:.1f} | {t_deq:.1f} | {best[0]:.1f} {best[1]} | {t16 / fastest:.2f}x |",
-            flush=True,
-        )
+        _print_best_row(n, k, m, bits, t16, [t_default, t_deq], _best_of(x, ps, ref, grid))
 
 
 def sweep_small_m() -> None:
@@ -235,12 +230,7 @@ def sweep_small_m() -> None:
             split = max(1, min(k // 128, -(-waves * sms // (-(-n // bn) * -(-m // 4)))))
             cfg = {"BLOCK_N": bn, "BLOCK_K": 128, "SPLIT_K": split, "num_warps": nw, "num_stages": 3, "ROWS4": 1, "SERIAL": serial}
             grid.append((cfg, {"BN": bn, "waves": waves, "warps": nw, "serial": serial, "split": split}))
-        best = _best_of(x, ps, ref, grid)
-        fastest = min(t_default, t_serial, best[0])
-        print(
-            f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {t_default:.1f} | {t_serial:.1f} | {best[0]:.1f} {best[1]} | {t16 / fastest:.2f}x |",
-            flush=True,
-        )
+        _print_best_row(n, k, m, bits, t16, [t_default, t_serial], _best_of(x, ps, ref, grid))
 
 
 def _best_of(x: torch.Tensor, ps: list, ref: torch.Tensor, grid: list[tuple[dict, dict]]) -> tuple[float, dict | None]:
@@ -251,6 +241,13 @@ def _best_of(x: torch.Tensor, ps: list, ref: torch.Tensor, grid: list[tuple[dict
         if t < best[0]:
             best = (t, label)
     return best
+
+
+def _print_best_row(n: int, k: int, m: int, bits: int, t16: float, times: list[float], best: tuple[float, dict | None]) -> None:
+    """A sweep's table row: fp16, the fixed variants, the best of the grid (with its config), and
+    the fastest of them all against fp16."""
+    cells = " | ".join(f"{t:.1f}" for t in times)
+    print(f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {cells} | {best[0]:.1f} {best[1]} | {t16 / min(*times, best[0]):.2f}x |", flush=True)
 
 
 def _checked_time(x: torch.Tensor, ps: list, ref: torch.Tensor, cfg: dict | None) -> float:
