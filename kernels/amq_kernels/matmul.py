@@ -11,7 +11,7 @@ Four paths; `matmul` picks by M (and bits, dtype):
   x . ((q - z) s) = s (x . q - z sum(x)), so they are applied once per word, not per code.
 - M in 2..4, fp16, 2/3 bits, `_gemv4_kernel` (ROWS4): the same, each word unpacked once for 4 rows.
 - M up to DEQUANT_MIN_M - 1 otherwise, `_packed_matmul_kernel`: code tiles are dequantized and
-  fed to `tl.dot` (tensor cores); 16-row tiles with split K up to M = 16.
+  fed to `tl.dot` (tensor cores); split K, 16-row tiles up to M = 16, 64 x 128 tiles above.
 - prefill (M >= DEQUANT_MIN_M): the layer is dequantized once into a 16-bit buffer
   (`_dequant_kernel`) and cuBLAS multiplies (the dequantization is amortized over the rows).
 
