@@ -211,6 +211,24 @@ def sweep_mid_m(ms: list[int]) -> None:
         _print_best_row(n, k, m, bits, t16, [t_default, t_deq], _best_of(x, ps, ref, grid))
 
 
+def sweep_pairs() -> None:
+    """fp16, tensor-core tiles (M = 16 and 64; M = 4 at 4 bits): the weight tile dequantized code
+    by code in fp32 (the default) against PAIRS (built pair by pair from the words, each pair one
+    lop3 + sub + fp16x2 fma in inline PTX), same tiles and K split. Each config checked first."""
+    import itertools
+
+    print("| N x K | M | bits | fp16 us | code by code us | PAIRS us | ratio | PAIRS vs fp16 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (n, k), m, bits in itertools.product(SHAPES[:3], [4, 16, 64], BITS):
+        if m == 4 and bits != 4:
+            continue  # ROWS4 there, no tiles
+        ps, x, ref, t16 = sweep_case(n, k, m, bits)
+        base = _tiling(m, n, k, bits, GROUP, x.device)
+        t0 = _checked_time(x, ps, ref, base)
+        t1 = _checked_time(x, ps, ref, {**base, "PAIRS": 1})
+        print(f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {t0:.1f} | {t1:.1f} | {t0 / t1:.2f}x | {t16 / t1:.2f}x |", flush=True)
+
+
 def sweep_small_m() -> None:
     """M = 4 and 16, fp16: the default (tensor-core tiles, atomics) against the same tiles with the
     serial split-K reduction and against the 4-rows-per-program kernel (ROWS4: each word unpacked
@@ -323,8 +341,12 @@ def main() -> None:
     ap.add_argument("--sweep-small-m", action="store_true", help="M = 2..16: tensor-core tiles vs ROWS4")
     ap.add_argument("--sweep-group", action="store_true", help="M = 1: q/k/v and gate/up separately vs in one launch")
     ap.add_argument("--sweep-ptx", action="store_true", help="M = 1 and 4: the PTX inner loop with fewer word shifts")
+    ap.add_argument("--sweep-pairs", action="store_true", help="M = 4..64 tiles: weights dequantized pair by pair in PTX")
     ap.add_argument("--sweep-mid-m", default=None, help="e.g. 32,64,256: fused tiles with split K vs dequantize + cuBLAS")
     args = ap.parse_args()
+    if args.sweep_pairs:
+        sweep_pairs()
+        return
     if args.sweep_mid_m:
         sweep_mid_m([int(v) for v in args.sweep_mid_m.split(",")])
         return

@@ -6,7 +6,7 @@ Fresh random codes, scales, zeros and activations for every case; the output is 
 NaN before each run (`matmul(out=...)`), so an element a kernel fails to write shows up as NaN;
 a case fails at relative error >= 1e-2 or any NaN. Paths: M = 1 (default tiles, serial split-K,
 exact fp32 inner loop instead of fp16-pair PTX, pairs shifted down instead of FEW_SHIFTS), M = 4 and 16 (tensor-core tiles with atomics and
-with serial split-K, ROWS4 with both), M = 64 (tensor-core tiles, split K), M = 300 (dequantize + cuBLAS), grouped launches (q/k/v, gate/up
+with serial split-K, ROWS4 with both, tiles built pair by pair), M = 64 (tensor-core tiles, split K, also pair by pair), M = 300 (dequantize + cuBLAS), grouped launches (q/k/v, gate/up
 at mixed bits); shapes with group 32/64
 and bit-widths 1/5/6 take the default path only; fp16 and bf16; activations
 of scale 1 and 1000 (the PTX loop accumulates fp16 pairs). Prints failures and a summary.
@@ -36,7 +36,16 @@ def paths(m: int, n: int, k: int, bits: int, group: int) -> dict[str, dict | Non
         }
     if m <= 16:
         rows4 = {"BLOCK_N": 128, "BLOCK_K": min(128, group), "SPLIT_K": 8, "num_warps": 4, "num_stages": 3, "ROWS4": 1}
-        return {"default": None, "serial": {**base, "SERIAL": 1}, "rows4": rows4, "rows4-serial": {**rows4, "SERIAL": 1}}
+        tiles = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "SPLIT_K": 8, "num_warps": 4, "num_stages": 3}
+        return {
+            "default": None,
+            "serial": {**base, "SERIAL": 1},
+            "rows4": rows4,
+            "rows4-serial": {**rows4, "SERIAL": 1},
+            "pairs": {**tiles, "PAIRS": 1},
+        }
+    if m < 128:
+        return {"default": None, "pairs": {**base, "PAIRS": 1}}
     return {"default": None}
 
 

@@ -104,6 +104,20 @@ def _pair_dot_ptx(w0: int, w1: int, rows: int = 1, few_shifts: bool = False) -> 
     return "\n".join(lines), constraints
 
 
+def _pair_dequant_ptx(w0: int, w1: int) -> tuple[str, str]:
+    """Inline PTX for the tensor-core tiles (TILE_PTX): one code pair of a word, already shifted
+    to the bottom (plus its high bits at 3 bits, shifted to sit above the low ones), to two fp16
+    weights (q - z) s: one lop3 (mask + fp16 exponent of 1024), one sub to q (exact), one fma
+    with the column's s and -z s. Operands: $0, $1 the fp16 weights (k, k + 1), then the word,
+    [the high-bit word], s in both halves, -z s in both halves. Returns (PTX, constraints)."""
+    lines = ["{", ".reg .b32 t, c;", "mov.b32 c, 0x64006400;", f"lop3.b32 t, $2, {((1 << w0) - 1) * 0x00010001:#010x}, c, 0xEA;"]
+    if w1:
+        lines.append(f"lop3.b32 t, $3, {((1 << w1) - 1) * 0x00010001 << w0:#010x}, t, 0xEA;")
+    first = 4 if w1 else 3
+    lines += ["sub.f16x2 t, t, c;", f"fma.rn.f16x2 t, t, ${first}, ${first + 1};", "mov.b32 {$0, $1}, t;", "}"]  # (f16x2: no immediates)
+    return "\n".join(lines), ",".join(["=h", "=h"] + ["r"] * (first - 2 + 2))
+
+
 if triton is not None:
 
     @triton.jit
@@ -164,12 +178,64 @@ if triton is not None:
             tl.store(out, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
+    def _dq_pair(w0, w1, s2, nzs2, s, z, j: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, DT: tl.constexpr,
+                 PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr):  # fmt: skip
+        """Code pair j of each word as weights (q - z) s in DT: (rows, BLOCK_N, 2), k then k + 1."""
+        if PTX:
+            if W1 > 0:
+                args = [w0 >> (j * W0), (w1 >> (j * W1)) << W0, s2, nzs2]
+            else:
+                args = [w0 >> (j * W0), s2, nzs2]
+            lo, hi = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=(tl.float16, tl.float16), is_pure=True, pack=1)
+        else:  # exact 128 + q in fp32 (_pair_f32), then the scale and zero
+            a, b = _pair_f32(w0, w1, j, W0, W1)
+            lo = ((a - (z + 128.0)[None, :]) * s[None, :]).to(DT)
+            hi = ((b - (z + 128.0)[None, :]) * s[None, :]).to(DT)
+        return tl.join(lo, hi)
+
+    @triton.jit
+    def _pair_tile(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, offs_n, mask_n, N, GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
+                   BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, DT: tl.constexpr,
+                   PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr):  # fmt: skip
+        """The (BLOCK_K, BLOCK_N) weight tile of one K step in DT, built pair by pair from the words
+        (as the decode kernels read them) instead of code by code: in PTX each pair of codes is
+        one lop3, one sub and one fp16x2 fma. The pairs of word row r hold k = r PER + 2 j + h;
+        joined as (r, n, h, j0, j1[, j2]) and permuted to k order."""
+        PER: tl.constexpr = 32 // W0
+        HALF: tl.constexpr = PER // 2
+        R: tl.constexpr = BLOCK_K // PER
+        w0, w1, s, z = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, tl.arange(0, R), offs_n, mask_n, N, GROUP, W0, W1)
+        if PTX:  # the column's s and -z s as fp16, in both halves of a b32
+            sb = s.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+            zb = (-(z * s)).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+            s2 = tl.broadcast_to((sb | (sb << 16))[None, :], (R, BLOCK_N))
+            nzs2 = tl.broadcast_to((zb | (zb << 16))[None, :], (R, BLOCK_N))
+        else:  # unused
+            s2 = w0
+            nzs2 = w0
+        p0 = _dq_pair(w0, w1, s2, nzs2, s, z, 0, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+        p1 = _dq_pair(w0, w1, s2, nzs2, s, z, 1, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+        p2 = _dq_pair(w0, w1, s2, nzs2, s, z, 2, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+        p3 = _dq_pair(w0, w1, s2, nzs2, s, z, 3, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+        if HALF == 4:
+            t = tl.join(tl.join(p0, p1), tl.join(p2, p3))  # (R, BLOCK_N, 2, 2, 2): r, n, h, j0, j1
+            w = tl.reshape(tl.permute(t, (0, 4, 3, 2, 1)), (BLOCK_K, BLOCK_N))
+        else:
+            p4 = _dq_pair(w0, w1, s2, nzs2, s, z, 4, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+            p5 = _dq_pair(w0, w1, s2, nzs2, s, z, 5, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+            p6 = _dq_pair(w0, w1, s2, nzs2, s, z, 6, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+            p7 = _dq_pair(w0, w1, s2, nzs2, s, z, 7, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+            t = tl.join(tl.join(tl.join(p0, p1), tl.join(p2, p3)), tl.join(tl.join(p4, p5), tl.join(p6, p7)))
+            w = tl.reshape(tl.permute(t, (0, 5, 4, 3, 2, 1)), (BLOCK_K, BLOCK_N))
+        return w
+
+    @triton.jit
     def _packed_matmul_kernel(
         x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr,
         M, N, K, stride_xm, stride_ym,
         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, DOT_FP32: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K,
-        REDUCE: tl.constexpr,
+        REDUCE: tl.constexpr, PAIRS: tl.constexpr, PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
     ):  # fmt: skip
         # --- tile map: (n tile, m tile, k split) ---------------------------------------
         pid_n = tl.program_id(0)
@@ -185,17 +251,21 @@ if triton is not None:
         # (measured faster here than factoring the scale out) ---------------------------------
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(k_start, k_end, BLOCK_K):
-            q = _codes_f32(p0_ptr, p1_ptr, k0, offs_n, mask_n, N, W0, W1, BLOCK_K, BLOCK_N)
-            g = k0 // GROUP
-            s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
             offs_k = k0 + tl.arange(0, BLOCK_K)
-            w = q * s[None, :] - (z * s)[None, :]
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
+            if PAIRS:  # the tile assembled from dequantized code pairs (fp16 PTX on CUDA)
+                w = _pair_tile(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, offs_n, mask_n, N, GROUP, W0, W1, BLOCK_K, BLOCK_N,
+                               tl.float32 if DOT_FP32 else x.dtype, PTX, PTX_SRC, PTX_ARGS)  # fmt: skip
+            else:
+                q = _codes_f32(p0_ptr, p1_ptr, k0, offs_n, mask_n, N, W0, W1, BLOCK_K, BLOCK_N)
+                g = k0 // GROUP
+                s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+                z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+                w = (q * s[None, :] - (z * s)[None, :]).to(tl.float32 if DOT_FP32 else x.dtype)
             if DOT_FP32:
                 acc = tl.dot(x.to(tl.float32), w, acc)
             else:
-                acc = tl.dot(x, w.to(x.dtype), acc)
+                acc = tl.dot(x, w, acc)
 
         # --- epilogue: a direct store, or the K splits' partials summed (_epilogue) ----------
         _epilogue(acc, y_ptr, ws_ptr, lock_ptr, offs_m, offs_n, M, N, stride_ym,
@@ -562,7 +632,7 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     use_ptx = bool(cfg.pop("PTX", 1)) and _ptx_ok(x2, widths)
     few_shifts = bool(cfg.pop("FEW_SHIFTS", 0))
     rows = 1 if m == 1 else 4
-    for key in ("BLOCK_M", "ROWS4"):
+    for key in ("BLOCK_M", "ROWS4", "PAIRS"):
         cfg.pop(key, None)
     grid = (triton.cdiv(n, block_n), triton.cdiv(m, rows), split)
     y, ws, lock, reduce = _outputs(x2, n, split, _reduction(cfg, split), grid[0] * grid[1], out)
@@ -655,6 +725,10 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
         grid = (triton.cdiv(n, cfg["BLOCK_N"]), triton.cdiv(m, cfg["BLOCK_M"]), split)
         y, ws, lock, reduce = _outputs(x2, n, split, _reduction(cfg, split), grid[0] * grid[1], out)
         p1 = packed.planes[1] if len(widths) > 1 else packed.planes[0]
+        pairs = bool(cfg.pop("PAIRS", 0)) and widths in ([4], [2], [2, 1])  # opt-in: tiles built pair by pair
+        use_ptx = pairs and _ptx_ok(x2, widths)
+        src, args = _pair_dequant_ptx(widths[0], widths[1] if len(widths) > 1 else 0) if use_ptx else ("", "")
+        cfg.update(PAIRS=pairs, PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args)
         _packed_matmul_kernel[grid](
             x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock,
             m, n, k, x2.stride(0), y.stride(0), SPLIT_K=split, REDUCE=reduce,

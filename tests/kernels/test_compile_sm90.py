@@ -85,6 +85,14 @@ def test_tile_and_dequant_kernels_compile_for_sm90(bits):
         "BLOCK_N": 64,
         "BLOCK_K": 128,
         "REDUCE": "serial",
+        "PAIRS": False,
+        "PTX": False,
+        "PTX_SRC": "",
+        "PTX_ARGS": "",
     }
     _compile(mm._packed_matmul_kernel, tiles)
+    if bits in (2, 3, 4):  # tiles built pair by pair, the pairs dequantized in inline PTX
+        src, cons = mm._pair_dequant_ptx(w0, w1)
+        ptx = _compile(mm._packed_matmul_kernel, {**tiles, "PAIRS": True, "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons})
+        assert "sub.f16x2" in ptx and "mma" in ptx  # the PTX feeds the tensor cores
     _compile(mm._dequant_kernel, {"GROUP": 128, "W0": w0, "W1": w1, "BLOCK_K": 64, "BLOCK_N": 128})

@@ -1,6 +1,7 @@
-"""The M = 1 kernel's inline PTX (fp16 pairs), run by a small emulator of the instructions it
-uses on packed words from `pack_planes`: the interpreter cannot run inline PTX, so this is
-what ties the PTX to the packing layout on a machine without a GPU."""
+"""The kernels' inline PTX (fp16 pairs: the decode kernels' dot, the tiles' dequantization), run
+by a small emulator of the instructions it uses on packed words from `pack_planes`: the
+interpreter cannot run inline PTX, so this is what ties the PTX to the packing layout on a
+machine without a GPU."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from amq_kernels.matmul import _pair_dot_ptx
+from amq_kernels.matmul import _pair_dequant_ptx, _pair_dot_ptx
 from amq_kernels.packing import pack_planes
 
 
@@ -58,6 +59,9 @@ def run_ptx(src: str, operands: list[int], outputs: int = 1) -> list[float]:
         elif op == "fma.rn.f16x2":  # one rounding per half: exact in float64, then to fp16
             parts = [_f16x2(val(t)) for t in a]
             regs[d] = _pack16(*(np.float16(float(parts[0][h]) * float(parts[1][h]) + float(parts[2][h])) for h in (0, 1)))
+        elif op == "sub.f16x2":
+            parts = [_f16x2(val(t)) for t in a]
+            regs[d] = _pack16(*(np.float16(float(parts[0][h]) - float(parts[1][h])) for h in (0, 1)))
         elif op == "cvt.f32.f16":
             regs[d] = np.float32(regs[a[0]])
         elif op == "add.f32":
@@ -95,3 +99,29 @@ def test_pair_ptx_matches_codes(bits, rows, few_shifts):
                 want = float((q * xs[m].astype(np.float64)).sum() / 16)
                 scale = float((q * np.abs(xs[m].astype(np.float64))).sum() / 16) + 1e-6
                 assert abs(got[m] - want) <= 2e-3 * scale, (bits, trial, r, m, got[m], want)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_pair_dequant_ptx_matches_codes(bits):
+    """(q - z) s for each code pair of the words `pack_planes` writes, as the tiles (PAIRS) call it."""
+    g = torch.Generator().manual_seed(10 + bits)
+    w0, w1 = (4, 0) if bits == 4 else (2, 1 if bits == 3 else 0)
+    per = 32 // w0
+    src, constraints = _pair_dequant_ptx(w0, w1)
+    assert constraints.count(",") + 1 == 2 + (2 if w1 else 1) + 2  # two fp16 outputs, the words, s, -z s
+    for trial in range(10):
+        codes = torch.randint(0, 2**bits, (1, 32), generator=g, dtype=torch.uint8)
+        s = np.float16(np.exp(np.random.default_rng(trial).uniform(-8, 2)))
+        z = np.float16(np.random.default_rng(trial + 1).uniform(0, 2**bits - 1))
+        s2, nzs2 = _pack16(s, s), _pack16(np.float16(-float(z) * float(s)), np.float16(-float(z) * float(s)))
+        planes = pack_planes(codes, bits)
+        for r in range(32 // per):
+            word = int(planes[0][r, 0]) & 0xFFFFFFFF
+            hi = (int(planes[1][0, 0]) >> (r % 2) * 8) & 0xFFFFFFFF if w1 else 0  # as _step_words shifts it
+            for j in range(per // 2):
+                ops = [word >> (j * w0)] + ([((hi >> (j * w1)) << w0) & 0xFFFFFFFF] if w1 else []) + [s2, nzs2]
+                got = run_ptx(src, ops, 2)
+                for h in (0, 1):
+                    q = float(codes[0, r * per + 2 * j + h])
+                    want = (q - float(z)) * float(s)
+                    assert abs(got[h] - want) <= 2e-3 * (2**bits) * float(s), (bits, trial, r, j, h, got[h], want)
