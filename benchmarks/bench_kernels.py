@@ -20,6 +20,7 @@ from amq_kernels.matmul import _tiling, matmul, matmul_group
 from amq_kernels.packing import dequantize, pack
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 5120), (13824, 5120), (5120, 13824)]  # (N out, K in)
+SWEEP_SHAPES = SHAPES[:3]  # the sweeps' shapes (Llama-2-7B's); --shapes replaces them
 MS = [1, 4, 16, 64, 256, 2048]
 BITS = [2, 3, 4]
 GROUP = 128
@@ -127,7 +128,7 @@ def sweep_gemv() -> None:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print("| N x K | bits | fp16 us | default us | best atomics (cfg) us | best serial (cfg) us |")
     print("|---|---|---|---|---|---|")
-    for (n, k), bits in itertools.product(SHAPES[:3], [2, 3, 4]):
+    for (n, k), bits in itertools.product(SWEEP_SHAPES, [2, 3, 4]):
         ps, x, ref, t16 = sweep_case(n, k, 1, bits)
         t_default = time_cycle([lambda p=p: matmul(x, p) for p in ps])
         best = {0: (float("inf"), None), 1: (float("inf"), None)}
@@ -180,7 +181,7 @@ def sweep_ptx() -> None:
 
     print("| N x K | M | bits | fp16 us | shifted pairs us | FEW_SHIFTS us | ratio |")
     print("|---|---|---|---|---|---|---|")
-    for (n, k), m, bits in itertools.product(SHAPES[:3], [1, 4], BITS):
+    for (n, k), m, bits in itertools.product(SWEEP_SHAPES, [1, 4], BITS):
         ps, x, ref, t16 = sweep_case(n, k, m, bits)
         base = _tiling(m, n, k, bits, GROUP, x.device)
         t0 = _checked_time(x, ps, ref, {**base, "FEW_SHIFTS": 0})
@@ -197,7 +198,7 @@ def sweep_mid_m(ms: list[int]) -> None:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print("| N x K | M | bits | fp16 us | default us | dequantize + cuBLAS us | best fused (cfg) us | best vs fp16 |")
     print("|---|---|---|---|---|---|---|---|")
-    for (n, k), m, bits in itertools.product(SHAPES[:3], ms, BITS):
+    for (n, k), m, bits in itertools.product(SWEEP_SHAPES, ms, BITS):
         ps, x, ref, t16 = sweep_case(n, k, m, bits)
         t_default = _checked_time(x, ps, ref, None)
         t_deq = _checked_time(x, ps, ref, {"DEQUANT": 1})
@@ -219,7 +220,7 @@ def sweep_pairs() -> None:
 
     print("| N x K | M | bits | fp16 us | code by code us | PAIRS us | ratio | PAIRS vs fp16 |")
     print("|---|---|---|---|---|---|---|---|")
-    for (n, k), m, bits in itertools.product(SHAPES[:3], [4, 16, 64], BITS):
+    for (n, k), m, bits in itertools.product(SWEEP_SHAPES, [4, 16, 64], BITS):
         if m == 4 and bits != 4:
             continue  # ROWS4 there, no tiles
         ps, x, ref, t16 = sweep_case(n, k, m, bits)
@@ -238,7 +239,7 @@ def sweep_small_m() -> None:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print("| N x K | M | bits | fp16 us | default us | default + SERIAL us | best ROWS4 (cfg) us | best vs fp16 |")
     print("|---|---|---|---|---|---|---|---|")
-    for (n, k), m, bits in itertools.product(SHAPES[:3], [4, 16], [2, 3, 4]):
+    for (n, k), m, bits in itertools.product(SWEEP_SHAPES, [4, 16], [2, 3, 4]):
         ps, x, ref, t16 = sweep_case(n, k, m, bits)
         t_default = time_cycle([lambda p=p: matmul(x, p) for p in ps])
         default_cfg = _tiling(m, n, k, bits, GROUP, x.device)
@@ -290,7 +291,7 @@ def sweep(ms: list[int]) -> None:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print("| N x K | M | bits | best config | us | fp16 us | speedup | default us |")
     print("|---|---|---|---|---|---|---|---|")
-    for (n, k), m, bits in itertools.product(SHAPES[:3], ms, [2, 3, 4]):
+    for (n, k), m, bits in itertools.product(SWEEP_SHAPES, ms, [2, 3, 4]):
         ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(4)]
         ps = [random_packed(n, k, bits) for _ in range(4)]
         x = torch.randn(m, k, device="cuda", dtype=torch.float16)
@@ -332,7 +333,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweep", action="store_true", help="search tile configs instead of the table")
     ap.add_argument("--quick", action="store_true", help="Llama-2-7B shapes and M in {1, 16, 2048} only")
-    ap.add_argument("--shapes", default=None, help="only these N x K, e.g. 4096x11008,5120x5120 (to finish a cut run)")
+    ap.add_argument("--shapes", default=None, help="only these N x K, e.g. 4096x11008,5120x5120 (the table and the sweeps)")
     ap.add_argument("--ms", default=None, help="only these row counts M, e.g. 1,16,2048")
     ap.add_argument("--no-check", action="store_true", help="skip the correctness block")
     ap.add_argument("--sweep-m", default="1,16,2048", help="row counts the sweep covers")
@@ -344,6 +345,9 @@ def main() -> None:
     ap.add_argument("--sweep-pairs", action="store_true", help="M = 4..64 tiles: weights dequantized pair by pair in PTX")
     ap.add_argument("--sweep-mid-m", default=None, help="e.g. 32,64,256: fused tiles with split K vs dequantize + cuBLAS")
     args = ap.parse_args()
+    if args.shapes:
+        global SWEEP_SHAPES
+        SWEEP_SHAPES = [tuple(int(v) for v in sh.split("x")) for sh in args.shapes.split(",")]
     if args.sweep_pairs:
         sweep_pairs()
         return
@@ -365,9 +369,7 @@ def main() -> None:
     if args.sweep:
         sweep([int(v) for v in args.sweep_m.split(",")])
         return
-    shapes = SHAPES[:3] if args.quick else SHAPES
-    if args.shapes:
-        shapes = [tuple(int(v) for v in sh.split("x")) for sh in args.shapes.split(",")]
+    shapes = SWEEP_SHAPES if args.shapes else SHAPES[:3] if args.quick else SHAPES
     ms = [1, 16, 2048] if args.quick else MS
     if args.ms:
         ms = [int(v) for v in args.ms.split(",")]
