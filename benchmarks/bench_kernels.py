@@ -336,6 +336,7 @@ def main() -> None:
     ap.add_argument("--shapes", default=None, help="only these N x K, e.g. 4096x11008,5120x5120 (the table and the sweeps)")
     ap.add_argument("--ms", default=None, help="only these row counts M, e.g. 1,16,2048")
     ap.add_argument("--no-check", action="store_true", help="skip the correctness block")
+    ap.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16", help="activations, and the baseline's weights")
     ap.add_argument("--sweep-m", default="1,16,2048", help="row counts the sweep covers")
     ap.add_argument("--peers", action="store_true", help="also time bitsandbytes NF4 and gemlite where they run the setting")
     ap.add_argument("--sweep-gemv", action="store_true", help="M = 1 kernel variants and tiles")
@@ -373,13 +374,16 @@ def main() -> None:
     ms = [1, 16, 2048] if args.quick else MS
     if args.ms:
         ms = [int(v) for v in args.ms.split(",")]
+    if args.peers and args.dtype != "fp16":
+        ap.error("--peers runs with fp16 activations only")
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     dev = torch.cuda.get_device_name()
     bw = copy_bandwidth()
 
     print(f"# Mixed-bit matmul on {dev}\n")
     print(
         f"Command: `PYTHONPATH=kernels python benchmarks/bench_kernels.py{' --quick' if args.quick else ''}"
-        f"{' --peers' if args.peers else ''}{f' --shapes {args.shapes}' if args.shapes else ''}{f' --ms {args.ms}' if args.ms else ''}{' --no-check' if args.no_check else ''}`; torch {torch.__version__}, triton {triton.__version__}."
+        f"{' --peers' if args.peers else ''}{f' --shapes {args.shapes}' if args.shapes else ''}{f' --ms {args.ms}' if args.ms else ''}{f' --dtype {args.dtype}' if args.dtype != 'fp16' else ''}{' --no-check' if args.no_check else ''}`; torch {torch.__version__}, triton {triton.__version__}."
     )
     print(f"Copy bandwidth measured in this run: {bw:.0f} GB/s (read + write).\n")
 
@@ -397,14 +401,14 @@ def main() -> None:
 
     # --- timing ---------------------------------------------------------------------------
     peer_cols = " bnb NF4 us | ours vs bnb | gemlite us | ours vs gemlite |" if args.peers else ""
-    print("| N x K | M | bits | ours us | fp16 us | speedup | ours GB/s | % of copy BW |" + peer_cols)
+    print(f"| N x K | M | bits | ours us | {args.dtype} us | speedup | ours GB/s | % of copy BW |" + peer_cols)
     print("|---|---|---|---|---|---|---|---|" + "---|" * (4 if args.peers else 0))
     for n, k in shapes:
         copies = max(2, min(8, int(200e6 // (n * k * 2))))  # > L2 for the fp16 weights
-        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02 for _ in range(copies)]
+        ws = [torch.randn(n, k, device="cuda", dtype=dtype) * 0.02 for _ in range(copies)]
         peers = {b: peer_layers(n, k, b, copies) for b in BITS} if args.peers else {}
         for m in ms:
-            x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+            x = torch.randn(m, k, device="cuda", dtype=dtype)
             t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
             for bits in BITS:
                 ps = [random_packed(n, k, bits) for _ in range(copies)]

@@ -4,6 +4,7 @@ middle of an evaluation. The final archive must equal a single-process run's."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -45,6 +46,15 @@ def postgres():
     shutil.rmtree(state, ignore_errors=True)
 
 
+@functools.cache
+def _storage(url: str):
+    """One storage (one connection pool) per server for the test's own reads: a new one for every
+    poll leaves pooled connections open until the server refuses more ("too many clients")."""
+    import optuna
+
+    return optuna.storages.RDBStorage(url)
+
+
 def _archive(run_dir: Path) -> dict[tuple, float]:
     rows = [json.loads(line) for line in (run_dir / "archive.jsonl").read_text().splitlines()]
     return {tuple(r["plan"]): r["divergence"] for r in rows}
@@ -54,7 +64,7 @@ def _running_of(url: str, study: str, worker_pid: int) -> bool:
     import optuna
     from optuna.trial import TrialState
 
-    st = optuna.load_study(study_name=study, storage=url)
+    st = optuna.load_study(study_name=study, storage=_storage(url))
     return any(t.user_attrs.get("worker", "").endswith(f":{worker_pid}") for t in st.get_trials(states=(TrialState.RUNNING,)))
 
 
@@ -96,7 +106,7 @@ def test_driver_and_three_workers_with_one_killed_equal_a_single_process_run(tmp
 
     import optuna
 
-    trials = optuna.load_study(study_name=study, storage=postgres).get_trials()
+    trials = optuna.load_study(study_name=study, storage=_storage(postgres)).get_trials()
     assert any(t.state.name == "FAIL" and str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}") for t in trials)
     by_worker = {t.user_attrs.get("worker", "").split(":")[-1] for t in trials if t.state.name == "COMPLETE"}
     assert len(by_worker - {"driver"}) >= 2  # workers did real work
@@ -112,7 +122,7 @@ def _count_iteration(url: str, study: str, it: int) -> int:
     from optuna.trial import TrialState
 
     try:
-        st = optuna.load_study(study_name=study, storage=url)
+        st = optuna.load_study(study_name=study, storage=_storage(url))
     except KeyError:
         return 0
     return sum(t.user_attrs.get("iteration") == it for t in st.get_trials(states=(TrialState.COMPLETE,)))
@@ -135,13 +145,17 @@ def test_killed_driver_resumes_from_the_database(tmp_path, small_model_dir, post
     proc.wait()
     import optuna
 
-    before = {t.number: t.values for t in optuna.load_study(study_name=study, storage=postgres).get_trials() if t.state.name == "COMPLETE"}
+    before = {
+        t.number: t.values
+        for t in optuna.load_study(study_name=study, storage=_storage(postgres)).get_trials()
+        if t.state.name == "COMPLETE"
+    }
 
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)  # without resume: refused
     assert again.returncode == 2 and "resume=true" in again.stderr
     r = subprocess.run([*cmd, "resume=true"], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    trials = optuna.load_study(study_name=study, storage=postgres).get_trials()
+    trials = optuna.load_study(study_name=study, storage=_storage(postgres)).get_trials()
     done = [t for t in trials if t.state.name == "COMPLETE"]
     plans = [tuple(sorted(t.params.items())) for t in done]
     assert len(plans) == len(set(plans))  # every plan evaluated exactly once
