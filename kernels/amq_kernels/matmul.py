@@ -693,6 +693,22 @@ def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4
     return y.to(x.dtype).reshape(*lead, sum(ns))
 
 
+# The keys a `matmul` config may hold (sweeps and tests pass their own; `_tiling` makes the defaults)
+_CONFIG_KEYS = {"BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT_K", "num_warps", "num_stages", "SERIAL", "PTX", "FEW_SHIFTS", "ROWS4", "DEQUANT"}
+
+
+def _check_config(config: dict[str, int], m: int) -> None:
+    """A clear error for a config with a misspelt or missing key, instead of one from inside Triton."""
+    unknown = set(config) - _CONFIG_KEYS
+    if unknown:
+        raise ValueError(f"unknown matmul config keys {sorted(unknown)}; known: {sorted(_CONFIG_KEYS)}")
+    if config.get("DEQUANT"):
+        return
+    need = {"BLOCK_N", "BLOCK_K", "SPLIT_K"} | ({"BLOCK_M"} if m > 1 and not config.get("ROWS4") else set())
+    if need - set(config):
+        raise ValueError(f"matmul config lacks {sorted(need - set(config))} (M = {m}); got {config}")
+
+
 def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """x (..., K) fp16/bf16 -> (..., N), with W from `packed`; picks the decode or fused tiling,
     or for M >= DEQUANT_MIN_M dequantizes once and uses cuBLAS (`config` overrides the choice,
@@ -712,6 +728,8 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
     m, k, n = x2.shape[0], packed.in_features, packed.out_features
     if out is not None and (out.shape != (m, n) or out.dtype != x.dtype or not out.is_contiguous() or out.device != x.device):
         raise ValueError(f"out must be a contiguous ({m}, {n}) {x.dtype} tensor on {x.device}, got {tuple(out.shape)} {out.dtype}")
+    if config is not None:
+        _check_config(config, m)
     if (config or {}).get("DEQUANT") or (config is None and m >= DEQUANT_MIN_M):
         w = dequantize_triton(packed, x.dtype)
         return (torch.mm(x2, w, out=out) if out is not None else x2 @ w).reshape(*lead, n)

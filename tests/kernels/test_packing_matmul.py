@@ -35,6 +35,20 @@ def test_plane_widths():
         plane_widths(9)
 
 
+def test_matmul_names_a_bad_config_key():
+    pytest.importorskip("triton")
+    from amq_kernels.matmul import matmul
+
+    _, p = _packed(64, 256, 2, 128)
+    x = torch.randn(1, 256).half()
+    with pytest.raises(ValueError, match="SERAIL"):
+        matmul(x, p, {"BLOCK_N": 64, "BLOCK_K": 128, "SPLIT_K": 1, "SERAIL": 1})
+    with pytest.raises(ValueError, match="BLOCK_K"):
+        matmul(x, p, {"BLOCK_N": 64, "SPLIT_K": 1})
+    with pytest.raises(ValueError, match="BLOCK_M"):  # the tensor-core tiles need their row count
+        matmul(torch.randn(8, 256).half(), p, {"BLOCK_N": 64, "BLOCK_K": 128, "SPLIT_K": 1})
+
+
 def test_cost_model_matches_packed_bytes():
     from amq.cost import layer_bytes
 
