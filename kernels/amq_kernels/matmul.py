@@ -694,7 +694,20 @@ def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4
 
 
 # The keys a `matmul` config may hold (sweeps and tests pass their own; `_tiling` makes the defaults)
-_CONFIG_KEYS = {"BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT_K", "num_warps", "num_stages", "SERIAL", "PTX", "FEW_SHIFTS", "ROWS4", "DEQUANT"}
+_CONFIG_KEYS = {
+    "BLOCK_M",
+    "BLOCK_N",
+    "BLOCK_K",
+    "SPLIT_K",
+    "num_warps",
+    "num_stages",
+    "SERIAL",
+    "PTX",
+    "FEW_SHIFTS",
+    "ROWS4",
+    "DEQUANT",
+    "PAIRS",
+}
 
 
 def _check_config(config: dict[str, int], m: int) -> None:
