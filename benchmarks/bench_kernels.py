@@ -131,10 +131,11 @@ def sweep_gemv() -> None:
     for (n, k), bits in itertools.product(SWEEP_SHAPES, [2, 3, 4]):
         ps, x, ref, t16 = sweep_case(n, k, 1, bits)
         t_default = time_cycle([lambda p=p: matmul(x, p) for p in ps])
+        few = _tiling(1, n, k, bits, GROUP, x.device)["FEW_SHIFTS"]  # the default's inner loop: tiles alone vary
         best = {0: (float("inf"), None), 1: (float("inf"), None)}
         for bn, waves, nw, ns, serial in itertools.product([128, 256], [2, 4, 8, 16], [2, 4], [1, 3], [0, 1]):
             split = max(1, min(k // 128, -(-waves * sms // -(-n // bn))))
-            cfg = {"BLOCK_N": bn, "BLOCK_K": 128, "SPLIT_K": split, "num_warps": nw, "num_stages": ns, "SERIAL": serial}
+            cfg = {"BLOCK_N": bn, "BLOCK_K": 128, "SPLIT_K": split, "num_warps": nw, "num_stages": ns, "SERIAL": serial, "FEW_SHIFTS": few}
             t = _checked_time(x, ps, ref, cfg)
             if t < best[serial][0]:
                 best[serial] = (t, {"BN": bn, "waves": waves, "warps": nw, "stages": ns, "split": split})

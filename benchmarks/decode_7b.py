@@ -35,13 +35,14 @@ from amq_kernels.linear import group_shared_inputs  # noqa: E402
 
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)
 PROMPT, NEW = 128, 128
+CACHE_LEN = PROMPT + NEW + 8  # the static KV cache's positions
 
 
 def kv_cache_gb(batch: int) -> float:
-    """The static KV cache decode() allocates: keys and values, every layer, PROMPT + NEW + 8 positions, fp16."""
+    """The static KV cache decode() allocates: keys and values, every layer, CACHE_LEN positions, fp16."""
     c = LLAMA2_7B
     head_dim = c["hidden_size"] // c["num_attention_heads"]
-    return 2 * c["num_hidden_layers"] * batch * (PROMPT + NEW + 8) * c["num_key_value_heads"] * head_dim * 2 / 1e9
+    return 2 * c["num_hidden_layers"] * batch * CACHE_LEN * c["num_key_value_heads"] * head_dim * 2 / 1e9
 
 
 def build():
@@ -92,7 +93,7 @@ def decode(model, batch: int, compile_step: bool = False) -> tuple[float, float,
     from transformers import StaticCache
 
     torch.cuda.reset_peak_memory_stats()
-    cache = StaticCache(config=model.config, max_cache_len=PROMPT + NEW + 8)
+    cache = StaticCache(config=model.config, max_cache_len=CACHE_LEN)
     ids = torch.randint(0, 32000, (batch, PROMPT), device="cuda")
     model(input_ids=ids, past_key_values=cache, cache_position=torch.arange(PROMPT, device="cuda"), use_cache=True)
     tok = torch.zeros(batch, 1, dtype=torch.long, device="cuda")

@@ -521,6 +521,12 @@ def _atomic_16bit(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0)
 
 
+def _few_shifts(bits: int) -> bool:
+    """The decode PTX with one word shift (FEW_SHIFTS) at M = 1, alone or grouped: 1.04-1.15x at
+    2/3 bits, 0.95-1.03x at 4 (kernels_ptx_sweep.md)."""
+    return bits <= 3
+
+
 def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device, dtype: torch.dtype = torch.float16) -> dict[str, int]:
     """A small fixed config list, picked by shape (swept on H100: kernels_gemv_sweep.md for M = 1,
     kernels_small_m_sweep.md for M = 4 and 16, kernels.md else)."""
@@ -529,8 +535,14 @@ def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device,
     if m == 1:  # 2 warps and 8 waves of programs at 2 bits, 2 warps / 4 waves at 3, 4 / 4 at 4 (kernels_gemv_sweep.md)
         waves, warps = (8, 2) if bits <= 2 else (4, 2) if bits == 3 else (4, 4)
         split = max(1, min(steps, -(-waves * _sm_count(device) // -(-n // 256))))
-        # FEW_SHIFTS: 1.04-1.15x at 2/3 bits, 0.95-1.03x at 4 (kernels_ptx_sweep.md)
-        return {"BLOCK_N": 256, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": warps, "num_stages": 3, "FEW_SHIFTS": int(bits <= 3)}
+        return {
+            "BLOCK_N": 256,
+            "BLOCK_K": block_k,
+            "SPLIT_K": split,
+            "num_warps": warps,
+            "num_stages": 3,
+            "FEW_SHIFTS": int(_few_shifts(bits)),
+        }
     if m <= 4 and bits <= 3 and dtype == torch.float16:  # ROWS4 beat the tensor-core tiles by 1.04-1.25x at M = 4
         split = max(1, min(steps, -(-4 * _sm_count(device) // -(-n // 128))))
         return {"BLOCK_N": 128, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": 2, "num_stages": 3, "ROWS4": 1}
@@ -605,7 +617,7 @@ def _reduction(cfg: dict[str, int], split: int) -> str:
 
 
 def _outputs(x2: torch.Tensor, n: int, split: int, reduce: str, tiles: int, out: torch.Tensor | None):
-    """(y, workspace, counters, reduce) for a launch over `split` K splits: y is `out` (or new),
+    """(y, workspace, counters) for a launch whose `split` K splits meet by `reduce`: y is `out` (or new),
     zeroed only when the splits meet through atomics in it; the serial reduction's fp32 workspace."""
     m = x2.shape[0]
     atomic = reduce == "atomic"
@@ -619,7 +631,7 @@ def _outputs(x2: torch.Tensor, n: int, split: int, reduce: str, tiles: int, out:
     if reduce == "serial":
         ws = torch.empty(split, m, n, device=x2.device, dtype=torch.float32)
         lock = _tile_locks(x2.device, tiles)
-    return y, ws, lock, reduce
+    return y, ws, lock
 
 
 def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[str, int], out) -> torch.Tensor:
@@ -635,7 +647,8 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     for key in ("BLOCK_M", "ROWS4", "PAIRS"):
         cfg.pop(key, None)
     grid = (triton.cdiv(n, block_n), triton.cdiv(m, rows), split)
-    y, ws, lock, reduce = _outputs(x2, n, split, _reduction(cfg, split), grid[0] * grid[1], out)
+    reduce = _reduction(cfg, split)
+    y, ws, lock = _outputs(x2, n, split, reduce, grid[0] * grid[1], out)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
     src, args = _pair_dot_ptx(w0, w1, rows, few_shifts) if use_ptx else ("", "")
     p1 = packed.planes[1] if w1 else packed.planes[0]
@@ -675,13 +688,14 @@ def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4
     split = _split(k, block_k, max(1, -(-4 * _sm_count(x.device) // tiles)), group)  # ~4 waves, as for one layer
     if out is not None and (out.shape != (1, sum(ns)) or out.dtype != x.dtype or not out.is_contiguous()):
         raise ValueError(f"out must be a contiguous (1, {sum(ns)}) {x.dtype} tensor")
-    y, _, _, reduce = _outputs(x2, sum(ns), split, "atomic" if split > 1 else "store", tiles, out)
+    reduce = _reduction({}, split)
+    y, _, _ = _outputs(x2, sum(ns), split, reduce, tiles, out)
     use_ptx = all(_ptx_ok(x2, w) for w in widths)
     segs = [(w[0], w[1] if len(w) > 1 else 0) for w in widths]
     args, consts = [], {}
     for name, p, (w0, w1) in zip("ABC", [*packed, packed[0]], [*segs, (0, 0)], strict=False):  # C = A, unused, for 2
         args += [p.planes[0], p.planes[1] if w1 else p.planes[0], p.scales, p.zeros]
-        src, cons = _pair_dot_ptx(w0, w1, few_shifts=w0 + w1 <= 3) if use_ptx and w0 else ("", "")  # as `_tiling` at M = 1
+        src, cons = _pair_dot_ptx(w0, w1, few_shifts=_few_shifts(p.bits)) if use_ptx and w0 else ("", "")
         consts.update({f"W{name}0": w0, f"W{name}1": w1, f"SRC_{name}": src, f"ARGS_{name}": cons})
     _gemv_group_kernel[(tiles, split)](
         x2, *args, y, *ns, *([0] if len(ns) == 2 else []), k, split,
@@ -754,7 +768,8 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
         cfg.pop("FEW_SHIFTS", None)  # a decode-kernel option
         split = _split(k, cfg["BLOCK_K"], cfg.pop("SPLIT_K"), packed.group_size)
         grid = (triton.cdiv(n, cfg["BLOCK_N"]), triton.cdiv(m, cfg["BLOCK_M"]), split)
-        y, ws, lock, reduce = _outputs(x2, n, split, _reduction(cfg, split), grid[0] * grid[1], out)
+        reduce = _reduction(cfg, split)
+        y, ws, lock = _outputs(x2, n, split, reduce, grid[0] * grid[1], out)
         p1 = packed.planes[1] if len(widths) > 1 else packed.planes[0]
         pairs = bool(cfg.pop("PAIRS", 0)) and widths in ([4], [2], [2, 1])  # opt-in: tiles built pair by pair
         use_ptx = pairs and _ptx_ok(x2, widths)
