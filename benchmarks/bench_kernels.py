@@ -214,21 +214,32 @@ def sweep_mid_m(ms: list[int]) -> None:
 
 
 def sweep_pairs() -> None:
-    """fp16, tensor-core tiles (M = 16 and 64; M = 4 at 4 bits): the weight tile dequantized code
-    by code in fp32 (the default) against PAIRS (built pair by pair from the words, each pair one
-    lop3 + sub + fp16x2 fma in inline PTX), same tiles and K split. Each config checked first."""
+    """fp16, tensor-core tiles (M = 16 and 64; M = 4 at 4 bits), same tiles and K split: the weight
+    tile dequantized code by code in fp32 (the default); PAIRS (built pair by pair from the words,
+    each pair one lop3 + sub + fp16x2 fma in inline PTX); SWAP (y^T = W x^T: the weight tile as
+    the left operand of Hopper's 64-row warpgroup MMA, x as its narrow right side); both. At
+    M = 16, also the best of a small grid of PAIRS + SWAP tiles. Each config checked first."""
     import itertools
 
-    print("| N x K | M | bits | fp16 us | code by code us | PAIRS us | ratio | PAIRS vs fp16 |")
-    print("|---|---|---|---|---|---|---|---|")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    print("| N x K | M | bits | fp16 us | code by code us | PAIRS us | SWAP us | PAIRS + SWAP us | best PAIRS + SWAP tiles (cfg) us | best vs code by code | best vs fp16 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (n, k), m, bits in itertools.product(SWEEP_SHAPES, [4, 16, 64], BITS):
         if m == 4 and bits != 4:
             continue  # ROWS4 there, no tiles
         ps, x, ref, t16 = sweep_case(n, k, m, bits)
         base = _tiling(m, n, k, bits, GROUP, x.device)
-        t0 = _checked_time(x, ps, ref, base)
-        t1 = _checked_time(x, ps, ref, {**base, "PAIRS": 1})
-        print(f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {t0:.1f} | {t1:.1f} | {t0 / t1:.2f}x | {t16 / t1:.2f}x |", flush=True)
+        ts = [_checked_time(x, ps, ref, {**base, **extra}) for extra in ({}, {"PAIRS": 1}, {"SWAP": 1}, {"PAIRS": 1, "SWAP": 1})]
+        best = (min(ts), "")
+        if m == 16:
+            for bn, waves in itertools.product([64, 128], [2, 4, 8]):
+                split = max(1, min(k // 128, -(-waves * sms // -(-n // bn))))
+                cfg = {**base, "BLOCK_N": bn, "SPLIT_K": split, "PAIRS": 1, "SWAP": 1}
+                t = _checked_time(x, ps, ref, cfg)
+                if t < best[0]:
+                    best = (t, f"BN {bn}, waves {waves}, split {split}")
+        cols = " | ".join(f"{t:.1f}" for t in ts)
+        print(f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {cols} | {best[0]:.1f} {best[1]} | {ts[0] / best[0]:.2f}x | {t16 / best[0]:.2f}x |", flush=True)
 
 
 def sweep_small_m() -> None:
@@ -344,7 +355,7 @@ def main() -> None:
     ap.add_argument("--sweep-small-m", action="store_true", help="M = 2..16: tensor-core tiles vs ROWS4")
     ap.add_argument("--sweep-group", action="store_true", help="M = 1: q/k/v and gate/up separately vs in one launch")
     ap.add_argument("--sweep-ptx", action="store_true", help="M = 1 and 4: the PTX inner loop with fewer word shifts")
-    ap.add_argument("--sweep-pairs", action="store_true", help="M = 4..64 tiles: weights dequantized pair by pair in PTX")
+    ap.add_argument("--sweep-pairs", action="store_true", help="M = 4..64 tiles: weights dequantized pair by pair in PTX, and/or as the left MMA operand (SWAP)")
     ap.add_argument("--sweep-mid-m", default=None, help="e.g. 32,64,256: fused tiles with split K vs dequantize + cuBLAS")
     args = ap.parse_args()
     if args.shapes:

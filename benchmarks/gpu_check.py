@@ -43,9 +43,11 @@ def paths(m: int, n: int, k: int, bits: int, group: int) -> dict[str, dict | Non
             "rows4": rows4,
             "rows4-serial": {**rows4, "SERIAL": 1},
             "pairs": {**tiles, "PAIRS": 1},
+            "swap": {**tiles, "SWAP": 1},
+            "pairs-swap": {**tiles, "PAIRS": 1, "SWAP": 1},
         }
     if m < 128:
-        return {"default": None, "pairs": {**base, "PAIRS": 1}}
+        return {"default": None, "pairs": {**base, "PAIRS": 1}, "pairs-swap": {**base, "PAIRS": 1, "SWAP": 1}}
     return {"default": None}
 
 

@@ -236,6 +236,7 @@ if triton is not None:
         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, DOT_FP32: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K,
         REDUCE: tl.constexpr, PAIRS: tl.constexpr, PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
+        SWAP: tl.constexpr,
     ):  # fmt: skip
         # --- tile map: (n tile, m tile, k split) ---------------------------------------
         pid_n = tl.program_id(0)
@@ -249,7 +250,13 @@ if triton is not None:
 
         # --- K loop: tensor cores want one 16-bit tile, so each code tile is dequantized
         # (measured faster here than factoring the scale out) ---------------------------------
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        # SWAP: y^T = W x^T, the weights as the dot's left operand (the wide side, rows of
+        # 64+ for Hopper's warpgroup MMA, which can read it from registers) and the few rows of
+        # x as its narrow right side
+        if SWAP:
+            acc_t = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(k_start, k_end, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
@@ -263,9 +270,13 @@ if triton is not None:
                 z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
                 w = (q * s[None, :] - (z * s)[None, :]).to(tl.float32 if DOT_FP32 else x.dtype)
             if DOT_FP32:
-                acc = tl.dot(x.to(tl.float32), w, acc)
+                x = x.to(tl.float32)
+            if SWAP:
+                acc_t = tl.dot(tl.trans(w), tl.trans(x), acc_t)
             else:
                 acc = tl.dot(x, w, acc)
+        if SWAP:
+            acc = tl.trans(acc_t)
 
         # --- epilogue: a direct store, or the K splits' partials summed (_epilogue) ----------
         _epilogue(acc, y_ptr, ws_ptr, lock_ptr, offs_m, offs_n, M, N, stride_ym,
@@ -721,6 +732,7 @@ _CONFIG_KEYS = {
     "ROWS4",
     "DEQUANT",
     "PAIRS",
+    "SWAP",
 }
 
 
@@ -774,7 +786,7 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
         pairs = bool(cfg.pop("PAIRS", 0)) and widths in ([4], [2], [2, 1])  # opt-in: tiles built pair by pair
         use_ptx = pairs and _ptx_ok(x2, widths)
         src, args = _pair_dequant_ptx(widths[0], widths[1] if len(widths) > 1 else 0) if use_ptx else ("", "")
-        cfg.update(PAIRS=pairs, PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args)
+        cfg.update(PAIRS=pairs, PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, SWAP=bool(cfg.pop("SWAP", 0)))
         _packed_matmul_kernel[grid](
             x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock,
             m, n, k, x2.stride(0), y.stride(0), SPLIT_K=split, REDUCE=reduce,

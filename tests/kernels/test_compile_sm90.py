@@ -89,10 +89,16 @@ def test_tile_and_dequant_kernels_compile_for_sm90(bits):
         "PTX": False,
         "PTX_SRC": "",
         "PTX_ARGS": "",
+        "SWAP": False,
     }
     _compile(mm._packed_matmul_kernel, tiles)
+    # y^T = W x^T: the weight tile is the left operand of a warpgroup MMA (64-row tiles)
+    swapped = _compile(mm._packed_matmul_kernel, {**tiles, "BLOCK_N": 64, "SWAP": True})
+    assert "wgmma" in swapped
     if bits in (2, 3, 4):  # tiles built pair by pair, the pairs dequantized in inline PTX
         src, cons = mm._pair_dequant_ptx(w0, w1)
         ptx = _compile(mm._packed_matmul_kernel, {**tiles, "PAIRS": True, "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons})
         assert "sub.f16x2" in ptx and "mma" in ptx  # the PTX feeds the tensor cores
+        ptx = _compile(mm._packed_matmul_kernel, {**tiles, "PAIRS": True, "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons, "SWAP": True})
+        assert "sub.f16x2" in ptx and "wgmma" in ptx
     _compile(mm._dequant_kernel, {"GROUP": 128, "W0": w0, "W1": w1, "BLOCK_K": 64, "BLOCK_N": 128})

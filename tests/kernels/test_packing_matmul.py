@@ -81,7 +81,9 @@ for bits in (2, 3, 4):
             if m in (3, 17):
                 configs = {"rows4": {**tile, "ROWS4": 1}, "rows4-serial": {**tile, "ROWS4": 1, "SERIAL": 1},
                            "dot-serial": {**tile, "BLOCK_M": 16, "SERIAL": 1},
-                           "dot-pairs": {**tile, "BLOCK_M": 16, "PAIRS": 1}}
+                           "dot-pairs": {**tile, "BLOCK_M": 16, "PAIRS": 1},
+                           "dot-swap": {**tile, "BLOCK_M": 16, "SWAP": 1},
+                           "dot-pairs-swap": {**tile, "BLOCK_M": 16, "PAIRS": 1, "SWAP": 1}}
             for name, cfg in configs.items():
                 outs = [matmul(x, p, cfg, out=torch.full((m, n), float("nan"), dtype=dtype)) for _ in range(2)]
                 err_c = ((outs[0].double() - ref).norm() / ref.norm()).item()
