@@ -105,14 +105,14 @@ def time_peer(layers: list, x: torch.Tensor) -> float | None:
         return None
 
 
-def sweep_case(n: int, k: int, m: int, bits: int):
+def sweep_case(n: int, k: int, m: int, bits: int, dtype: torch.dtype = torch.float16):
     """One sweep case: distinct packed weight copies (together larger than L2, as a model's
-    layers stream from HBM), an fp16 input of m rows, its float64 result, and the fp16
-    `F.linear` time on as many fp16 weight copies."""
+    layers stream from HBM), an input of m rows in `dtype`, its float64 result, and the time of
+    `F.linear` on as many `dtype` weight copies."""
     copies = max(2, min(8, int(200e6 // (n * k * 2))))
-    ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(copies)]
+    ws = [torch.randn(n, k, device="cuda", dtype=dtype) for _ in range(copies)]
     ps = [random_packed(n, k, bits) for _ in range(copies)]
-    x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
     ref = x.double() @ dequantize(ps[0], torch.float64).t()
     t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
     return ps, x, ref, t16
@@ -213,33 +213,65 @@ def sweep_mid_m(ms: list[int]) -> None:
         _print_best_row(n, k, m, bits, t16, [t_default, t_deq], _best_of(x, ps, ref, grid))
 
 
-def sweep_pairs() -> None:
-    """fp16, tensor-core tiles (M = 16 and 64; M = 4 at 4 bits), same tiles and K split: the weight
-    tile dequantized code by code in fp32 (the default); PAIRS (built pair by pair from the words,
-    each pair one lop3 + sub + fp16x2 fma in inline PTX); SWAP (y^T = W x^T: the weight tile as
-    the left operand of Hopper's 64-row warpgroup MMA, x as its narrow right side); both. At
-    M = 16, also the best of a small grid of PAIRS + SWAP tiles. Each config checked first."""
+def sweep_pairs(dtype: torch.dtype) -> None:
+    """Tensor-core tiles at M = 4, 8, 16 (and 64), same tiles and K split in the first four
+    columns: the weight tile dequantized code by code in fp32; PAIRS (built pair by pair from the
+    words, each pair one lop3 + sub + fp16x2 fma in inline PTX); SWAP (y^T = W x^T: the weight
+    tile as the left operand of Hopper's 64-row warpgroup MMA, x as its narrow right side); both.
+    Then `matmul`'s default, and at M = 16 the best of a grid of PAIRS + SWAP tiles. Each config
+    is checked against float64 first. `dtype`: the activations (bf16 runs the bf16x2 PTX)."""
     import itertools
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    print("| N x K | M | bits | fp16 us | code by code us | PAIRS us | SWAP us | PAIRS + SWAP us | best PAIRS + SWAP tiles (cfg) us | best vs code by code | best vs fp16 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (n, k), m, bits in itertools.product(SWEEP_SHAPES, [4, 16, 64], BITS):
-        if m == 4 and bits != 4:
-            continue  # ROWS4 there, no tiles
-        ps, x, ref, t16 = sweep_case(n, k, m, bits)
-        base = _tiling(m, n, k, bits, GROUP, x.device)
+    print(f"{str(dtype).split('.')[-1]} activations and baseline.\n")
+    print(
+        "| N x K | M | bits | 16-bit us | code by code us | PAIRS us | SWAP us | PAIRS + SWAP us | default us | best PAIRS + SWAP tiles (cfg) us | default vs code by code | default vs 16-bit |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (n, k), m, bits in itertools.product(SWEEP_SHAPES, [4, 8, 16, 64], BITS):
+        ps, x, ref, t16 = sweep_case(n, k, m, bits, dtype)
+        base = {key: v for key, v in _tiling(m, n, k, bits, GROUP, x.device, x.dtype).items() if key not in ("PAIRS", "SWAP", "ROWS4")}
+        if m <= 16:  # the tiles of M <= 16 before this sweep: ~4 waves
+            base = {**base, "BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": max(1, min(k // 128, -(-4 * sms // -(-n // 64))))}
         ts = [_checked_time(x, ps, ref, {**base, **extra}) for extra in ({}, {"PAIRS": 1}, {"SWAP": 1}, {"PAIRS": 1, "SWAP": 1})]
-        best = (min(ts), "")
+        t_default = _checked_time(x, ps, ref, None)
+        best = (float("inf"), "")
         if m == 16:
-            for bn, waves in itertools.product([64, 128], [2, 4, 8]):
-                split = max(1, min(k // 128, -(-waves * sms // -(-n // bn))))
-                cfg = {**base, "BLOCK_N": bn, "SPLIT_K": split, "PAIRS": 1, "SWAP": 1}
+            for bn, nw, ns, waves in itertools.product([64, 128], [4, 8], [2, 4], [4, 8]):
+                if bn == 64 and nw == 8:
+                    continue
+                split = max(1, min(k // 128 // 4, -(-waves * sms // -(-n // bn))))
+                cfg = {**base, "BLOCK_N": bn, "SPLIT_K": split, "num_warps": nw, "num_stages": ns, "PAIRS": 1, "SWAP": 1}
                 t = _checked_time(x, ps, ref, cfg)
                 if t < best[0]:
-                    best = (t, f"BN {bn}, waves {waves}, split {split}")
+                    best = (t, f"BN {bn}, warps {nw}, stages {ns}, waves {waves}, split {split}")
         cols = " | ".join(f"{t:.1f}" for t in ts)
-        print(f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {cols} | {best[0]:.1f} {best[1]} | {ts[0] / best[0]:.2f}x | {t16 / best[0]:.2f}x |", flush=True)
+        grid_col = f"{best[0]:.1f} {best[1]}" if best[1] else "-"
+        print(
+            f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {cols} | {t_default:.1f} | {grid_col} | {ts[0] / t_default:.2f}x | {t16 / t_default:.2f}x |",
+            flush=True,
+        )
+
+
+def sweep_nosplit() -> None:
+    """M = 1, fp16: the default (K split, the splits' sums meeting through atomics in an output
+    zeroed first: a memset launch before the kernel) against narrow tiles over the whole K, one
+    program per tile and a plain store (no memset, no atomics), best of a grid. Each config
+    checked against float64 first."""
+    import itertools
+
+    print("| N x K | bits | fp16 us | default us | best unsplit (cfg) us | best vs default |")
+    print("|---|---|---|---|---|---|")
+    for (n, k), bits in itertools.product(SWEEP_SHAPES, BITS):
+        ps, x, ref, t16 = sweep_case(n, k, 1, bits)
+        t_default = _checked_time(x, ps, ref, None)
+        few = _tiling(1, n, k, bits, GROUP, x.device)["FEW_SHIFTS"]
+        grid = []
+        for bn, nw, ns in itertools.product([16, 32, 64], [1, 2, 4], [1, 3]):
+            cfg = {"BLOCK_N": bn, "BLOCK_K": 128, "SPLIT_K": 1, "num_warps": nw, "num_stages": ns, "FEW_SHIFTS": few}
+            grid.append((cfg, {"BN": bn, "warps": nw, "stages": ns}))
+        best = _best_of(x, ps, ref, grid)
+        print(f"| {n} x {k} | {bits} | {t16:.1f} | {t_default:.1f} | {best[0]:.1f} {best[1]} | {t_default / best[0]:.2f}x |", flush=True)
 
 
 def sweep_small_m() -> None:
@@ -355,14 +387,22 @@ def main() -> None:
     ap.add_argument("--sweep-small-m", action="store_true", help="M = 2..16: tensor-core tiles vs ROWS4")
     ap.add_argument("--sweep-group", action="store_true", help="M = 1: q/k/v and gate/up separately vs in one launch")
     ap.add_argument("--sweep-ptx", action="store_true", help="M = 1 and 4: the PTX inner loop with fewer word shifts")
-    ap.add_argument("--sweep-pairs", action="store_true", help="M = 4..64 tiles: weights dequantized pair by pair in PTX, and/or as the left MMA operand (SWAP)")
+    ap.add_argument(
+        "--sweep-pairs",
+        action="store_true",
+        help="M = 4..64 tiles: weights dequantized pair by pair in PTX, and/or as the left MMA operand (SWAP)",
+    )
+    ap.add_argument("--sweep-nosplit", action="store_true", help="M = 1: narrow unsplit tiles (no memset) vs the default")
     ap.add_argument("--sweep-mid-m", default=None, help="e.g. 32,64,256: fused tiles with split K vs dequantize + cuBLAS")
     args = ap.parse_args()
     if args.shapes:
         global SWEEP_SHAPES
         SWEEP_SHAPES = [tuple(int(v) for v in sh.split("x")) for sh in args.shapes.split(",")]
     if args.sweep_pairs:
-        sweep_pairs()
+        sweep_pairs(torch.bfloat16 if args.dtype == "bf16" else torch.float16)
+        return
+    if args.sweep_nosplit:
+        sweep_nosplit()
         return
     if args.sweep_mid_m:
         sweep_mid_m([int(v) for v in args.sweep_mid_m.split(",")])

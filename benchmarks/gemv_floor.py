@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
 from bench_kernels import GROUP, sweep_case, time_cycle
+
 from amq_kernels.matmul import matmul
 
 
@@ -48,13 +48,15 @@ def main() -> None:
         xs, ours, xs16, f16 = [], [], [], []
         for n in (1024, 2048, 4096, 8192, 11008, 16384, 24576, 32768):
             k = 4096
-            ps, x, ref, t16 = sweep_case(n, k, 1, bits)
+            ps, x, _ref, t16 = sweep_case(n, k, 1, bits)
             t = time_cycle([lambda p=p: matmul(x, p) for p in ps])
             mb = (n * k * bits / 8 + 2 * 2 * n * k / GROUP) / 1e6
             xs.append(mb * 1e6), ours.append(t), xs16.append(2 * n * k), f16.append(t16)
             print(f"| {n} x {k} | {bits} | {mb:.1f} | {t:.1f} | {t16:.1f} | {2 * n * k / 1e6:.1f} |", flush=True)
         fits[bits] = (fit(xs, ours), fit(xs16, f16))
-    print("\nLeast-squares fit time = a + bytes / B:\n\n| bits | ours a us | ours B GB/s | fp16 a us | fp16 B GB/s |\n|---|---|---|---|---|")
+    print(
+        "\nLeast-squares fit time = a + bytes / B:\n\n| bits | ours a us | ours B GB/s | fp16 a us | fp16 B GB/s |\n|---|---|---|---|---|"
+    )
     for bits, ((a, b), (a16, b16)) in fits.items():
         print(f"| {bits} | {a:.2f} | {b:.0f} | {a16:.2f} | {b16:.0f} |")
 

@@ -104,17 +104,24 @@ def _pair_dot_ptx(w0: int, w1: int, rows: int = 1, few_shifts: bool = False) -> 
     return "\n".join(lines), constraints
 
 
-def _pair_dequant_ptx(w0: int, w1: int) -> tuple[str, str]:
-    """Inline PTX for the tensor-core tiles (TILE_PTX): one code pair of a word, already shifted
-    to the bottom (plus its high bits at 3 bits, shifted to sit above the low ones), to two fp16
-    weights (q - z) s: one lop3 (mask + fp16 exponent of 1024), one sub to q (exact), one fma
-    with the column's s and -z s. Operands: $0, $1 the fp16 weights (k, k + 1), then the word,
-    [the high-bit word], s in both halves, -z s in both halves. Returns (PTX, constraints)."""
-    lines = ["{", ".reg .b32 t, c;", "mov.b32 c, 0x64006400;", f"lop3.b32 t, $2, {((1 << w0) - 1) * 0x00010001:#010x}, c, 0xEA;"]
+def _pair_dequant_ptx(w0: int, w1: int, bf16: bool = False) -> tuple[str, str]:
+    """Inline PTX for the tensor-core tiles (PAIRS): one code pair of a word, already shifted to
+    the bottom (plus its high bits at 3 bits, shifted to sit above the low ones), to two 16-bit
+    weights (q - z) s: one lop3 (mask + the exponent of 1024 in fp16, of 128 in bf16), one sub to
+    q (exact), one fma with the column's s and -z s (one rounding). Operands: $0, $1 the weights
+    (k, k + 1), then the word, [the high-bit word], s in both halves, -z s in both halves.
+    Returns (PTX, constraints)."""
+    magic, kind = (0x43004300, "bf16x2") if bf16 else (0x64006400, "f16x2")
+    lines = ["{", ".reg .b32 t, c;", f"mov.b32 c, {magic:#010x};", f"lop3.b32 t, $2, {((1 << w0) - 1) * 0x00010001:#010x}, c, 0xEA;"]
     if w1:
         lines.append(f"lop3.b32 t, $3, {((1 << w1) - 1) * 0x00010001 << w0:#010x}, t, 0xEA;")
     first = 4 if w1 else 3
-    lines += ["sub.f16x2 t, t, c;", f"fma.rn.f16x2 t, t, ${first}, ${first + 1};", "mov.b32 {$0, $1}, t;", "}"]  # (f16x2: no immediates)
+    lines += [
+        f"sub.{kind} t, t, c;",
+        f"fma.rn.{kind} t, t, ${first}, ${first + 1};",
+        "mov.b32 {$0, $1}, t;",
+        "}",
+    ]  # (x2 ops: no immediates)
     return "\n".join(lines), ",".join(["=h", "=h"] + ["r"] * (first - 2 + 2))
 
 
@@ -186,7 +193,10 @@ if triton is not None:
                 args = [w0 >> (j * W0), (w1 >> (j * W1)) << W0, s2, nzs2]
             else:
                 args = [w0 >> (j * W0), s2, nzs2]
-            lo, hi = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=(tl.float16, tl.float16), is_pure=True, pack=1)
+            if tl.bfloat16 == DT:
+                lo, hi = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=1)
+            else:
+                lo, hi = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=(tl.float16, tl.float16), is_pure=True, pack=1)
         else:  # exact 128 + q in fp32 (_pair_f32), then the scale and zero
             a, b = _pair_f32(w0, w1, j, W0, W1)
             lo = ((a - (z + 128.0)[None, :]) * s[None, :]).to(DT)
@@ -206,8 +216,8 @@ if triton is not None:
         R: tl.constexpr = BLOCK_K // PER
         w0, w1, s, z = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, tl.arange(0, R), offs_n, mask_n, N, GROUP, W0, W1)
         if PTX:  # the column's s and -z s as fp16, in both halves of a b32
-            sb = s.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-            zb = (-(z * s)).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+            sb = s.to(DT).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+            zb = (-(z * s)).to(DT).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
             s2 = tl.broadcast_to((sb | (sb << 16))[None, :], (R, BLOCK_N))
             nzs2 = tl.broadcast_to((zb | (zb << 16))[None, :], (R, BLOCK_N))
         else:  # unused
@@ -557,17 +567,27 @@ def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device,
     if m <= 4 and bits <= 3 and dtype == torch.float16:  # ROWS4 beat the tensor-core tiles by 1.04-1.25x at M = 4
         split = max(1, min(steps, -(-4 * _sm_count(device) // -(-n // 128))))
         return {"BLOCK_N": 128, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": 2, "num_stages": 3, "ROWS4": 1}
-    if m <= 16:
+    if m <= 16:  # weight tiles built pair by pair (PAIRS) as the left operand of the MMA (SWAP): 1.25-1.58x (kernels_pairs_sweep.md)
         block_n = 64
         tiles = -(-n // block_n)
-        # enough programs for ~4 waves of the SMs
-        split = max(1, min(steps, -(-4 * _sm_count(device) // tiles)))
-        return {"BLOCK_M": 16, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": 4, "num_stages": 3}
+        # ~8 waves of programs, but at least 4 K steps a split (the best of the sweep's grid in each 7B case)
+        split = max(1, min(steps // 4, -(-8 * _sm_count(device) // tiles)))
+        return {
+            "BLOCK_M": 16,
+            "BLOCK_N": block_n,
+            "BLOCK_K": block_k,
+            "SPLIT_K": split,
+            "num_warps": 4,
+            "num_stages": 3,
+            "PAIRS": 1,
+            "SWAP": 1,
+        }
     block_k = 64 if group % 64 == 0 else group
     if m < DEQUANT_MIN_M:  # 64 x 128 tiles, 4 warps (best at M = 64 in 9 of 9 cases), ~4 waves (7 of 9): kernels_mid_m_sweep.md
         tiles = -(-n // 128) * -(-m // 64)
         split = max(1, min(k // block_k, -(-4 * _sm_count(device) // tiles)))
-        return {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": 4, "num_stages": 3}
+        pairs = int(bits == 3)  # PAIRS at 3 bits: 1.06-1.21x; 0.7-1.0x at 2/4 (kernels_pairs_sweep.md)
+        return {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": 4, "num_stages": 3, "PAIRS": pairs}
     return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": block_k, "SPLIT_K": 1, "num_warps": 8, "num_stages": 3}
 
 
@@ -598,6 +618,13 @@ def _ptx_ok(x: torch.Tensor, widths: list[int]) -> bool:
     4-byte aligned (it is read as 32-bit pairs; a view can start at an odd element)."""
     aligned = x.data_ptr() % 4 == 0
     return not _INTERPRETING and x.is_cuda and x.dtype == torch.float16 and widths in ([4], [2], [2, 1]) and aligned
+
+
+def _pairs_ptx_ok(x: torch.Tensor, widths: list[int]) -> bool:
+    """The tiles' pair dequantization in PTX (PAIRS): CUDA, 2/3/4 bits, fp16 or bf16 (the bf16x2
+    sub needs sm_90), not under the interpreter."""
+    bf16_ok = x.dtype == torch.float16 or (x.is_cuda and torch.cuda.get_device_capability(x.device) >= (9, 0))
+    return not _INTERPRETING and x.is_cuda and widths in ([4], [2], [2, 1]) and bf16_ok
 
 
 _LOCKS: dict[torch.device, torch.Tensor] = {}
@@ -655,7 +682,7 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     use_ptx = bool(cfg.pop("PTX", 1)) and _ptx_ok(x2, widths)
     few_shifts = bool(cfg.pop("FEW_SHIFTS", 0))
     rows = 1 if m == 1 else 4
-    for key in ("BLOCK_M", "ROWS4", "PAIRS"):
+    for key in ("BLOCK_M", "ROWS4", "PAIRS", "SWAP"):
         cfg.pop(key, None)
     grid = (triton.cdiv(n, block_n), triton.cdiv(m, rows), split)
     reduce = _reduction(cfg, split)
@@ -784,8 +811,8 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
         y, ws, lock = _outputs(x2, n, split, reduce, grid[0] * grid[1], out)
         p1 = packed.planes[1] if len(widths) > 1 else packed.planes[0]
         pairs = bool(cfg.pop("PAIRS", 0)) and widths in ([4], [2], [2, 1])  # opt-in: tiles built pair by pair
-        use_ptx = pairs and _ptx_ok(x2, widths)
-        src, args = _pair_dequant_ptx(widths[0], widths[1] if len(widths) > 1 else 0) if use_ptx else ("", "")
+        use_ptx = pairs and _pairs_ptx_ok(x2, widths)
+        src, args = _pair_dequant_ptx(widths[0], widths[1] if len(widths) > 1 else 0, x.dtype == torch.bfloat16) if use_ptx else ("", "")
         cfg.update(PAIRS=pairs, PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, SWAP=bool(cfg.pop("SWAP", 0)))
         _packed_matmul_kernel[grid](
             x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock,

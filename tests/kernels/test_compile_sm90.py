@@ -35,10 +35,10 @@ def _signature(fn, consts: dict) -> dict[str, str]:
     return sig
 
 
-def _compile(fn, consts: dict, num_warps: int = 4) -> str:
-    k = triton.compile(
-        ASTSource(fn, _signature(fn, consts), consts), target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": 3}
-    )
+def _compile(fn, consts: dict, num_warps: int = 4, act: str = "*fp16") -> str:
+    sig = _signature(fn, consts)
+    sig.update({name: act for name in ("x_ptr", "y_ptr") if name in sig})  # activations and output
+    k = triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": 3})
     assert k.asm["cubin"]
     return k.asm["ptx"]
 
@@ -101,4 +101,9 @@ def test_tile_and_dequant_kernels_compile_for_sm90(bits):
         assert "sub.f16x2" in ptx and "mma" in ptx  # the PTX feeds the tensor cores
         ptx = _compile(mm._packed_matmul_kernel, {**tiles, "PAIRS": True, "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons, "SWAP": True})
         assert "sub.f16x2" in ptx and "wgmma" in ptx
+        src, cons = mm._pair_dequant_ptx(w0, w1, bf16=True)  # bf16 activations: bf16x2 sub and fma
+        ptx = _compile(
+            mm._packed_matmul_kernel, {**tiles, "PAIRS": True, "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons, "SWAP": True}, act="*bf16"
+        )
+        assert "sub.bf16x2" in ptx and "wgmma" in ptx
     _compile(mm._dequant_kernel, {"GROUP": 128, "W0": w0, "W1": w1, "BLOCK_K": 64, "BLOCK_N": 128})

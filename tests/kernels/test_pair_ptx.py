@@ -23,8 +23,22 @@ def _pack16(lo: np.float16, hi: np.float16) -> int:
     return int(np.float16(lo).view(np.uint16)) | int(np.float16(hi).view(np.uint16)) << 16
 
 
-def run_ptx(src: str, operands: list[int], outputs: int = 1) -> list[float]:
-    """Execute the PTX block on b32 operands $outputs.. and return $0 .. $(outputs - 1)."""
+def _bf16(v: int) -> float:
+    return float(torch.tensor([v & 0xFFFF], dtype=torch.int32).to(torch.int16).view(torch.bfloat16)[0])
+
+
+def _bf16x2(v: int) -> tuple[float, float]:
+    return _bf16(v), _bf16(v >> 16)
+
+
+def _pack_bf16(lo: float, hi: float) -> int:
+    bits = torch.tensor([lo, hi], dtype=torch.float64).to(torch.bfloat16).view(torch.int16).to(torch.int32) & 0xFFFF
+    return int(bits[0]) | int(bits[1]) << 16
+
+
+def run_ptx(src: str, operands: list[int], outputs: int = 1, bf16: bool = False) -> list[float]:
+    """Execute the PTX block on b32 operands $outputs.. and return $0 .. $(outputs - 1); 16-bit
+    halves are fp16, or bf16 with `bf16`."""
     regs: dict[str, object] = {f"${i}": v for i, v in enumerate(operands, start=outputs)}
 
     def val(tok: str) -> int:
@@ -39,7 +53,7 @@ def run_ptx(src: str, operands: list[int], outputs: int = 1) -> list[float]:
         if op == "mov.b32" and rest.startswith("{"):  # split a b32 into two b16
             names, src_reg = rest.rsplit(",", 1)
             lo, hi = (t.strip() for t in names.strip("{} ").split(","))
-            regs[lo], regs[hi] = _f16x2(val(src_reg))
+            regs[lo], regs[hi] = _bf16x2(val(src_reg)) if bf16 else _f16x2(val(src_reg))
             continue
         args = [a.strip() for a in rest.split(",")]
         d, a = args[0], args[1:]
@@ -62,6 +76,12 @@ def run_ptx(src: str, operands: list[int], outputs: int = 1) -> list[float]:
         elif op == "sub.f16x2":
             parts = [_f16x2(val(t)) for t in a]
             regs[d] = _pack16(*(np.float16(float(parts[0][h]) - float(parts[1][h])) for h in (0, 1)))
+        elif op == "fma.rn.bf16x2":
+            parts = [_bf16x2(val(t)) for t in a]
+            regs[d] = _pack_bf16(*(parts[0][h] * parts[1][h] + parts[2][h] for h in (0, 1)))
+        elif op == "sub.bf16x2":
+            parts = [_bf16x2(val(t)) for t in a]
+            regs[d] = _pack_bf16(*(parts[0][h] - parts[1][h] for h in (0, 1)))
         elif op == "cvt.f32.f16":
             regs[d] = np.float32(regs[a[0]])
         elif op == "add.f32":
@@ -101,27 +121,32 @@ def test_pair_ptx_matches_codes(bits, rows, few_shifts):
                 assert abs(got[m] - want) <= 2e-3 * scale, (bits, trial, r, m, got[m], want)
 
 
+@pytest.mark.parametrize("bf16", [False, True])
 @pytest.mark.parametrize("bits", [2, 3, 4])
-def test_pair_dequant_ptx_matches_codes(bits):
-    """(q - z) s for each code pair of the words `pack_planes` writes, as the tiles (PAIRS) call it."""
+def test_pair_dequant_ptx_matches_codes(bits, bf16):
+    """(q - z) s for each code pair of the words `pack_planes` writes, as the tiles (PAIRS) call it,
+    in fp16 or bf16 (s and -z s arrive rounded to that type)."""
     g = torch.Generator().manual_seed(10 + bits)
     w0, w1 = (4, 0) if bits == 4 else (2, 1 if bits == 3 else 0)
     per = 32 // w0
-    src, constraints = _pair_dequant_ptx(w0, w1)
+    src, constraints = _pair_dequant_ptx(w0, w1, bf16)
+    pack, half = (_pack_bf16, lambda v: float(torch.tensor(v).to(torch.bfloat16))) if bf16 else (_pack16, lambda v: float(np.float16(v)))
+    eps = 2**-7 if bf16 else 2e-3
     assert constraints.count(",") + 1 == 2 + (2 if w1 else 1) + 2  # two fp16 outputs, the words, s, -z s
     for trial in range(10):
         codes = torch.randint(0, 2**bits, (1, 32), generator=g, dtype=torch.uint8)
-        s = np.float16(np.exp(np.random.default_rng(trial).uniform(-8, 2)))
-        z = np.float16(np.random.default_rng(trial + 1).uniform(0, 2**bits - 1))
-        s2, nzs2 = _pack16(s, s), _pack16(np.float16(-float(z) * float(s)), np.float16(-float(z) * float(s)))
+        s = half(np.exp(np.random.default_rng(trial).uniform(-8, 2)))
+        z = half(np.random.default_rng(trial + 1).uniform(0, 2**bits - 1))
+        nzs = half(-z * s)
+        s2, nzs2 = pack(s, s), pack(nzs, nzs)
         planes = pack_planes(codes, bits)
         for r in range(32 // per):
             word = int(planes[0][r, 0]) & 0xFFFFFFFF
             hi = (int(planes[1][0, 0]) >> (r % 2) * 8) & 0xFFFFFFFF if w1 else 0  # as _step_words shifts it
             for j in range(per // 2):
                 ops = [word >> (j * w0)] + ([((hi >> (j * w1)) << w0) & 0xFFFFFFFF] if w1 else []) + [s2, nzs2]
-                got = run_ptx(src, ops, 2)
+                got = run_ptx(src, ops, 2, bf16)
                 for h in (0, 1):
                     q = float(codes[0, r * per + 2 * j + h])
-                    want = (q - float(z)) * float(s)
-                    assert abs(got[h] - want) <= 2e-3 * (2**bits) * float(s), (bits, trial, r, j, h, got[h], want)
+                    want = (q - z) * s
+                    assert abs(got[h] - want) <= eps * (2**bits) * s, (bits, trial, r, j, h, got[h], want)
