@@ -230,7 +230,7 @@ def sweep_pairs(dtype: torch.dtype) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (n, k), m, bits in itertools.product(SWEEP_SHAPES, [4, 8, 16, 64], BITS):
         ps, x, ref, t16 = sweep_case(n, k, m, bits, dtype)
-        base = {key: v for key, v in _tiling(m, n, k, bits, GROUP, x.device, x.dtype).items() if key not in ("PAIRS", "SWAP", "ROWS4")}
+        base = {key: v for key, v in _tiling(m, n, k, bits, GROUP, x.device).items() if key not in ("PAIRS", "SWAP")}
         if m <= 16:  # the tiles of M <= 16 before this sweep: ~4 waves
             base = {**base, "BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": max(1, min(k // 128, -(-4 * sms // -(-n // 64))))}
         ts = [_checked_time(x, ps, ref, {**base, **extra}) for extra in ({}, {"PAIRS": 1}, {"SWAP": 1}, {"PAIRS": 1, "SWAP": 1})]

@@ -9,9 +9,13 @@ Four paths; `matmul` picks by M (and bits, dtype):
   one inline-PTX block working on fp16 pairs (`_pair_dot_ptx`); elsewhere the pairs become
   exact fp32 values through a bf16 exponent trick. The group's scale and zero factor out,
   x . ((q - z) s) = s (x . q - z sum(x)), so they are applied once per word, not per code.
-- M in 2..4, fp16, 2/3 bits, `_gemv4_kernel` (ROWS4): the same, each word unpacked once for 4 rows.
-- M up to DEQUANT_MIN_M - 1 otherwise, `_packed_matmul_kernel`: code tiles are dequantized and
-  fed to `tl.dot` (tensor cores); split K, 16-row tiles up to M = 16, 64 x 128 tiles above.
+- M up to DEQUANT_MIN_M - 1, `_packed_matmul_kernel`: weight tiles are dequantized and fed to
+  `tl.dot` (tensor cores); split K, 16-row tiles up to M = 16, 64 x 128 tiles above. Up to
+  M = 16 the tile is built pair by pair (PAIRS: one lop3 + sub + fma in 16-bit pairs per two
+  codes, inline PTX) and is the MMA's left operand (SWAP: y^T = W x^T, so the weights fill the
+  64-row side of Hopper's warpgroup MMA and the few x rows its narrow side).
+- opt-in (config ROWS4), M in 2..4, fp16, 2/3 bits, `_gemv4_kernel`: the M = 1 loop, each word
+  unpacked once for 4 rows (the default before PAIRS + SWAP tiles beat it).
 - prefill (M >= DEQUANT_MIN_M): the layer is dequantized once into a 16-bit buffer
   (`_dequant_kernel`) and cuBLAS multiplies (the dequantization is amortized over the rows).
 
@@ -548,9 +552,10 @@ def _few_shifts(bits: int) -> bool:
     return bits <= 3
 
 
-def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device, dtype: torch.dtype = torch.float16) -> dict[str, int]:
+def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device) -> dict[str, int]:
     """A small fixed config list, picked by shape (swept on H100: kernels_gemv_sweep.md for M = 1,
-    kernels_small_m_sweep.md for M = 4 and 16, kernels.md else)."""
+    kernels_pairs_sweep.md for M = 2..16 and the PAIRS choice at 17..127, kernels_mid_m_sweep.md
+    for those tiles); fp16 and bf16 measured alike."""
     block_k = min(group, 128)
     steps = k // block_k
     if m == 1:  # 2 warps and 8 waves of programs at 2 bits, 2 warps / 4 waves at 3, 4 / 4 at 4 (kernels_gemv_sweep.md)
@@ -564,10 +569,9 @@ def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device,
             "num_stages": 3,
             "FEW_SHIFTS": int(_few_shifts(bits)),
         }
-    if m <= 4 and bits <= 3 and dtype == torch.float16:  # ROWS4 beat the tensor-core tiles by 1.04-1.25x at M = 4
-        split = max(1, min(steps, -(-4 * _sm_count(device) // -(-n // 128))))
-        return {"BLOCK_N": 128, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": 2, "num_stages": 3, "ROWS4": 1}
-    if m <= 16:  # weight tiles built pair by pair (PAIRS) as the left operand of the MMA (SWAP): 1.25-1.58x (kernels_pairs_sweep.md)
+    if m <= 16:
+        # the weight tile built pair by pair in PTX (PAIRS) as the MMA's left operand (SWAP): 1.25-1.61x
+        # over code-by-code tiles at M = 4..16 and faster than ROWS4 at M = 4 (kernels_pairs_sweep.md)
         block_n = 64
         tiles = -(-n // block_n)
         # ~8 waves of programs, but at least 4 K steps a split (the best of the sweep's grid in each 7B case)
@@ -799,7 +803,7 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
     if (config or {}).get("DEQUANT") or (config is None and m >= DEQUANT_MIN_M):
         w = dequantize_triton(packed, x.dtype)
         return (torch.mm(x2, w, out=out) if out is not None else x2 @ w).reshape(*lead, n)
-    cfg = config or _tiling(m, n, k, packed.bits, packed.group_size, x.device, x.dtype)
+    cfg = config or _tiling(m, n, k, packed.bits, packed.group_size, x.device)
     if m == 1 or cfg.get("ROWS4"):
         y = _gemv(x2, packed, widths, cfg, out)
     else:
