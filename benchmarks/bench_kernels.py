@@ -50,6 +50,21 @@ def check(n: int, k: int, bits: int, m: int, dtype: torch.dtype) -> float:
     return ((y.double() - ref).norm() / ref.norm()).item()
 
 
+def correctness(shapes: list[tuple[int, int]]) -> str:
+    """Fresh random data, fp16 and bf16, M = 1/5/16/64/300: relative error vs float64, one line."""
+    errs = []
+    for bits in BITS:
+        for dtype in (torch.float16, torch.bfloat16):
+            for m in (1, 5, 16, 64, 300):
+                for n, k in shapes:
+                    errs.append(check(n, k, bits, m, dtype))
+    worst = max((e if e == e else float("inf") for e in errs), default=float("nan"))
+    return (
+        f"Correctness: {len(errs)} cases (bits 2/3/4 x fp16/bf16 x M 1/5/16/64/300 x {len(shapes)} shapes), "
+        f"worst relative error {worst:.2e} (limit 1e-2), NaN: {any(e != e for e in errs)}."
+    )
+
+
 def time_cycle(fns) -> float:
     """Median microseconds of one call, cycling through len(fns) distinct weights."""
 
@@ -439,17 +454,8 @@ def main() -> None:
     )
     print(f"Copy bandwidth measured in this run: {bw:.0f} GB/s (read + write).\n")
 
-    # --- correctness: fresh random data, fp16 and bf16, relative error vs float64 ---------
-    errs = []
-    for bits in BITS if not args.no_check else []:
-        for dtype in (torch.float16, torch.bfloat16):
-            for m in (1, 5, 16, 64, 300):
-                for n, k in shapes[:3]:
-                    errs.append((bits, str(dtype).split(".")[-1], m, n, k, check(n, k, bits, m, dtype)))
-    worst = max((e[-1] if e[-1] == e[-1] else float("inf") for e in errs), default=float("nan"))
-    print(
-        f"Correctness: {len(errs)} cases (bits 2/3/4 x fp16/bf16 x M 1/5/16/64/300 x 3 shapes), worst relative error {worst:.2e} (limit 1e-2), NaN: {any(e[-1] != e[-1] for e in errs)}.\n"
-    )
+    if not args.no_check:
+        print(correctness(shapes[:3]) + "\n")
 
     # --- timing ---------------------------------------------------------------------------
     peer_cols = " bnb NF4 us | ours vs bnb | gemlite us | ours vs gemlite |" if args.peers else ""
