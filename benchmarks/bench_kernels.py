@@ -268,6 +268,33 @@ def sweep_pairs(dtype: torch.dtype) -> None:
         )
 
 
+def sweep_guard() -> None:
+    """M = 1: what the |x| guard costs in fp16 (default vs GUARD: 0), and bf16 inputs through the
+    fp16-pair PTX (converted in the kernel; the default) vs the exact-fp32 loop (PTX: 0), each
+    against its own 16-bit F.linear. Each config checked against float64 first."""
+    import itertools
+
+    print(
+        "| N x K | bits | fp16 F.linear us | fp16 default us | fp16 no guard us | guard cost | bf16 F.linear us | bf16 default us | bf16 fp32 loop us | bf16 PTX vs fp32 loop | bf16 default vs bf16 F.linear |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (n, k), bits in itertools.product(SWEEP_SHAPES, BITS):
+        ps, x, ref, t16 = sweep_case(n, k, 1, bits)
+        base = _tiling(1, n, k, bits, GROUP, x.device)
+        t_def = _checked_time(x, ps, ref, None)
+        t_ng = _checked_time(x, ps, ref, {**base, "GUARD": 0})
+        xb = x.to(torch.bfloat16)
+        wb = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(len(ps))]
+        tb16 = time_cycle([lambda w=w: torch.nn.functional.linear(xb, w) for w in wb])
+        refb = xb.double() @ dequantize(ps[0], torch.float64).t()
+        tb = _checked_time(xb, ps, refb, None)
+        tb32 = _checked_time(xb, ps, refb, {**base, "PTX": 0})
+        print(
+            f"| {n} x {k} | {bits} | {t16:.1f} | {t_def:.1f} | {t_ng:.1f} | {t_def / t_ng:.3f}x | {tb16:.1f} | {tb:.1f} | {tb32:.1f} | {tb32 / tb:.2f}x | {tb16 / tb:.2f}x |",
+            flush=True,
+        )
+
+
 def sweep_nosplit() -> None:
     """M = 1, fp16: the default (K split, the splits' sums meeting through atomics in an output
     zeroed first: a memset launch before the kernel) against narrow tiles over the whole K, one
@@ -407,6 +434,7 @@ def main() -> None:
         action="store_true",
         help="M = 4..64 tiles: weights dequantized pair by pair in PTX, and/or as the left MMA operand (SWAP)",
     )
+    ap.add_argument("--sweep-guard", action="store_true", help="M = 1: the |x| guard's cost (fp16); bf16 through the PTX vs the fp32 loop")
     ap.add_argument("--sweep-nosplit", action="store_true", help="M = 1: narrow unsplit tiles (no memset) vs the default")
     ap.add_argument("--sweep-mid-m", default=None, help="e.g. 32,64,256: fused tiles with split K vs dequantize + cuBLAS")
     args = ap.parse_args()
@@ -415,6 +443,9 @@ def main() -> None:
         SWEEP_SHAPES = [tuple(int(v) for v in sh.split("x")) for sh in args.shapes.split(",")]
     if args.sweep_pairs:
         sweep_pairs(torch.bfloat16 if args.dtype == "bf16" else torch.float16)
+        return
+    if args.sweep_guard:
+        sweep_guard()
         return
     if args.sweep_nosplit:
         sweep_nosplit()

@@ -177,7 +177,7 @@ def main() -> None:
     ap.add_argument(
         "--variants", default="fp16,ours,ours-grouped,bnb-nf4", help="ours-grouped: q/k/v and gate/up in one launch each at batch 1"
     )
-    ap.add_argument("--batches", default="1,8", help="decode batch sizes")
+    ap.add_argument("--batches", default="1,8", help='decode batch sizes ("" for prefill only)')
     ap.add_argument("--compile", action="store_true", help="torch.compile each decode step before capturing its CUDA graph")
     args = ap.parse_args()
     if args.compile:  # one compiled attention for all layers (HF keeps layer_idx as an int attribute)
@@ -215,7 +215,7 @@ def main() -> None:
         # bytes one decode step reads: every weight once (embedding: one row per token, ignored)
         step_bytes = tensor_bytes - model.model.embed_tokens.weight.numel() * 2
         r = {"variant": variant, "weights_gb": weights_gb, "tensor_gb": tensor_bytes / 1e9}
-        for b in [int(v) for v in args.batches.split(",")]:
+        for b in [int(v) for v in args.batches.split(",") if v]:
             tps, peak, how = decode(model, b, args.compile)
             r[f"decode_b{b}"], r[f"peak_b{b}"], r[f"how_b{b}"] = tps, peak, how
             print(variant, f"batch {b}: {tps:.1f} tok/s, peak {peak:.2f} GB ({how})", flush=True)

@@ -325,32 +325,72 @@ if triton is not None:
         return (t << 16).to(tl.float32, bitcast=True), (t & -65536).to(tl.float32, bitcast=True)  # q[2j], q[2j + 1]
 
     @triton.jit
-    def _xpairs(xp, HALF: tl.constexpr):
-        """One input row's HALF pairs (b32) starting at `xp`, as column vectors (8 slots)."""
-        x0 = tl.load(xp)[:, None]
-        x1 = tl.load(xp + 1)[:, None]
-        x2 = tl.load(xp + 2)[:, None]
-        x3 = tl.load(xp + 3)[:, None]
+    def _f16_pair(v, BF16: tl.constexpr):
+        """A b32 pair of inputs as fp16x2: bf16 pairs are converted (exact for |x| in fp16's
+        normal range: bf16 has 8 significant bits, fp16 11), fp16 pairs pass through."""
+        if BF16:
+            lo = (v << 16).to(tl.float32, bitcast=True).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+            hi = (v & -65536).to(tl.float32, bitcast=True).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32)
+            v = lo | (hi << 16)
+        return v
+
+    @triton.jit
+    def _xpairs(xp, HALF: tl.constexpr, BF16: tl.constexpr = False):
+        """One input row's HALF pairs (b32, as fp16x2) starting at `xp`, as column vectors (8 slots)."""
+        x0 = _f16_pair(tl.load(xp), BF16)[:, None]
+        x1 = _f16_pair(tl.load(xp + 1), BF16)[:, None]
+        x2 = _f16_pair(tl.load(xp + 2), BF16)[:, None]
+        x3 = _f16_pair(tl.load(xp + 3), BF16)[:, None]
         if HALF == 8:
-            x4 = tl.load(xp + 4)[:, None]
-            x5 = tl.load(xp + 5)[:, None]
-            x6 = tl.load(xp + 6)[:, None]
-            x7 = tl.load(xp + 7)[:, None]
+            x4 = _f16_pair(tl.load(xp + 4), BF16)[:, None]
+            x5 = _f16_pair(tl.load(xp + 5), BF16)[:, None]
+            x6 = _f16_pair(tl.load(xp + 6), BF16)[:, None]
+            x7 = _f16_pair(tl.load(xp + 7), BF16)[:, None]
         else:
             x4, x5, x6, x7 = x0, x1, x2, x3
         return x0, x1, x2, x3, x4, x5, x6, x7
+
+    @triton.jit
+    def _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF: tl.constexpr, W1: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr):
+        """One K step in fp16 pairs (inline PTX; bf16 inputs converted first): the step's
+        contribution s sum(q x) per word row, and its zero term s z sum(x)."""
+        BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
+        x0, x1, x2, x3, x4, x5, x6, x7 = _xpairs(x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF, BF16)
+        if HALF == 4:
+            d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, [w0, x0, x1, x2, x3], dtype=tl.float32, is_pure=True, pack=1)
+        else:
+            if W1 > 0:
+                args = [w0, w1, x0, x1, x2, x3, x4, x5, x6, x7]
+            else:
+                args = [w0, x0, x1, x2, x3, x4, x5, x6, x7]
+            d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=tl.float32, is_pure=True, pack=1)
+        return d * (16.0 * s)[None, :], s * z * xsum  # d = sum(q x) / 16 per word
+
+    @triton.jit
+    def _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R: tl.constexpr, BLOCK_N: tl.constexpr, HALF: tl.constexpr,
+                  W0: tl.constexpr, W1: tl.constexpr):  # fmt: skip
+        """One K step in exact fp32 (OR-ing bf16's exponent of 128 into both halves gives 128 + q;
+        the bias goes with the zero term)."""
+        d = tl.zeros((R, BLOCK_N), dtype=tl.float32)
+        for j in tl.static_range(HALF):
+            lo, hi = _pair_f32(w0, w1, j, W0, W1)
+            xa = tl.load(x_ptr + 2 * (pair0 + j)).to(tl.float32)
+            xb = tl.load(x_ptr + 2 * (pair0 + j) + 1).to(tl.float32)
+            d += xa[:, None] * lo + xb[:, None] * hi
+        return d * s[None, :], s * (z + 128.0) * xsum
 
     @triton.jit
     def _gemv_kernel(
         x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K,
         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, REDUCE: tl.constexpr,
-        PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
+        PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, GUARD: tl.constexpr,
     ):  # fmt: skip
         """y (N,) = W x for one input row. Program (n tile, k split); BLOCK_K <= GROUP.
-        PTX: fp16 inputs, bits 2/3/4, with (PTX_SRC, PTX_ARGS) = _pair_dot_ptx(W0, W1)."""
+        PTX: 16-bit inputs, bits 2/3/4, with (PTX_SRC, PTX_ARGS) = _pair_dot_ptx(W0, W1);
+        GUARD: K steps with an input of magnitude >= 4096 run the exact fp32 loop instead."""
         _gemv_tile(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K, tl.program_id(0), tl.program_id(1),
-                   GROUP, W0, W1, BLOCK_N, BLOCK_K, REDUCE, PTX, PTX_SRC, PTX_ARGS)  # fmt: skip
+                   GROUP, W0, W1, BLOCK_N, BLOCK_K, REDUCE, PTX, PTX_SRC, PTX_ARGS, GUARD)  # fmt: skip
 
     @triton.jit
     def _gemv_group_kernel(
@@ -359,7 +399,7 @@ if triton is not None:
         GROUP: tl.constexpr, WA0: tl.constexpr, WA1: tl.constexpr, WB0: tl.constexpr, WB1: tl.constexpr,
         WC0: tl.constexpr, WC1: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, REDUCE: tl.constexpr,
         PTX: tl.constexpr, SRC_A: tl.constexpr, ARGS_A: tl.constexpr, SRC_B: tl.constexpr, ARGS_B: tl.constexpr,
-        SRC_C: tl.constexpr, ARGS_C: tl.constexpr,
+        SRC_C: tl.constexpr, ARGS_C: tl.constexpr, GUARD: tl.constexpr,
     ):  # fmt: skip
         """Two or three layers that read the same input row (q/k/v, gate/up), each at its own
         bit-width, in one launch: the n tiles of A, then B, then C (WC0 = 0: none); y is
@@ -370,20 +410,20 @@ if triton is not None:
         tiles_b = tl.cdiv(NB, BLOCK_N)
         if pid < tiles_a:
             _gemv_tile(x_ptr, a0_ptr, a1_ptr, sa_ptr, za_ptr, y_ptr, y_ptr, y_ptr, NA, K, SPLIT_K, pid, pid_k,
-                       GROUP, WA0, WA1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_A, ARGS_A)  # fmt: skip
+                       GROUP, WA0, WA1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_A, ARGS_A, GUARD)  # fmt: skip
         elif pid < tiles_a + tiles_b:
             _gemv_tile(x_ptr, b0_ptr, b1_ptr, sb_ptr, zb_ptr, y_ptr + NA, y_ptr, y_ptr, NB, K, SPLIT_K,
-                       pid - tiles_a, pid_k, GROUP, WB0, WB1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_B, ARGS_B)  # fmt: skip
+                       pid - tiles_a, pid_k, GROUP, WB0, WB1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_B, ARGS_B, GUARD)  # fmt: skip
         elif WC0 > 0:
             _gemv_tile(x_ptr, c0_ptr, c1_ptr, sc_ptr, zc_ptr, y_ptr + NA + NB, y_ptr, y_ptr, NC, K,
-                       SPLIT_K, pid - tiles_a - tiles_b, pid_k, GROUP, WC0, WC1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_C, ARGS_C)  # fmt: skip
+                       SPLIT_K, pid - tiles_a - tiles_b, pid_k, GROUP, WC0, WC1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_C, ARGS_C, GUARD)  # fmt: skip
 
     @triton.jit
     def _gemv_tile(
         x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K, pid_n, pid_k,
         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, REDUCE: tl.constexpr,
-        PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
+        PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, GUARD: tl.constexpr,
     ):  # fmt: skip
         """One (n tile, k split) program of `_gemv_kernel`."""
         PER: tl.constexpr = 32 // W0  # codes per plane-0 word
@@ -398,29 +438,22 @@ if triton is not None:
         acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)  # sum over groups of s * z' * sum(x)
         for k0 in range(k_start, k_end, BLOCK_K):
             w0, w1, s, z = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, rows, offs_n, mask_n, N, GROUP, W0, W1)
-            xsum = tl.sum(tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32))
+            xv = tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32)
+            xsum = tl.sum(xv)
             pair0 = (k0 + rows * PER) // 2  # index of each row's first input pair
-            if PTX:  # fp16 pairs in inline PTX; d = sum(q x) / 16 per word
-                x0, x1, x2, x3, x4, x5, x6, x7 = _xpairs(x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF)
-                if HALF == 4:
-                    d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, [w0, x0, x1, x2, x3], dtype=tl.float32, is_pure=True, pack=1)
+            if PTX:
+                if GUARD:  # fp16 word sums stay finite for |x| < 4096; a step with larger inputs runs in fp32
+                    small = tl.max(tl.abs(xv)) < 4096.0
                 else:
-                    if W1 > 0:
-                        args = [w0, w1, x0, x1, x2, x3, x4, x5, x6, x7]
-                    else:
-                        args = [w0, x0, x1, x2, x3, x4, x5, x6, x7]
-                    d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=tl.float32, is_pure=True, pack=1)
-                acc += d * (16.0 * s)[None, :]
-                acc_z += s * z * xsum
-            else:  # exact fp32: OR-ing bf16's exponent of 128 into both halves gives 128 + q
-                d = tl.zeros((R, BLOCK_N), dtype=tl.float32)
-                for j in tl.static_range(HALF):
-                    lo, hi = _pair_f32(w0, w1, j, W0, W1)
-                    xa = tl.load(x_ptr + 2 * (pair0 + j)).to(tl.float32)
-                    xb = tl.load(x_ptr + 2 * (pair0 + j) + 1).to(tl.float32)
-                    d += xa[:, None] * lo + xb[:, None] * hi
-                acc += d * s[None, :]
-                acc_z += s * (z + 128.0) * xsum
+                    small = True
+                if small:
+                    da, dz = _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF, W1, PTX_SRC, PTX_ARGS)
+                else:
+                    da, dz = _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R, BLOCK_N, HALF, W0, W1)
+            else:
+                da, dz = _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R, BLOCK_N, HALF, W0, W1)
+            acc += da
+            acc_z += dz
         y = tl.sum(acc, axis=0) - acc_z
         _epilogue(y[None, :], y_ptr, ws_ptr, lock_ptr, tl.arange(0, 1), offs_n, 1, N, N, pid_n, pid_k, SPLIT_K, REDUCE)
 
@@ -437,6 +470,7 @@ if triton is not None:
         PER: tl.constexpr = 32 // W0
         HALF: tl.constexpr = PER // 2
         R: tl.constexpr = BLOCK_K // PER
+        BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
         pid_n = tl.program_id(0)
         m0 = tl.program_id(1) * 4
         pid_k = tl.program_id(2)
@@ -467,10 +501,10 @@ if triton is not None:
             xs3 = tl.sum(tl.load(xr3 + offs_k).to(tl.float32))
             pair0 = (k0 + rows * PER) // 2
             if PTX:
-                a0, a1, a2, a3, a4, a5, a6, a7 = _xpairs(xr0.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF)
-                b0, b1, b2, b3, b4, b5, b6, b7 = _xpairs(xr1.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF)
-                c0, c1, c2, c3, c4, c5, c6, c7 = _xpairs(xr2.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF)
-                e0, e1, e2, e3, e4, e5, e6, e7 = _xpairs(xr3.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF)
+                a0, a1, a2, a3, a4, a5, a6, a7 = _xpairs(xr0.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF, BF16)
+                b0, b1, b2, b3, b4, b5, b6, b7 = _xpairs(xr1.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF, BF16)
+                c0, c1, c2, c3, c4, c5, c6, c7 = _xpairs(xr2.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF, BF16)
+                e0, e1, e2, e3, e4, e5, e6, e7 = _xpairs(xr3.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF, BF16)
                 if HALF == 4:
                     args = [w0, a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, e0, e1, e2, e3]
                 elif W1 > 0:
@@ -618,10 +652,11 @@ def dequantize_triton(packed: PackedWeight, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _ptx_ok(x: torch.Tensor, widths: list[int]) -> bool:
-    """The fp16-pair PTX path: CUDA, fp16 inputs, 2/3/4 bits (not under the interpreter), and x
-    4-byte aligned (it is read as 32-bit pairs; a view can start at an odd element)."""
+    """The decode kernels' fp16-pair PTX path: CUDA, 2/3/4 bits (not under the interpreter), x
+    4-byte aligned (it is read as 32-bit pairs; a view can start at an odd element); bf16 inputs
+    are converted to fp16 pairs in the kernel."""
     aligned = x.data_ptr() % 4 == 0
-    return not _INTERPRETING and x.is_cuda and x.dtype == torch.float16 and widths in ([4], [2], [2, 1]) and aligned
+    return not _INTERPRETING and x.is_cuda and widths in ([4], [2], [2, 1]) and aligned
 
 
 def _pairs_ptx_ok(x: torch.Tensor, widths: list[int]) -> bool:
@@ -685,6 +720,7 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     split = _split(k, block_k, cfg.pop("SPLIT_K"), packed.group_size)
     use_ptx = bool(cfg.pop("PTX", 1)) and _ptx_ok(x2, widths)
     few_shifts = bool(cfg.pop("FEW_SHIFTS", 0))
+    guard = bool(cfg.pop("GUARD", 1))  # M = 1: steps with |x| >= 4096 in fp32 (ROWS4 has no guard)
     rows = 1 if m == 1 else 4
     for key in ("BLOCK_M", "ROWS4", "PAIRS", "SWAP"):
         cfg.pop(key, None)
@@ -697,7 +733,7 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     consts = dict(GROUP=packed.group_size, W0=w0, W1=w1, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce,
                   PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, **cfg)  # fmt: skip
     if m == 1:
-        _gemv_kernel[grid[::2]](x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, n, k, split, **consts)
+        _gemv_kernel[grid[::2]](x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, n, k, split, GUARD=guard, **consts)
     else:
         _gemv4_kernel[grid](
             x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, m, n, k, x2.stride(0), y.stride(0), split, **consts
@@ -741,7 +777,7 @@ def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4
         consts.update({f"W{name}0": w0, f"W{name}1": w1, f"SRC_{name}": src, f"ARGS_{name}": cons})
     _gemv_group_kernel[(tiles, split)](
         x2, *args, y, *ns, *([0] if len(ns) == 2 else []), k, split,
-        GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce, PTX=use_ptx,
+        GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce, PTX=use_ptx, GUARD=True,
         num_warps=num_warps, num_stages=3, **consts,
     )  # fmt: skip
     if out is not None and y is not out:  # the fp32 atomics buffer
@@ -764,6 +800,7 @@ _CONFIG_KEYS = {
     "DEQUANT",
     "PAIRS",
     "SWAP",
+    "GUARD",
 }
 
 

@@ -51,17 +51,29 @@ def _widths(bits: int) -> tuple[int, int]:
 @pytest.mark.parametrize("bits", [2, 3, 4])
 def test_decode_kernels_compile_for_sm90_with_inline_ptx(bits):
     w0, w1 = _widths(bits)
-    common = {"GROUP": 128, "BLOCK_N": 256, "BLOCK_K": 128, "REDUCE": "atomic", "PTX": True}
+    common = {"GROUP": 128, "BLOCK_N": 256, "BLOCK_K": 128, "REDUCE": "atomic", "PTX": True, "GUARD": True}
     src, cons = mm._pair_dot_ptx(w0, w1)
     ptx = _compile(mm._gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons}, num_warps=2)
     assert "fma.rn.f16x2" in ptx and "lop3.b32" in ptx  # the inline PTX is in
+    # bf16 inputs: converted to fp16 pairs in the kernel, then the same PTX; without the |x| guard too
+    ptx_bf16 = _compile(mm._gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons}, num_warps=2, act="*bf16")
+    assert "fma.rn.f16x2" in ptx_bf16 and re.search(r"cvt\.rn\.f16\.f32|cvt\.rn\.f16x2\.f32", ptx_bf16)
+    _compile(mm._gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons, "GUARD": False}, num_warps=2)
     assert re.search(r"red\.global\.gpu\.relaxed\.add\.noftz\.(v\d\.)?f16\b", ptx)  # splits meet in relaxed fp16 atomics
     fsrc, fcons = mm._pair_dot_ptx(w0, w1, few_shifts=True)
     _compile(mm._gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": fsrc, "PTX_ARGS": fcons}, num_warps=2)
     src4, cons4 = mm._pair_dot_ptx(w0, w1, 4)
     _compile(
         mm._gemv4_kernel,
-        {**common, "BLOCK_N": 128, "W0": w0, "W1": w1, "PTX_SRC": src4, "PTX_ARGS": cons4, "REDUCE": "serial"},
+        {
+            **{k: v for k, v in common.items() if k != "GUARD"},
+            "BLOCK_N": 128,
+            "W0": w0,
+            "W1": w1,
+            "PTX_SRC": src4,
+            "PTX_ARGS": cons4,
+            "REDUCE": "serial",
+        },
         num_warps=2,
     )
     # a group of three layers at 2, 3 and `bits` bits
