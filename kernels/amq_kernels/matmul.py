@@ -380,6 +380,30 @@ if triton is not None:
         return d * s[None, :], s * (z + 128.0) * xsum
 
     @triton.jit
+    def _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
+                   GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                   USE_PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr):  # fmt: skip
+        """A split's K loop: (per word row sum of s x . q [+ bias], sum over groups of the zero
+        term), in fp16-pair PTX or exact fp32."""
+        PER: tl.constexpr = 32 // W0  # codes per plane-0 word
+        HALF: tl.constexpr = PER // 2  # code pairs per word
+        R: tl.constexpr = BLOCK_K // PER  # plane-0 word rows per step
+        rows = tl.arange(0, R)
+        acc = tl.zeros((R, BLOCK_N), dtype=tl.float32)  # per word row; summed once at the end
+        acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)  # sum over groups of s * z' * sum(x)
+        for k0 in range(k_start, k_end, BLOCK_K):
+            w0, w1, s, z = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, rows, offs_n, mask_n, N, GROUP, W0, W1)
+            xsum = tl.sum(tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32))
+            pair0 = (k0 + rows * PER) // 2  # index of each row's first input pair
+            if USE_PTX:
+                da, dz = _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF, W1, PTX_SRC, PTX_ARGS)
+            else:
+                da, dz = _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R, BLOCK_N, HALF, W0, W1)
+            acc += da
+            acc_z += dz
+        return acc, acc_z
+
+    @triton.jit
     def _gemv_kernel(
         x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K,
         GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
@@ -426,34 +450,26 @@ if triton is not None:
         PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, GUARD: tl.constexpr,
     ):  # fmt: skip
         """One (n tile, k split) program of `_gemv_kernel`."""
-        PER: tl.constexpr = 32 // W0  # codes per plane-0 word
-        HALF: tl.constexpr = PER // 2  # code pairs per word
-        R: tl.constexpr = BLOCK_K // PER  # plane-0 word rows per step
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         mask_n = offs_n < N
-        rows = tl.arange(0, R)
         k_start, k_end = _k_range(K, BLOCK_K, SPLIT_K, pid_k)
-
-        acc = tl.zeros((R, BLOCK_N), dtype=tl.float32)  # per word row; summed once at the end
-        acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)  # sum over groups of s * z' * sum(x)
-        for k0 in range(k_start, k_end, BLOCK_K):
-            w0, w1, s, z = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, rows, offs_n, mask_n, N, GROUP, W0, W1)
-            xv = tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32)
-            xsum = tl.sum(xv)
-            pair0 = (k0 + rows * PER) // 2  # index of each row's first input pair
-            if PTX:
-                if GUARD:  # fp16 word sums stay finite for |x| < 4096; a step with larger inputs runs in fp32
-                    small = tl.max(tl.abs(xv)) < 4096.0
-                else:
-                    small = True
-                if small:
-                    da, dz = _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF, W1, PTX_SRC, PTX_ARGS)
-                else:
-                    da, dz = _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R, BLOCK_N, HALF, W0, W1)
+        if PTX:
+            if GUARD:  # fp16 word sums stay finite for |x| < 4096: a split with larger inputs runs in fp32
+                xm = tl.zeros((BLOCK_K,), dtype=tl.float32)
+                for k0 in range(k_start, k_end, BLOCK_K):  # the split's inputs (a few hundred bytes, in L2)
+                    xm = tl.maximum(xm, tl.abs(tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32)))
+                small = tl.max(xm) < 4096.0
             else:
-                da, dz = _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R, BLOCK_N, HALF, W0, W1)
-            acc += da
-            acc_z += dz
+                small = True
+            if small:
+                acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
+                                        GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS)  # fmt: skip
+            else:
+                acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
+                                        GROUP, W0, W1, BLOCK_N, BLOCK_K, False, PTX_SRC, PTX_ARGS)  # fmt: skip
+        else:
+            acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
+                                    GROUP, W0, W1, BLOCK_N, BLOCK_K, False, PTX_SRC, PTX_ARGS)  # fmt: skip
         y = tl.sum(acc, axis=0) - acc_z
         _epilogue(y[None, :], y_ptr, ws_ptr, lock_ptr, tl.arange(0, 1), offs_n, 1, N, N, pid_n, pid_k, SPLIT_K, REDUCE)
 
