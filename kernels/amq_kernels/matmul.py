@@ -325,37 +325,48 @@ if triton is not None:
         return (t << 16).to(tl.float32, bitcast=True), (t & -65536).to(tl.float32, bitcast=True)  # q[2j], q[2j + 1]
 
     @triton.jit
-    def _f16_pair(v, BF16: tl.constexpr):
-        """A b32 pair of inputs as fp16x2: bf16 pairs are converted (exact for |x| in fp16's
-        normal range: bf16 has 8 significant bits, fp16 11), fp16 pairs pass through."""
-        if BF16:
-            lo = (v << 16).to(tl.float32, bitcast=True).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-            hi = (v & -65536).to(tl.float32, bitcast=True).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32)
-            v = lo | (hi << 16)
+    def _f16_pair(v, BF16: tl.constexpr, SCALED: tl.constexpr, xscale):
+        """A b32 pair of inputs as fp16x2: fp16 pairs pass through, bf16 pairs are converted (exact
+        in fp16's normal range: bf16 has 8 significant bits, fp16 11); SCALED: times `xscale`
+        (a power of two) on the way."""
+        if BF16 or SCALED:
+            if BF16:
+                lo = (v << 16).to(tl.float32, bitcast=True)
+                hi = (v & -65536).to(tl.float32, bitcast=True)
+            else:
+                lo = v.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                hi = (v >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+            if SCALED:
+                lo = lo * xscale
+                hi = hi * xscale
+            lo16 = lo.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+            hi16 = hi.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32)
+            v = lo16 | (hi16 << 16)
         return v
 
     @triton.jit
-    def _xpairs(xp, HALF: tl.constexpr, BF16: tl.constexpr = False):
+    def _xpairs(xp, HALF: tl.constexpr, BF16: tl.constexpr = False, SCALED: tl.constexpr = False, xscale=1.0):
         """One input row's HALF pairs (b32, as fp16x2) starting at `xp`, as column vectors (8 slots)."""
-        x0 = _f16_pair(tl.load(xp), BF16)[:, None]
-        x1 = _f16_pair(tl.load(xp + 1), BF16)[:, None]
-        x2 = _f16_pair(tl.load(xp + 2), BF16)[:, None]
-        x3 = _f16_pair(tl.load(xp + 3), BF16)[:, None]
+        x0 = _f16_pair(tl.load(xp), BF16, SCALED, xscale)[:, None]
+        x1 = _f16_pair(tl.load(xp + 1), BF16, SCALED, xscale)[:, None]
+        x2 = _f16_pair(tl.load(xp + 2), BF16, SCALED, xscale)[:, None]
+        x3 = _f16_pair(tl.load(xp + 3), BF16, SCALED, xscale)[:, None]
         if HALF == 8:
-            x4 = _f16_pair(tl.load(xp + 4), BF16)[:, None]
-            x5 = _f16_pair(tl.load(xp + 5), BF16)[:, None]
-            x6 = _f16_pair(tl.load(xp + 6), BF16)[:, None]
-            x7 = _f16_pair(tl.load(xp + 7), BF16)[:, None]
+            x4 = _f16_pair(tl.load(xp + 4), BF16, SCALED, xscale)[:, None]
+            x5 = _f16_pair(tl.load(xp + 5), BF16, SCALED, xscale)[:, None]
+            x6 = _f16_pair(tl.load(xp + 6), BF16, SCALED, xscale)[:, None]
+            x7 = _f16_pair(tl.load(xp + 7), BF16, SCALED, xscale)[:, None]
         else:
             x4, x5, x6, x7 = x0, x1, x2, x3
         return x0, x1, x2, x3, x4, x5, x6, x7
 
     @triton.jit
-    def _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF: tl.constexpr, W1: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr):
-        """One K step in fp16 pairs (inline PTX; bf16 inputs converted first): the step's
-        contribution s sum(q x) per word row, and its zero term s z sum(x)."""
+    def _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF: tl.constexpr, W1: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
+                  SCALED: tl.constexpr, xscale):  # fmt: skip
+        """One K step in fp16 pairs (inline PTX; bf16 inputs converted first, SCALED ones times
+        `xscale`): the step's contribution s sum(q x) per word row, and its zero term s z sum(x)."""
         BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
-        x0, x1, x2, x3, x4, x5, x6, x7 = _xpairs(x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF, BF16)
+        x0, x1, x2, x3, x4, x5, x6, x7 = _xpairs(x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF, BF16, SCALED, xscale)
         if HALF == 4:
             d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, [w0, x0, x1, x2, x3], dtype=tl.float32, is_pure=True, pack=1)
         else:
@@ -364,7 +375,7 @@ if triton is not None:
             else:
                 args = [w0, x0, x1, x2, x3, x4, x5, x6, x7]
             d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=tl.float32, is_pure=True, pack=1)
-        return d * (16.0 * s)[None, :], s * z * xsum  # d = sum(q x) / 16 per word
+        return d * (16.0 / xscale * s)[None, :], s * z * xsum  # d = sum(q x xscale) / 16 per word
 
     @triton.jit
     def _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R: tl.constexpr, BLOCK_N: tl.constexpr, HALF: tl.constexpr,
@@ -382,9 +393,9 @@ if triton is not None:
     @triton.jit
     def _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
                    GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   USE_PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr):  # fmt: skip
+                   USE_PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, SCALED: tl.constexpr, xscale):  # fmt: skip
         """A split's K loop: (per word row sum of s x . q [+ bias], sum over groups of the zero
-        term), in fp16-pair PTX or exact fp32."""
+        term), in fp16-pair PTX (inputs times `xscale` if SCALED) or exact fp32."""
         PER: tl.constexpr = 32 // W0  # codes per plane-0 word
         HALF: tl.constexpr = PER // 2  # code pairs per word
         R: tl.constexpr = BLOCK_K // PER  # plane-0 word rows per step
@@ -396,7 +407,7 @@ if triton is not None:
             xsum = tl.sum(tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32))
             pair0 = (k0 + rows * PER) // 2  # index of each row's first input pair
             if USE_PTX:
-                da, dz = _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF, W1, PTX_SRC, PTX_ARGS)
+                da, dz = _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF, W1, PTX_SRC, PTX_ARGS, SCALED, xscale)
             else:
                 da, dz = _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R, BLOCK_N, HALF, W0, W1)
             acc += da
@@ -412,7 +423,8 @@ if triton is not None:
     ):  # fmt: skip
         """y (N,) = W x for one input row. Program (n tile, k split); BLOCK_K <= GROUP.
         PTX: 16-bit inputs, bits 2/3/4, with (PTX_SRC, PTX_ARGS) = _pair_dot_ptx(W0, W1);
-        GUARD: K steps with an input of magnitude >= 4096 run the exact fp32 loop instead."""
+        GUARD: a split whose inputs reach 4096 in magnitude scales them down by a power of two
+        (the fp16 word sums would overflow) and the result back up."""
         _gemv_tile(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K, tl.program_id(0), tl.program_id(1),
                    GROUP, W0, W1, BLOCK_N, BLOCK_K, REDUCE, PTX, PTX_SRC, PTX_ARGS, GUARD)  # fmt: skip
 
@@ -454,22 +466,20 @@ if triton is not None:
         mask_n = offs_n < N
         k_start, k_end = _k_range(K, BLOCK_K, SPLIT_K, pid_k)
         if PTX:
-            if GUARD:  # fp16 word sums stay finite for |x| < 4096: a split with larger inputs runs in fp32
+            if GUARD:  # fp16 word sums stay finite for |x| < 4096: a split with larger inputs is scaled down by a power of two
                 xm = tl.zeros((BLOCK_K,), dtype=tl.float32)
                 for k0 in range(k_start, k_end, BLOCK_K):  # the split's inputs (a few hundred bytes, in L2)
                     xm = tl.maximum(xm, tl.abs(tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32)))
-                small = tl.max(xm) < 4096.0
-            else:
-                small = True
-            if small:
+                xmax = tl.max(xm)
+                xscale = tl.where(xmax < 4096.0, 1.0, tl.exp2(tl.floor(tl.log2(2048.0 / xmax))))
                 acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
-                                        GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS)  # fmt: skip
+                                        GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS, True, xscale)  # fmt: skip
             else:
                 acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
-                                        GROUP, W0, W1, BLOCK_N, BLOCK_K, False, PTX_SRC, PTX_ARGS)  # fmt: skip
+                                        GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS, False, 1.0)  # fmt: skip
         else:
             acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
-                                    GROUP, W0, W1, BLOCK_N, BLOCK_K, False, PTX_SRC, PTX_ARGS)  # fmt: skip
+                                    GROUP, W0, W1, BLOCK_N, BLOCK_K, False, PTX_SRC, PTX_ARGS, False, 1.0)  # fmt: skip
         y = tl.sum(acc, axis=0) - acc_z
         _epilogue(y[None, :], y_ptr, ws_ptr, lock_ptr, tl.arange(0, 1), offs_n, 1, N, N, pid_n, pid_k, SPLIT_K, REDUCE)
 
@@ -736,7 +746,7 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     split = _split(k, block_k, cfg.pop("SPLIT_K"), packed.group_size)
     use_ptx = bool(cfg.pop("PTX", 1)) and _ptx_ok(x2, widths)
     few_shifts = bool(cfg.pop("FEW_SHIFTS", 0))
-    guard = bool(cfg.pop("GUARD", 1))  # M = 1: steps with |x| >= 4096 in fp32 (ROWS4 has no guard)
+    guard = bool(cfg.pop("GUARD", 1))  # M = 1: splits with |x| >= 4096 scaled down (ROWS4 has no guard)
     rows = 1 if m == 1 else 4
     for key in ("BLOCK_M", "ROWS4", "PAIRS", "SWAP"):
         cfg.pop(key, None)
