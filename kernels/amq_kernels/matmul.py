@@ -471,9 +471,13 @@ if triton is not None:
                 for k0 in range(k_start, k_end, BLOCK_K):  # the split's inputs (a few hundred bytes, in L2)
                     xm = tl.maximum(xm, tl.abs(tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32)))
                 xmax = tl.max(xm)
-                xscale = tl.where(xmax < 4096.0, 1.0, tl.exp2(tl.floor(tl.log2(2048.0 / xmax))))
-                acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
-                                        GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS, True, xscale)  # fmt: skip
+                if xmax < 4096.0:  # the common case: the plain loop
+                    acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
+                                            GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS, False, 1.0)  # fmt: skip
+                else:
+                    xscale = tl.exp2(tl.floor(tl.log2(2048.0 / xmax)))
+                    acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
+                                            GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS, True, xscale)  # fmt: skip
             else:
                 acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
                                         GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS, False, 1.0)  # fmt: skip
