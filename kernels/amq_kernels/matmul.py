@@ -5,16 +5,18 @@ Four paths; `matmul` picks by M (and bits, dtype):
   so that a 4096-wide layer still fills the GPU at batch 1. The words of a
   (BLOCK_K // per_word, BLOCK_N) tile are never expanded into a code tile: each word is
   unpacked in place, a pair of adjacent codes per shift-and-mask (they sit 16 bits apart),
-  and multiplied with the matching pair of inputs. On CUDA with fp16 inputs the whole word is
-  one inline-PTX block working on fp16 pairs (`_pair_dot_ptx`); elsewhere the pairs become
-  exact fp32 values through a bf16 exponent trick. The group's scale and zero factor out,
+  and multiplied with the matching pair of inputs. On CUDA the whole word is one inline-PTX
+  block working on fp16 pairs (`_pair_dot_ptx`; bf16 inputs are converted to fp16 pairs first);
+  a split whose inputs reach 4096 (where fp16 word sums could overflow) scales them by a power
+  of two (GUARD). Under the interpreter the pairs become exact fp32 values through a bf16
+  exponent trick. The group's scale and zero factor out,
   x . ((q - z) s) = s (x . q - z sum(x)), so they are applied once per word, not per code.
 - M up to DEQUANT_MIN_M - 1, `_packed_matmul_kernel`: weight tiles are dequantized and fed to
   `tl.dot` (tensor cores); split K, 16-row tiles up to M = 16, 64 x 128 tiles above. Up to
   M = 16 the tile is built pair by pair (PAIRS: one lop3 + sub + fma in 16-bit pairs per two
   codes, inline PTX) and is the MMA's left operand (SWAP: y^T = W x^T, so the weights fill the
   64-row side of Hopper's warpgroup MMA and the few x rows its narrow side).
-- opt-in (config ROWS4), M in 2..4, fp16, 2/3 bits, `_gemv4_kernel`: the M = 1 loop, each word
+- opt-in (config ROWS4), M in 2..4, `_gemv4_kernel`: the M = 1 loop (no guard), each word
   unpacked once for 4 rows (the default before PAIRS + SWAP tiles beat it).
 - prefill (M >= DEQUANT_MIN_M): the layer is dequantized once into a 16-bit buffer
   (`_dequant_kernel`) and cuBLAS multiplies (the dequantization is amortized over the rows).
