@@ -94,8 +94,17 @@ class Archive:
         self.dist = CategoricalDistribution(self.choices)
 
     # --- reading -------------------------------------------------------------------------
-    def _plan_of(self, t: optuna.trial.FrozenTrial) -> Plan:
-        params = t.params if t.params else t.system_attrs.get("fixed_params", {})
+    @staticmethod
+    def _params_of(t: optuna.trial.FrozenTrial) -> dict:
+        return dict(t.system_attrs.get("fixed_params") or t.params)
+
+    def _plan_of(self, t: optuna.trial.FrozenTrial) -> Plan | None:
+        """The trial's plan; None for a trial that has none yet. A queued trial's plan is its
+        fixed params, read first: a running trial's own params fill in one suggest at a time,
+        so another process can see them half set."""
+        params = self._params_of(t)
+        if any(f"p{i}" not in params for i in range(len(self.names))):
+            return None
         return tuple(int(params[f"p{i}"]) for i in range(len(self.names)))
 
     def records(self) -> list[Record]:
@@ -121,7 +130,8 @@ class Archive:
     def known_plans(self) -> set[Plan]:
         """Plans completed, waiting or running: never enqueue these again."""
         states = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
-        return {self._plan_of(t) for t in self.study.get_trials(deepcopy=False, states=states)}
+        plans = (self._plan_of(t) for t in self.study.get_trials(deepcopy=False, states=states))
+        return {p for p in plans if p is not None}
 
     def waiting(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
@@ -131,7 +141,8 @@ class Archive:
 
     def iterations_started(self) -> set[int]:
         states = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
-        return {int(t.user_attrs["iteration"]) for t in self.study.get_trials(deepcopy=False, states=states)}
+        trials = self.study.get_trials(deepcopy=False, states=states)
+        return {int(t.user_attrs["iteration"]) for t in trials if t.user_attrs.get("iteration") is not None}
 
     # --- writing -------------------------------------------------------------------------
     def enqueue(self, plans: Sequence[Plan], iteration: int, source: str, avg_bits: Callable[[Plan], float]) -> int:
@@ -153,13 +164,15 @@ class Archive:
         if self.heartbeat:
             fail_stale_trials(self.study)
             return self._requeue_unbeaten()
-        stale = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        for t in stale:
+        n = 0
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             self.study.tell(t.number, state=TrialState.FAIL)
-            self.study.enqueue_trial(dict(t.params) or dict(t.system_attrs.get("fixed_params", {})), user_attrs=dict(t.user_attrs))
-        if stale:
-            log.info("re-queued %d evaluation(s) interrupted by the previous run", len(stale))
-        return len(stale)
+            if t.user_attrs.get("iteration") is not None and self._plan_of(t) is not None:
+                self.study.enqueue_trial(self._params_of(t), user_attrs=dict(t.user_attrs))
+                n += 1
+        if n:
+            log.info("re-queued %d evaluation(s) interrupted by the previous run", n)
+        return n
 
     def take_one(self, evaluate: Callable[[Plan], tuple[float, int, float]], worker: str = "driver") -> Record | None:
         """Take one waiting trial (if any), score it, record it. Heartbeats are sent while it runs."""
@@ -206,9 +219,8 @@ class Archive:
                     self.study.tell(t.number, state=TrialState.FAIL)
                 except (RuntimeError, ValueError):
                     continue
-                params = dict(t.params) or dict(t.system_attrs.get("fixed_params", {}))
-                if t.user_attrs.get("iteration") is not None and params:
-                    self.study.enqueue_trial(params, user_attrs={k: v for k, v in t.user_attrs.items() if k != "beating"})
+                if t.user_attrs.get("iteration") is not None and self._plan_of(t) is not None:
+                    self.study.enqueue_trial(self._params_of(t), user_attrs={k: v for k, v in t.user_attrs.items() if k != "beating"})
                     n += 1
         return n
 

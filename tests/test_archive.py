@@ -1,0 +1,45 @@
+"""Archive reads that race with a worker filling in its trial (the CI failure of 2026-11-23)."""
+
+from __future__ import annotations
+
+import optuna
+
+from amq.search.archive import Archive
+
+NAMES = ["a", "b", "c"]
+
+
+def _archive(storage) -> Archive:
+    return Archive(storage, NAMES, [2, 3, 4])
+
+
+def test_a_trial_half_way_through_its_suggests_reads_as_its_queued_plan():
+    storage = optuna.storages.InMemoryStorage()
+    driver, worker = _archive(storage), _archive(storage)
+    driver.enqueue([(2, 3, 4), (4, 4, 4)], iteration=0, source="random", avg_bits=lambda p: sum(p) / len(p))
+    trial = worker.study.ask()  # the worker took the first plan and has suggested one layer so far
+    trial.suggest_categorical("p0", [2, 3, 4])
+    assert driver.known_plans() == {(2, 3, 4), (4, 4, 4)}
+    assert driver.enqueue([(2, 3, 4), (3, 3, 3)], iteration=1, source="nsga2", avg_bits=lambda p: 3.0) == 1
+    assert driver.iterations_started() == {0, 1}
+
+
+def test_a_trial_asked_with_nothing_queued_has_no_plan_and_is_not_requeued():
+    storage = optuna.storages.InMemoryStorage()
+    driver, worker = _archive(storage), _archive(storage)
+    trial = worker.study.ask()  # another worker was faster: no fixed params, no iteration
+    trial.suggest_categorical("p0", [2, 3, 4])
+    assert driver.known_plans() == set()
+    assert driver.iterations_started() == set()
+    assert driver.requeue_stale() == 0 and driver.waiting() == 0
+
+
+def test_a_killed_trial_is_requeued_with_its_whole_plan():
+    storage = optuna.storages.InMemoryStorage()
+    driver, worker = _archive(storage), _archive(storage)
+    driver.enqueue([(3, 2, 4)], iteration=0, source="random", avg_bits=lambda p: 3.0)
+    trial = worker.study.ask()
+    trial.suggest_categorical("p0", [2, 3, 4])  # killed here
+    assert driver.requeue_stale() == 1
+    rec = driver.take_one(lambda plan: (0.5, 100, 0.1))
+    assert rec is not None and rec.plan == (3, 2, 4)
