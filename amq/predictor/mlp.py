@@ -62,20 +62,22 @@ class MLPPredictor:
         torch.manual_seed(self.seed)
         self.model = PlanRegressor(x.shape[1], self.cfg.hidden, self.cfg.layers, self.cfg.lr, self.cfg.weight_decay)
         loader = DataLoader(TensorDataset(xt, yt), batch_size=len(xt), shuffle=False)
-        trainer = L.Trainer(
-            max_epochs=self.cfg.epochs,
-            accelerator="cpu",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            deterministic=True,
-        )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*")
+            # one small CPU fit, inside the search's own process, also when that runs under SLURM
+            warnings.filterwarnings("ignore", ".*`srun` command is available.*")
             logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+            trainer = L.Trainer(
+                max_epochs=self.cfg.epochs,
+                accelerator="cpu",
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                deterministic=True,
+            )
             trainer.fit(self.model, loader)
         self.model.eval()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.interpolate import RBFInterpolator
 
@@ -17,7 +19,9 @@ class RBFPredictor:
         t = np.log(np.maximum(y, 1e-12)) if self.cfg.log_target else y
         # a linear tail needs more points than dimensions; early archives may be smaller
         degree = 1 if len(x) > x.shape[1] else 0
-        self.rbf = RBFInterpolator(x.astype(np.float64), t, kernel=self.cfg.kernel, smoothing=self.cfg.smoothing, degree=degree)
+        with warnings.catch_warnings():  # scipy warns about degree 0; with smoothing > 0 it still solves
+            warnings.filterwarnings("ignore", ".*should not be below.*")
+            self.rbf = RBFInterpolator(x.astype(np.float64), t, kernel=self.cfg.kernel, smoothing=self.cfg.smoothing, degree=degree)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         assert self.rbf is not None, "fit first"
