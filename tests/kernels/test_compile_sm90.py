@@ -17,8 +17,9 @@ if os.environ.get("TRITON_INTERPRET") == "1":  # the kernels are interpreter fun
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from amq_kernels import matmul as mm  # noqa: E402
+from amq_kernels import jit  # noqa: E402
 from amq_kernels.packing import plane_widths  # noqa: E402
+from amq_kernels.ptx import pair_dequant_ptx, pair_dot_ptx  # noqa: E402
 
 WORDS = ("p0_ptr", "p1_ptr", "a0_ptr", "a1_ptr", "b0_ptr", "b1_ptr", "c0_ptr", "c1_ptr", "lock_ptr")
 
@@ -52,19 +53,19 @@ def _widths(bits: int) -> tuple[int, int]:
 def test_decode_kernels_compile_for_sm90_with_inline_ptx(bits):
     w0, w1 = _widths(bits)
     common = {"GROUP": 128, "BLOCK_N": 256, "BLOCK_K": 128, "REDUCE": "atomic", "PTX": True, "GUARD": True}
-    src, cons = mm._pair_dot_ptx(w0, w1)
-    ptx = _compile(mm._gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons}, num_warps=2)
+    src, cons = pair_dot_ptx(w0, w1)
+    ptx = _compile(jit.gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons}, num_warps=2)
     assert "fma.rn.f16x2" in ptx and "lop3.b32" in ptx  # the inline PTX is in
     # bf16 inputs: converted to fp16 pairs in the kernel, then the same PTX; without the |x| guard too
-    ptx_bf16 = _compile(mm._gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons}, num_warps=2, act="*bf16")
+    ptx_bf16 = _compile(jit.gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons}, num_warps=2, act="*bf16")
     assert "fma.rn.f16x2" in ptx_bf16 and re.search(r"cvt\.rn\.f16\.f32|cvt\.rn\.f16x2\.f32", ptx_bf16)
-    _compile(mm._gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons, "GUARD": False}, num_warps=2)
+    _compile(jit.gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons, "GUARD": False}, num_warps=2)
     assert re.search(r"red\.global\.gpu\.relaxed\.add\.noftz\.(v\d\.)?f16\b", ptx)  # splits meet in relaxed fp16 atomics
-    fsrc, fcons = mm._pair_dot_ptx(w0, w1, few_shifts=True)
-    _compile(mm._gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": fsrc, "PTX_ARGS": fcons}, num_warps=2)
-    src4, cons4 = mm._pair_dot_ptx(w0, w1, 4)
+    fsrc, fcons = pair_dot_ptx(w0, w1, few_shifts=True)
+    _compile(jit.gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": fsrc, "PTX_ARGS": fcons}, num_warps=2)
+    src4, cons4 = pair_dot_ptx(w0, w1, 4)
     _compile(
-        mm._gemv4_kernel,
+        jit.gemv4_kernel,
         {
             **{k: v for k, v in common.items() if k != "GUARD"},
             "BLOCK_N": 128,
@@ -80,9 +81,9 @@ def test_decode_kernels_compile_for_sm90_with_inline_ptx(bits):
     group = dict(common)
     for name, b in zip("ABC", (2, 3, bits), strict=True):
         gw0, gw1 = _widths(b)
-        gsrc, gcons = mm._pair_dot_ptx(gw0, gw1)
+        gsrc, gcons = pair_dot_ptx(gw0, gw1)
         group.update({f"W{name}0": gw0, f"W{name}1": gw1, f"SRC_{name}": gsrc, f"ARGS_{name}": gcons})
-    _compile(mm._gemv_group_kernel, group)
+    _compile(jit.gemv_group_kernel, group)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])
@@ -103,19 +104,19 @@ def test_tile_and_dequant_kernels_compile_for_sm90(bits):
         "PTX_ARGS": "",
         "SWAP": False,
     }
-    _compile(mm._packed_matmul_kernel, tiles)
+    _compile(jit.packed_matmul_kernel, tiles)
     # y^T = W x^T: the weight tile is the left operand of a warpgroup MMA (64-row tiles)
-    swapped = _compile(mm._packed_matmul_kernel, {**tiles, "BLOCK_N": 64, "SWAP": True})
+    swapped = _compile(jit.packed_matmul_kernel, {**tiles, "BLOCK_N": 64, "SWAP": True})
     assert "wgmma" in swapped
     if bits in (2, 3, 4):  # tiles built pair by pair, the pairs dequantized in inline PTX
-        src, cons = mm._pair_dequant_ptx(w0, w1)
-        ptx = _compile(mm._packed_matmul_kernel, {**tiles, "PAIRS": True, "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons})
+        src, cons = pair_dequant_ptx(w0, w1)
+        ptx = _compile(jit.packed_matmul_kernel, {**tiles, "PAIRS": True, "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons})
         assert "sub.f16x2" in ptx and "mma" in ptx  # the PTX feeds the tensor cores
-        ptx = _compile(mm._packed_matmul_kernel, {**tiles, "PAIRS": True, "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons, "SWAP": True})
+        ptx = _compile(jit.packed_matmul_kernel, {**tiles, "PAIRS": True, "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons, "SWAP": True})
         assert "sub.f16x2" in ptx and "wgmma" in ptx
-        src, cons = mm._pair_dequant_ptx(w0, w1, bf16=True)  # bf16 activations: bf16x2 sub and fma
+        src, cons = pair_dequant_ptx(w0, w1, bf16=True)  # bf16 activations: bf16x2 sub and fma
         ptx = _compile(
-            mm._packed_matmul_kernel, {**tiles, "PAIRS": True, "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons, "SWAP": True}, act="*bf16"
+            jit.packed_matmul_kernel, {**tiles, "PAIRS": True, "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons, "SWAP": True}, act="*bf16"
         )
         assert "sub.bf16x2" in ptx and "wgmma" in ptx
-    _compile(mm._dequant_kernel, {"GROUP": 128, "W0": w0, "W1": w1, "BLOCK_K": 64, "BLOCK_N": 128})
+    _compile(jit.dequant_kernel, {"GROUP": 128, "W0": w0, "W1": w1, "BLOCK_K": 64, "BLOCK_N": 128})

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from amq_kernels.matmul import _pair_dequant_ptx, _pair_dot_ptx
 from amq_kernels.packing import pack_planes
+from amq_kernels.ptx import pair_dequant_ptx, pair_dot_ptx
 
 
 def _f16x2(v: int) -> tuple[np.float16, np.float16]:
@@ -111,7 +111,7 @@ def test_pair_ptx_matches_codes(bits, rows, few_shifts):
                 ops.append((int(planes[1][0, 0]) >> (r % 2) * 8) & 0xFFFFFFFF)
             xs = x[:, r * per : (r + 1) * per].numpy()
             ops += [_pack16(xs[m, 2 * j], xs[m, 2 * j + 1]) for m in range(rows) for j in range(per // 2)]
-            src, constraints = _pair_dot_ptx(w0, 1 if bits == 3 else 0, rows, few_shifts)
+            src, constraints = pair_dot_ptx(w0, 1 if bits == 3 else 0, rows, few_shifts)
             assert constraints.count(",") + 1 == rows + len(ops)  # the outputs, then one operand each
             got = run_ptx(src, ops, rows)
             q = codes[0, r * per : (r + 1) * per].double().numpy()
@@ -129,7 +129,7 @@ def test_pair_dequant_ptx_matches_codes(bits, bf16):
     g = torch.Generator().manual_seed(10 + bits)
     w0, w1 = (4, 0) if bits == 4 else (2, 1 if bits == 3 else 0)
     per = 32 // w0
-    src, constraints = _pair_dequant_ptx(w0, w1, bf16)
+    src, constraints = pair_dequant_ptx(w0, w1, bf16)
     pack, half = (_pack_bf16, lambda v: float(torch.tensor(v).to(torch.bfloat16))) if bf16 else (_pack16, lambda v: float(np.float16(v)))
     eps = 2**-7 if bf16 else 2e-3
     assert constraints.count(",") + 1 == 2 + (2 if w1 else 1) + 2  # two fp16 outputs, the words, s, -z s
