@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import optuna
+import importlib.util
 
-from amq.search.archive import Archive
+import optuna
+import pytest
+
+from amq.config import AMQConfigError
+from amq.search.archive import Archive, open_storage
 
 NAMES = ["a", "b", "c"]
 
@@ -43,3 +47,11 @@ def test_a_killed_trial_is_requeued_with_its_whole_plan():
     assert driver.requeue_stale() == 1
     rec = driver.take_one(lambda plan: (0.5, 100, 0.1))
     assert rec is not None and rec.plan == (3, 2, 4)
+
+
+def test_an_unreachable_or_malformed_storage_is_a_clear_error():
+    with pytest.raises(AMQConfigError, match="cannot open it"):
+        open_storage(None, "postgresql:/no-host")
+    if importlib.util.find_spec("MySQLdb") is None:  # SQLAlchemy's default MySQL driver
+        with pytest.raises(AMQConfigError, match="no database driver"):
+            open_storage(None, "mysql://nobody@127.0.0.1:1/x")

@@ -25,6 +25,7 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from amq.config import AMQConfigError
 from amq.search.space import Plan
 
 log = logging.getLogger(__name__)
@@ -52,14 +53,24 @@ def open_storage(run_dir: Path | None, url: str | None = None, heartbeat_s: int 
     if url is None:
         assert run_dir is not None
         return JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal")))
-    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_s,
-            grace_period=2 * heartbeat_s,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=None),
-        )
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                heartbeat_interval=heartbeat_s,
+                grace_period=2 * heartbeat_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=None),
+            )
+    except SQLAlchemyError as exc:  # unreachable server, bad URL, wrong password
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise AMQConfigError(f"search storage {url!r}: cannot open it ({reason})") from None
+    except ImportError:  # Optuna's wrapping of a missing database driver
+        raise AMQConfigError(
+            f"search storage {url!r}: no database driver for it (PostgreSQL's comes with pip install -e '.[distributed]')"
+        ) from None
 
 
 def _round(value: float) -> float:
