@@ -240,36 +240,10 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
                 predictor, predictor_metrics = _fit_predictor(cfg, space, records, seed=cfg.seed + it)
                 phase["fit_s"] = time.perf_counter() - t
                 t = time.perf_counter()
-                points = propose(
-                    space,
-                    lambda plans, p=predictor: p.predict(space.encode(plans)),
-                    cost.plan_bytes,
-                    window,
-                    cfg.optimizer,
-                    seed=cfg.seed + it,
-                    seeds=[r.plan for r in _front(records)],
-                    show_progress=show_progress,
-                )
-                known = archive.known_plans()
-                refit = ilp_refit(space, records, loss, cost, budgets_bytes, known) if cfg.search.ilp_refit else []
-                best = _best_under(records, budgets_bytes)
-                # every budget gets the same share; NSGA-II keeps at least half of what refit leaves
-                per_budget = min(cfg.search.local_moves, max(0, cfg.search.candidates - len(refit)) // 2 // max(1, len(best)))
-                local = local_moves(
-                    space,
-                    best,
-                    lambda plans, p=predictor: p.predict(space.encode(plans)),
-                    cost.plan_bytes,
-                    known | set(refit),
-                    per_budget,
-                )
-                taken = known | set(refit) | set(local)
-                picks = pick_spread(
-                    points, max(0, cfg.search.candidates - len(refit) - len(local)), window, taken, list(budgets_bytes.values())
-                )
-                archive.enqueue(refit, it, "ilp-refit", cost.avg_bits)
-                archive.enqueue(local, it, "local", cost.avg_bits)
-                archive.enqueue(picks, it, "nsga2", cost.avg_bits)
+                for source, plans in _candidates(
+                    cfg, space, predictor, records, archive.known_plans(), loss, cost, budgets_bytes, window, it, show_progress
+                ):
+                    archive.enqueue(plans, it, source, cost.avg_bits)
                 phase["propose_s"] = time.perf_counter() - t
             phase["evaluate_s"] = run_queue(f"iteration {it}/{cfg.search.iterations}")
             _log_iteration(tracker, it, archive.records(), lo_bytes, hi_bytes, hv_ref, phase, predictor_metrics, iter_plot)
@@ -288,6 +262,39 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         return result
     finally:
         tracker.finish()
+
+
+def _candidates(
+    cfg: Config,
+    space: SearchSpace,
+    predictor,
+    records: list[Record],
+    known: set[Plan],
+    loss: np.ndarray,
+    cost: CostModel,
+    budgets_bytes: dict[float, int],
+    window: tuple[int, int],
+    it: int,
+    show_progress: bool,
+) -> list[tuple[str, list[Plan]]]:
+    """One iteration's plans to evaluate, by source: the ILP on the per-layer table refitted to
+    the archive, predictor-ranked local moves around each budget's best plan, and NSGA-II's
+    front on the predictor thinned to what is left of `search.candidates`."""
+
+    def predict(plans):
+        return predictor.predict(space.encode(plans))
+
+    seeds = [r.plan for r in _front(records)]
+    points = propose(space, predict, cost.plan_bytes, window, cfg.optimizer, seed=cfg.seed + it, seeds=seeds, show_progress=show_progress)
+    refit = ilp_refit(space, records, loss, cost, budgets_bytes, known) if cfg.search.ilp_refit else []
+    best = _best_under(records, budgets_bytes)
+    # every budget gets the same share; NSGA-II keeps at least half of what refit leaves
+    per_budget = min(cfg.search.local_moves, max(0, cfg.search.candidates - len(refit)) // 2 // max(1, len(best)))
+    local = local_moves(space, best, predict, cost.plan_bytes, known | set(refit), per_budget)
+    taken = known | set(refit) | set(local)
+    n_picks = max(0, cfg.search.candidates - len(refit) - len(local))
+    picks = pick_spread(points, n_picks, window, taken, list(budgets_bytes.values()))
+    return [("ilp-refit", refit), ("local", local), ("nsga2", picks)]
 
 
 def ilp_seeds(space: SearchSpace, loss: np.ndarray, cost: CostModel, budgets_bytes: dict, window: tuple[int, int], n: int) -> list[Plan]:
