@@ -2,6 +2,11 @@
 
     PYTHONPATH=kernels python benchmarks/gpu_check.py [--ms 1,4,16,64,300]
 
+On a CPU under Triton's interpreter, small shapes (what tests/kernels/test_gpu_check_cpu.py runs,
+so that the script itself cannot rot between GPU calls):
+
+    TRITON_INTERPRET=1 PYTHONPATH=kernels python benchmarks/gpu_check.py --device cpu --shapes 128x256g128 --group-nk 128x256
+
 Fresh random codes, scales, zeros and activations for every case; the output is poisoned with
 NaN before each run (`matmul(out=...)`), so an element a kernel fails to write shows up as NaN;
 a case fails at relative error >= 1e-2 or any NaN. Paths: M = 1 (default tiles, serial split-K,
@@ -23,10 +28,11 @@ from amq_kernels.matmul import _tiling, matmul, matmul_group
 from amq_kernels.packing import dequantize, pack
 
 SHAPES = [(72, 256, 64), (4096, 4096, 128), (11008, 4096, 128), (4096, 11008, 128), (4000, 1024, 32)]  # N, K, group
+DEVICE = "cuda"
 
 
 def paths(m: int, n: int, k: int, bits: int, group: int) -> dict[str, dict | None]:
-    base = _tiling(m, n, k, bits, group, torch.device("cuda"))
+    base = _tiling(m, n, k, bits, group, torch.device(DEVICE))
     if group != 128 or bits not in (2, 3, 4):  # odd shapes and bit-widths: the default path only
         return {"default": None}
     if m == 1:
@@ -59,16 +65,25 @@ OUTLIERS = -1.0  # the x "scale" that means: N(0, 1) inputs with every 512th at 
 
 def random_x(m: int, k: int, xscale: float) -> torch.Tensor:
     if xscale == OUTLIERS:
-        x = torch.randn(m, k, device="cuda")
+        x = torch.randn(m, k, device=DEVICE)
         x[:, ::512] = 20000.0
         return x
-    return torch.randn(m, k, device="cuda") * xscale
+    return torch.randn(m, k, device=DEVICE) * xscale
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ms", default="1,4,16,64,300", help="row counts to check (the grouped launches run with M = 1)")
-    ms = tuple(int(v) for v in ap.parse_args().ms.split(","))
+    ap.add_argument("--device", default="cuda", help="cpu: under TRITON_INTERPRET=1, with small --shapes")
+    ap.add_argument("--shapes", default=None, help="NxKgG,... instead of the built-in list, e.g. 128x256g128")
+    ap.add_argument("--group-nk", default=None, help="NxK of each grouped layer (default 11008x4096 for 2, 4096x4096 for 3)")
+    args = ap.parse_args()
+    global DEVICE, SHAPES
+    DEVICE = args.device
+    if args.shapes:
+        SHAPES = [tuple(int(v) for v in s.replace("g", "x").split("x")) for s in args.shapes.split(",")]
+    group_nk = tuple(int(v) for v in args.group_nk.split("x")) if args.group_nk else None
+    ms = tuple(int(v) for v in args.ms.split(","))
     torch.manual_seed(0)
     cases = fails = 0
     worst: dict[str, float] = {}
@@ -79,16 +94,16 @@ def main() -> None:
             continue  # 1/5/6 bits: the M = 1 kernel only; the cuBLAS path has no fp16 pair sums
         if xscale == OUTLIERS and (m != 1 or bits not in (2, 3, 4)):
             continue  # inputs past 4096: the M = 1 PTX loop's guard (such splits run in fp32)
-        codes = torch.randint(0, 2**bits, (n, k), device="cuda", dtype=torch.uint8)
-        scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 0.001).half()
-        zero = (torch.rand(n, k // group, device="cuda") * (2**bits - 1)).half()
+        codes = torch.randint(0, 2**bits, (n, k), device=DEVICE, dtype=torch.uint8)
+        scale = (torch.rand(n, k // group, device=DEVICE) * 0.01 + 0.001).half()
+        zero = (torch.rand(n, k // group, device=DEVICE) * (2**bits - 1)).half()
         p = pack(codes, scale, zero, bits, group)
         x = random_x(m, k, xscale).to(dtype)
         ref = x.double() @ dequantize(p, torch.float64).t()
         for name, cfg in paths(m, n, k, bits, group).items():
             if name == "no-guard" and xscale == OUTLIERS:
                 continue  # unguarded fp16 word sums overflow there, by design
-            y = matmul(x, p, cfg, out=torch.full((m, n), float("nan"), device="cuda", dtype=dtype))
+            y = matmul(x, p, cfg, out=torch.full((m, n), float("nan"), device=DEVICE, dtype=dtype))
             err = ((y.double() - ref).norm() / ref.norm()).item()
             nan = bool(torch.isnan(y).any())
             cases += 1
@@ -102,15 +117,15 @@ def main() -> None:
                     f"FAIL bits={bits} {n}x{k} g{group} {key}: err {err:.2e} NaN {nan}{' (exact result overflows fp16)' if overflow else ''}"
                 )
     for bits, dtype in itertools.product(((3, 3, 3), (2, 3, 4), (4, 2)) if 1 in ms else (), (torch.float16, torch.bfloat16)):  # grouped
-        n = 11008 if len(bits) == 2 else 4096
+        n, k = group_nk or (11008 if len(bits) == 2 else 4096, 4096)
         ps = []
         for b in bits:
-            codes = torch.randint(0, 2**b, (n, 4096), device="cuda", dtype=torch.uint8)
-            scale = (torch.rand(n, 32, device="cuda") * 0.01 + 0.001).half()
-            ps.append(pack(codes, scale, (torch.rand(n, 32, device="cuda") * (2**b - 1)).half(), b, 128))
-        x = torch.randn(1, 4096, device="cuda").to(dtype)
+            codes = torch.randint(0, 2**b, (n, k), device=DEVICE, dtype=torch.uint8)
+            scale = (torch.rand(n, k // 128, device=DEVICE) * 0.01 + 0.001).half()
+            ps.append(pack(codes, scale, (torch.rand(n, k // 128, device=DEVICE) * (2**b - 1)).half(), b, 128))
+        x = torch.randn(1, k, device=DEVICE).to(dtype)
         ref = torch.cat([x.double() @ dequantize(p, torch.float64).t() for p in ps], dim=-1)
-        y = matmul_group(x, ps, out=torch.full((1, n * len(bits)), float("nan"), device="cuda", dtype=dtype))
+        y = matmul_group(x, ps, out=torch.full((1, n * len(bits)), float("nan"), device=DEVICE, dtype=dtype))
         err, nan = ((y.double() - ref).norm() / ref.norm()).item(), bool(torch.isnan(y).any())
         cases += 1
         worst[f"group {len(bits)} x {n} {str(dtype)[6:]}"] = max(worst.get(f"group {len(bits)} x {n} {str(dtype)[6:]}", 0.0), err)
