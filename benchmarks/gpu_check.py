@@ -63,6 +63,14 @@ def paths(m: int, n: int, k: int, bits: int, group: int) -> dict[str, dict | Non
 OUTLIERS = -1.0  # the x "scale" that means: N(0, 1) inputs with every 512th at 20000 (massive activations)
 
 
+def random_packed(n: int, k: int, bits: int, group: int):
+    """Fresh random codes, scales (0.001-0.011) and zeros (anywhere in the code range), packed."""
+    codes = torch.randint(0, 2**bits, (n, k), device=DEVICE, dtype=torch.uint8)
+    scale = (torch.rand(n, k // group, device=DEVICE) * 0.01 + 0.001).half()
+    zero = (torch.rand(n, k // group, device=DEVICE) * (2**bits - 1)).half()
+    return pack(codes, scale, zero, bits, group)
+
+
 def random_x(m: int, k: int, xscale: float) -> torch.Tensor:
     if xscale == OUTLIERS:
         x = torch.randn(m, k, device=DEVICE)
@@ -94,10 +102,7 @@ def main() -> None:
             continue  # 1/5/6 bits: the M = 1 kernel only; the cuBLAS path has no fp16 pair sums
         if xscale == OUTLIERS and (m != 1 or bits not in (2, 3, 4)):
             continue  # inputs past 4096: the M = 1 PTX loop's guard (such splits run in fp32)
-        codes = torch.randint(0, 2**bits, (n, k), device=DEVICE, dtype=torch.uint8)
-        scale = (torch.rand(n, k // group, device=DEVICE) * 0.01 + 0.001).half()
-        zero = (torch.rand(n, k // group, device=DEVICE) * (2**bits - 1)).half()
-        p = pack(codes, scale, zero, bits, group)
+        p = random_packed(n, k, bits, group)
         x = random_x(m, k, xscale).to(dtype)
         ref = x.double() @ dequantize(p, torch.float64).t()
         for name, cfg in paths(m, n, k, bits, group).items():
@@ -118,11 +123,7 @@ def main() -> None:
                 )
     for bits, dtype in itertools.product(((3, 3, 3), (2, 3, 4), (4, 2)) if 1 in ms else (), (torch.float16, torch.bfloat16)):  # grouped
         n, k = group_nk or (11008 if len(bits) == 2 else 4096, 4096)
-        ps = []
-        for b in bits:
-            codes = torch.randint(0, 2**b, (n, k), device=DEVICE, dtype=torch.uint8)
-            scale = (torch.rand(n, k // 128, device=DEVICE) * 0.01 + 0.001).half()
-            ps.append(pack(codes, scale, (torch.rand(n, k // 128, device=DEVICE) * (2**b - 1)).half(), b, 128))
+        ps = [random_packed(n, k, b, 128) for b in bits]
         x = torch.randn(1, k, device=DEVICE).to(dtype)
         ref = torch.cat([x.double() @ dequantize(p, torch.float64).t() for p in ps], dim=-1)
         y = matmul_group(x, ps, out=torch.full((1, n * len(bits)), float("nan"), device=DEVICE, dtype=dtype))

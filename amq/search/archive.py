@@ -138,6 +138,10 @@ class Archive:
         # fitted on the archive is the same whether or not the search was interrupted
         return sorted(out, key=lambda r: (r.iteration, r.plan))
 
+    def _requeueable(self, t: optuna.trial.FrozenTrial) -> bool:
+        """A trial that was queued with a whole plan (not one asked when nothing was left)."""
+        return t.user_attrs.get("iteration") is not None and self._plan_of(t) is not None
+
     def known_plans(self) -> set[Plan]:
         """Plans completed, waiting or running: never enqueue these again."""
         states = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
@@ -178,7 +182,7 @@ class Archive:
         n = 0
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             self.study.tell(t.number, state=TrialState.FAIL)
-            if t.user_attrs.get("iteration") is not None and self._plan_of(t) is not None:
+            if self._requeueable(t):
                 self.study.enqueue_trial(self._params_of(t), user_attrs=dict(t.user_attrs))
                 n += 1
         if n:
@@ -230,7 +234,7 @@ class Archive:
                     self.study.tell(t.number, state=TrialState.FAIL)
                 except (RuntimeError, ValueError):
                     continue
-                if t.user_attrs.get("iteration") is not None and self._plan_of(t) is not None:
+                if self._requeueable(t):
                     self.study.enqueue_trial(self._params_of(t), user_attrs={k: v for k, v in t.user_attrs.items() if k != "beating"})
                     n += 1
         return n

@@ -1,6 +1,7 @@
 """benchmarks/gpu_check.py, the GPU correctness sweep, run end to end on the CPU under Triton's
-interpreter with small shapes: the script's own code (its paths, configs and checks) cannot rot
-between the rare GPU calls, and every path it names is checked here too."""
+interpreter with small shapes, so that the script's own code (its configs, case loop and checks)
+cannot rot between the rare GPU calls. Every config it names runs here; the inline-PTX variants
+take the interpreter's exact loop, their PTX is covered by test_pair_ptx and test_compile_sm90."""
 
 from __future__ import annotations
 
