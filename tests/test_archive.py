@@ -55,3 +55,23 @@ def test_an_unreachable_or_malformed_storage_is_a_clear_error():
     if importlib.util.find_spec("MySQLdb") is None:  # SQLAlchemy's default MySQL driver
         with pytest.raises(AMQConfigError, match="no database driver"):
             open_storage(None, "mysql://nobody@127.0.0.1:1/x")
+
+
+def test_a_trial_failed_as_stale_while_evaluating_is_given_up_not_raised(tmp_path):
+    """A worker whose heartbeat was late (a loaded machine) has its trial failed and re-queued by
+    the driver mid-evaluation: the worker drops its result and goes on (it used to exit 1 from
+    `set_user_attr` on the finished trial, CI 2026-11-24)."""
+    storage = open_storage(None, f"sqlite:///{tmp_path / 'db.sqlite'}", heartbeat_s=60)
+    driver, worker = _archive(storage), _archive(storage)
+    driver.enqueue([(3, 2, 4)], iteration=0, source="random", avg_bits=lambda p: 3.0)
+
+    def evaluate(plan):
+        (running,) = driver.study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        driver.study.tell(running.number, state=optuna.trial.TrialState.FAIL)  # what a stale heartbeat does
+        driver.study.enqueue_trial(dict(running.system_attrs["fixed_params"]), user_attrs=dict(running.user_attrs))
+        return 0.5, 100, 0.1
+
+    assert worker.take_one(evaluate, worker="w1") is None
+    rec = driver.take_one(lambda plan: (0.25, 100, 0.1))  # the retry copy is evaluated once, elsewhere
+    assert rec is not None and rec.plan == (3, 2, 4) and rec.divergence == 0.25
+    assert [r.divergence for r in driver.records()] == [0.25]

@@ -102,7 +102,8 @@ def test_driver_and_three_workers_with_one_killed_equal_a_single_process_run(tmp
     _, err = driver.communicate(timeout=900)
     assert driver.returncode == 0, err[-3000:]
     for w in workers[1:]:
-        assert w.wait(timeout=120) == 0  # the driver marked the study done
+        _, werr = w.communicate(timeout=120)
+        assert w.returncode == 0, werr[-3000:]  # the driver marked the study done
 
     import optuna
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import optuna
 from optuna.distributions import CategoricalDistribution
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -190,31 +191,40 @@ class Archive:
         return n
 
     def take_one(self, evaluate: Callable[[Plan], tuple[float, int, float]], worker: str = "driver") -> Record | None:
-        """Take one waiting trial (if any), score it, record it. Heartbeats are sent while it runs."""
+        """Take one waiting trial (if any), score it, record it. Heartbeats are sent while it runs.
+
+        With heartbeats, the driver may fail this trial as stale at any point (this process was
+        starved for longer than the grace period) and queue a copy for another worker; then the
+        result here is dropped and None returned: the copy is scored once, elsewhere."""
         if not self.waiting():
             return None
-        trial = self.study.ask()
+        with warnings.catch_warnings():  # Optuna: "heartbeat ... supposed to be used with Study.optimize"
+            warnings.simplefilter("ignore", UserWarning)
+            trial = self.study.ask()
         beat = _Heartbeat(self.study, trial._trial_id) if self.heartbeat else None  # first: a trial with no beat never goes stale
-        if beat:
-            trial.set_user_attr("beating", True)
-        plan = tuple(int(trial.suggest_categorical(f"p{i}", self.choices)) for i in range(len(self.names)))
-        if trial.user_attrs.get("iteration") is None:  # asked with no waiting trial left (another worker was faster)
-            if beat:
-                beat.stop()
-            self.study.tell(trial, state=TrialState.FAIL)
-            return None
-        trial.set_user_attr("worker", worker)
         try:
-            div, nbytes, secs = evaluate(plan)
+            if beat:
+                trial.set_user_attr("beating", True)
+            plan = tuple(int(trial.suggest_categorical(f"p{i}", self.choices)) for i in range(len(self.names)))
+            if trial.user_attrs.get("iteration") is None:  # asked with no waiting trial left (another worker was faster)
+                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                return None
+            trial.set_user_attr("worker", worker)
+            try:
+                div, nbytes, secs = evaluate(plan)
+            finally:
+                if beat:
+                    beat.stop()
+            div = _round(div)
+            trial.set_user_attr("seconds", secs)
+            state = self.study.tell(trial, [div, nbytes], skip_if_finished=True).state
+        except UpdateFinishedTrialError:
+            state = TrialState.FAIL
         finally:
             if beat:
                 beat.stop()
-        div = _round(div)
-        trial.set_user_attr("seconds", secs)
-        try:
-            self.study.tell(trial, [div, nbytes])
-        except (RuntimeError, ValueError):  # failed as stale meanwhile: its retry copy is someone else's now
-            log.warning("trial %d was given to another worker while this one evaluated it", trial.number)
+        if state != TrialState.COMPLETE:
+            log.warning("trial %d was failed as stale and given to another worker; dropping this result", trial.number)
             return None
         ua = trial.user_attrs
         rec = Record(plan, div, nbytes, float(ua["avg_bits"]), int(ua["iteration"]), str(ua["source"]), trial.number, secs)
