@@ -104,6 +104,16 @@ def test_existing_run_dir_needs_resume(tmp_path, small_model_dir):
     assert r.returncode == 2 and "pass resume=true" in r.stderr
 
 
+def test_resume_of_a_dir_without_a_search_says_so(tmp_path, small_model_dir):
+    """A mistyped run dir with resume=true must not look like a resumed search."""
+    run = tmp_path / "typo"
+    r = subprocess.run(
+        _cmd(small_model_dir, run, "resume=true", "search.budgets=[9.0]"), capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert r.returncode == 2  # stopped by the budget check right after the warning, before any work
+    assert "holds no search" in r.stdout + r.stderr and "starting a new one" in r.stdout + r.stderr
+
+
 @pytest.mark.slow
 def test_tied_search_keeps_every_group_at_one_bit_width(tmp_path, small_model_dir):
     from amq.search.ties import tie_groups

@@ -111,12 +111,17 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     journal = run_dir / "optuna.journal"
     if journal.exists() and not cfg.resume:
         raise AMQConfigError(f"{run_dir} already holds a search; pass resume=true to continue it")
+    if cfg.resume and cfg.search.storage is None and not journal.exists():
+        log.warning("resume=true, but %s holds no search (no optuna.journal): starting a new one there", run_dir)
     prep = prepare(cfg)
     storage = open_storage(run_dir, cfg.search.storage, cfg.search.heartbeat_s) if cfg.search.storage else None
-    if storage is not None and not cfg.resume:
+    if storage is not None:
         name = study_name(cfg, run_dir)
-        if any(s.study_name == name for s in storage.get_all_studies()):
+        exists = any(s.study_name == name for s in storage.get_all_studies())
+        if exists and not cfg.resume:
             raise AMQConfigError(f"study {name!r} already exists in search.storage; pass resume=true to continue it")
+        if cfg.resume and not exists:
+            log.warning("resume=true, but search.storage has no study %r: starting a new search", name)
     cost = prep.cost
     timings: dict[str, float] = {}
 

@@ -36,6 +36,11 @@ import torch
 from amq_kernels.packing import PackedWeight, plane_widths
 from amq_kernels.ptx import pair_dequant_ptx, pair_dot_ptx
 
+# Every launch asks for fused multiply-adds: the fp32 scale/zero epilogues and accumulations were
+# measured (and their tolerances set) with FMAs, which Triton up to 3.9 fuses by default and 3.10
+# no longer does. The interpreter ignores the option.
+FUSE = {"enable_fp_fusion": True}
+
 # Triton's CPU interpreter (TRITON_INTERPRET=1) computes bf16 tl.dot wrongly (numpy has no
 # bf16): there, and only there, the bf16 dot runs in fp32.
 _INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
@@ -129,7 +134,7 @@ def dequantize_triton(packed: PackedWeight, dtype: torch.dtype) -> torch.Tensor:
     p1 = packed.planes[1] if len(widths) > 1 else packed.planes[0]
     dequant_kernel[grid](
         packed.planes[0], p1, packed.scales, packed.zeros, w, n,
-        GROUP=packed.group_size, W0=widths[0], W1=widths[1] if len(widths) > 1 else 0, BLOCK_K=block_k, BLOCK_N=128,
+        GROUP=packed.group_size, W0=widths[0], W1=widths[1] if len(widths) > 1 else 0, BLOCK_K=block_k, BLOCK_N=128, **FUSE,
     )  # fmt: skip
     return w
 
@@ -216,10 +221,10 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     consts = dict(GROUP=packed.group_size, W0=w0, W1=w1, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce,
                   PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, **cfg)  # fmt: skip
     if m == 1:
-        gemv_kernel[grid[::2]](x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, n, k, split, GUARD=guard, **consts)
+        gemv_kernel[grid[::2]](x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, n, k, split, GUARD=guard, **consts, **FUSE)
     else:
         gemv4_kernel[grid](
-            x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, m, n, k, x2.stride(0), y.stride(0), split, **consts
+            x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, m, n, k, x2.stride(0), y.stride(0), split, **consts, **FUSE
         )
     return y
 
@@ -261,7 +266,7 @@ def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4
     gemv_group_kernel[(tiles, split)](
         x2, *args, y, *ns, *([0] if len(ns) == 2 else []), k, split,
         GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce, PTX=use_ptx, GUARD=True,
-        num_warps=num_warps, num_stages=3, **consts,
+        num_warps=num_warps, num_stages=3, **consts, **FUSE,
     )  # fmt: skip
     if out is not None and y is not out:  # the fp32 atomics buffer
         y = out.copy_(y)
@@ -342,7 +347,7 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
             x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock,
             m, n, k, x2.stride(0), y.stride(0), SPLIT_K=split, REDUCE=reduce,
             GROUP=packed.group_size, W0=widths[0], W1=widths[1] if len(widths) > 1 else 0,
-            DOT_FP32=_INTERPRETING and x.dtype == torch.bfloat16, **cfg,
+            DOT_FP32=_INTERPRETING and x.dtype == torch.bfloat16, **cfg, **FUSE,
         )  # fmt: skip
     if out is not None and y is not out:  # the fp32 atomics buffer
         y = out.copy_(y)

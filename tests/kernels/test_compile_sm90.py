@@ -18,6 +18,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from amq_kernels import jit  # noqa: E402
+from amq_kernels.matmul import FUSE  # noqa: E402
 from amq_kernels.packing import plane_widths  # noqa: E402
 from amq_kernels.ptx import pair_dequant_ptx, pair_dot_ptx  # noqa: E402
 
@@ -36,10 +37,11 @@ def _signature(fn, consts: dict) -> dict[str, str]:
     return sig
 
 
-def _compile(fn, consts: dict, num_warps: int = 4, act: str = "*fp16") -> str:
+def _compile(fn, consts: dict, num_warps: int = 4, act: str = "*fp16", fuse: dict = FUSE) -> str:
+    """PTX of `fn` for sm_90, compiled with the options our launches pass (`FUSE`)."""
     sig = _signature(fn, consts)
     sig.update({name: act for name in ("x_ptr", "y_ptr") if name in sig})  # activations and output
-    k = triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": 3})
+    k = triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": 3, **fuse})
     assert k.asm["cubin"]
     return k.asm["ptx"]
 
@@ -120,3 +122,14 @@ def test_tile_and_dequant_kernels_compile_for_sm90(bits):
         )
         assert "sub.bf16x2" in ptx and "wgmma" in ptx
     _compile(jit.dequant_kernel, {"GROUP": 128, "W0": w0, "W1": w1, "BLOCK_K": 64, "BLOCK_N": 128})
+
+
+def test_launches_ask_for_fused_multiply_adds():
+    """The fp32 scale/zero epilogue of the M = 1 kernel is FMAs only because the launches ask for
+    them: Triton 3.10 stops fusing by default, which would change the numbers we measured."""
+    consts = {"GROUP": 128, "BLOCK_N": 256, "BLOCK_K": 128, "REDUCE": "atomic", "PTX": False, "GUARD": True}
+    consts.update(W0=2, W1=0, PTX_SRC="", PTX_ARGS="")
+    fused = _compile(jit.gemv_kernel, consts, num_warps=2)
+    unfused = _compile(jit.gemv_kernel, consts, num_warps=2, fuse={"enable_fp_fusion": False})
+    assert FUSE == {"enable_fp_fusion": True}
+    assert "fma.rn.f32" in fused and "fma.rn.f32" not in unfused
