@@ -221,7 +221,9 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     consts = dict(GROUP=packed.group_size, W0=w0, W1=w1, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce,
                   PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, **cfg)  # fmt: skip
     if m == 1:
-        gemv_kernel[grid[::2]](x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, n, k, split, GUARD=guard, **consts, **FUSE)
+        gemv_kernel[grid[::2]](
+            x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, n, k, split, GUARD=guard, **consts, **FUSE
+        )
     else:
         gemv4_kernel[grid](
             x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, m, n, k, x2.stride(0), y.stride(0), split, **consts, **FUSE

@@ -41,7 +41,9 @@ def _compile(fn, consts: dict, num_warps: int = 4, act: str = "*fp16", fuse: dic
     """PTX of `fn` for sm_90, compiled with the options our launches pass (`FUSE`)."""
     sig = _signature(fn, consts)
     sig.update({name: act for name in ("x_ptr", "y_ptr") if name in sig})  # activations and output
-    k = triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": 3, **fuse})
+    k = triton.compile(
+        ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": 3, **fuse}
+    )
     assert k.asm["cubin"]
     return k.asm["ptx"]
 
