@@ -1,4 +1,5 @@
 import itertools
+import os
 
 import numpy as np
 
@@ -65,3 +66,15 @@ def test_repair_moves_each_layer_at_most_one_step():
     fixed = repair(start, loss, cost, cap, space)
     assert fixed is not None and _bytes(cost, fixed) <= cap
     assert all(abs(CHOICES.index(a) - CHOICES.index(b)) <= 1 for a, b in zip(start, fixed, strict=True))
+
+
+def test_native_prints_during_the_solve_are_silenced_and_stdout_comes_back(capfd):
+    """What HiGHS writes to descriptor 1 itself (its stray repair line) stays out of the output."""
+    from amq.search.ilp import _native_stdout_silenced
+
+    os.write(1, b"before\n")
+    with _native_stdout_silenced():
+        os.write(1, b"HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();\n")
+    print("after", flush=True)
+    out = capfd.readouterr().out
+    assert out == "before\nafter\n"

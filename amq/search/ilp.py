@@ -9,12 +9,35 @@ budget, and seeds the search's initial archive.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from amq.search.space import Plan, SearchSpace
+
+
+@contextlib.contextmanager
+def _native_stdout_silenced() -> Iterator[None]:
+    """HiGHS (scipy 1.17) prints a debug line ("HighsMipSolverData::transformNewIntegerFeasibleSolution
+    tmpSolver.run();") straight to file descriptor 1 whenever it repairs a presolved solution,
+    whatever its output options say: it would land in the middle of the search's progress bars."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no descriptor 1 to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def loss_table(per_bits: dict[str, dict[int, float]], names: Sequence[str], choices: Sequence[int]) -> np.ndarray:
@@ -50,7 +73,8 @@ def allocate(
                 rows.append(row)
     if rows:
         constraints.append(LinearConstraint(np.array(rows), 0, 0))
-    res = milp(c=loss.ravel(), integrality=np.ones(loss.size), bounds=Bounds(0, mask.ravel().astype(float)), constraints=constraints)
+    with _native_stdout_silenced():
+        res = milp(c=loss.ravel(), integrality=np.ones(loss.size), bounds=Bounds(0, mask.ravel().astype(float)), constraints=constraints)
     if res.x is None:
         return None
     pick = res.x.reshape(n_layers, n_choices).argmax(axis=1)
