@@ -210,11 +210,7 @@ class Archive:
                 self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 return None
             trial.set_user_attr("worker", worker)
-            try:
-                div, nbytes, secs = evaluate(plan)
-            finally:
-                if beat:
-                    beat.stop()
+            div, nbytes, secs = evaluate(plan)
             div = _round(div)
             trial.set_user_attr("seconds", secs)
             state = self.study.tell(trial, [div, nbytes], skip_if_finished=True).state
