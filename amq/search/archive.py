@@ -198,8 +198,8 @@ class Archive:
         result here is dropped and None returned: the copy is scored once, elsewhere."""
         if not self.waiting():
             return None
-        with warnings.catch_warnings():  # Optuna: "heartbeat ... supposed to be used with Study.optimize"
-            warnings.simplefilter("ignore", UserWarning)
+        with warnings.catch_warnings():  # we send the heartbeats ourselves (_Heartbeat), not through optimize
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
             trial = self.study.ask()
         beat = _Heartbeat(self.study, trial._trial_id) if self.heartbeat else None  # first: a trial with no beat never goes stale
         try:

@@ -135,3 +135,21 @@ def test_launches_ask_for_fused_multiply_adds():
     unfused = _compile(jit.gemv_kernel, consts, num_warps=2, fuse={"enable_fp_fusion": False})
     assert FUSE == {"enable_fp_fusion": True}
     assert "fma.rn.f32" in fused and "fma.rn.f32" not in unfused
+
+
+def test_every_launch_passes_the_fusion_option():
+    """Each `<name>_kernel[grid](...)` in matmul.py ends with `**FUSE` (the interpreter drops the
+    option, so only the source shows a launch that forgot it)."""
+    import ast
+    import inspect
+
+    from amq_kernels import matmul
+
+    launches = [
+        node
+        for node in ast.walk(ast.parse(inspect.getsource(matmul)))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Subscript) and getattr(node.func.value, "id", "").endswith("_kernel")
+    ]
+    assert len(launches) == 5  # dequant, gemv, gemv4, gemv_group, packed_matmul
+    for call in launches:
+        assert any(kw.arg is None and getattr(kw.value, "id", None) == "FUSE" for kw in call.keywords), ast.unparse(call.func)
