@@ -22,6 +22,9 @@ def _check(cond: bool, message: str) -> None:
         raise AMQConfigError(message)
 
 
+QUANT_METHODS = ("gptq", "awq", "hqq", "rtn")
+
+
 @dataclass
 class ModelConfig:
     """Which causal LM to search: a Hugging Face id, a local directory or `builtin:tiny-llama`."""
@@ -80,7 +83,11 @@ class ProxyConfig:
 class PredictorConfig:
     """Regressor from a plan's per-layer bits to its divergence."""
 
-    name: str = "mlp"  # mlp (LightningModule) | rbf (scipy RBFInterpolator)
+    name: str = "auto"  # auto (cross-validated choice among `candidates`) | additive | rbf | mlp
+    candidates: list[str] = field(default_factory=lambda: ["additive", "rbf", "mlp"])  # what auto chooses from
+    folds: int = 5  # k-fold cross-validation of the predictor's ranking (Kendall tau) at every fit
+    min_tau: float = 0.5  # below this CV tau the predictor proposes nothing: ILP refit and local moves do
+    ridge: float = 0.1  # additive: pull of the refitted per-layer terms towards the sensitivity table
     hidden: int = 128
     layers: int = 2
     epochs: int = 300
@@ -88,12 +95,19 @@ class PredictorConfig:
     weight_decay: float = 1e-4
     kernel: str = "thin_plate_spline"  # rbf only
     smoothing: float = 1e-3  # rbf only
-    holdout: float = 0.2  # share of the archive held out to score the predictor
-    log_target: bool = True  # fit log(divergence): errors are multiplicative across layers
+    log_target: bool = True  # rbf, mlp: fit log(divergence): errors are multiplicative across layers
 
     def __post_init__(self) -> None:
-        _check(self.name in ("mlp", "rbf"), f"predictor.name must be mlp or rbf, got {self.name!r}")
-        _check(0.0 < self.holdout < 0.9, "predictor.holdout must be in (0, 0.9)")
+        kinds = ("additive", "rbf", "mlp")
+        _check(self.name in (*kinds, "auto"), f"predictor.name must be auto, additive, rbf or mlp, got {self.name!r}")
+        bad = [c for c in self.candidates if c not in kinds]
+        _check(
+            not bad and len(self.candidates) > 0,
+            f"predictor.candidates must be a non-empty list of {', '.join(kinds)}, got {self.candidates}",
+        )
+        _check(self.folds >= 2, f"predictor.folds must be >= 2, got {self.folds}")
+        _check(-1.0 <= self.min_tau <= 1.0, f"predictor.min_tau must be in [-1, 1], got {self.min_tau}")
+        _check(self.ridge > 0, f"predictor.ridge must be > 0, got {self.ridge}")
 
 
 @dataclass
@@ -174,6 +188,21 @@ class SearchConfig:
 
 
 @dataclass
+class FinalConfig:
+    """The last step: each budget's plan chosen among the search's best and the peers' plans by
+    the real quantizer, on held-out calibration windows (amq.search.final)."""
+
+    method: str = "gptq"  # the final quantizer: gptq | awq | hqq | rtn | none (keep the proxy's choice)
+    top_k: int = 4  # the search's best plans under each budget that compete
+    peers: bool = True  # the ILP, greedy and uniform plans at each budget compete too
+
+    def __post_init__(self) -> None:
+        methods = (*QUANT_METHODS, "none")
+        _check(self.method in methods, f"final.method must be one of {', '.join(methods)}, got {self.method!r}")
+        _check(self.top_k >= 1, f"final.top_k must be >= 1, got {self.top_k}")
+
+
+@dataclass
 class LoggerConfig:
     """Weights & Biases: offline by default (no account, no network), online, or disabled."""
 
@@ -199,13 +228,11 @@ class Config:
     optimizer: OptimizerConfig = MISSING
     data: DataConfig = MISSING
     search: SearchConfig = MISSING
+    final: FinalConfig = field(default_factory=FinalConfig)
     logger: LoggerConfig = MISSING
     seed: int = 0
     resume: bool = False
     run_name: str = "amq"
-
-
-QUANT_METHODS = ("gptq", "awq", "hqq", "rtn")
 
 
 @dataclass

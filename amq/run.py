@@ -17,7 +17,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> float | None:
-    """Run one search; returns the archive's best divergence at the first budget (for sweepers)."""
+    """Run one search; returns the first budget's plan divergence (after the final quantizer; for sweepers)."""
     from amq.search.loop import run_search
 
     try:
@@ -26,13 +26,18 @@ def main(dcfg: DictConfig) -> float | None:
     except AMQConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    for budget, rec in result.budget_plans.items():
-        if rec is not None:
+    for choice in result.choices:
+        best = choice.best
+        if best is not None:
+            after = f", {best.final:.4g} after {cfg.final.method}" if best.final is not None else ""
             logging.getLogger("amq").info(
-                "budget %g: %.3f bits, divergence %.4g -> %s", budget, rec.avg_bits, rec.divergence, result.run_dir / "plans"
-            )
-    first = next(iter(result.budget_plans.values()), None)
-    return first.divergence if first else None
+                "budget %g: %.3f bits from %s, divergence %.4g by the proxy%s -> %s",
+                choice.budget, best.avg_bits, "+".join(best.sources), best.proxy, after, result.run_dir / "plans",
+            )  # fmt: skip
+    first = result.choices[0].best if result.choices else None
+    if first is None:
+        return None
+    return first.final if first.final is not None else first.proxy
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The embedded default model: a tiny Llama trained here, on text that ships with Python.
+"""The embedded models: a tiny Llama (the default) and a tiny Qwen2, trained here on text that ships with Python.
 
 `python -m amq.run` must work on a fresh machine with no download. We train a small
 LlamaForCausalLM (and a byte-level BPE tokenizer) on the documentation topics that CPython
@@ -40,10 +40,20 @@ class TinyRecipe:
     lr: float = 3e-3
     seed: int = 0
     version: int = 1
+    arch: str = "llama"  # llama | qwen2 (grouped-query attention, biases on q/k/v)
+    num_kv_heads: int | None = None  # None: as many as attention heads
 
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        fields = asdict(self)
+        for k in ("arch", "num_kv_heads"):  # added later: left out at their defaults, so older caches stay valid
+            if fields[k] == getattr(TinyRecipe, k):
+                del fields[k]
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
+
+
+# the embedded models: `builtin:<name>`; the Llama is the default, the Qwen2 a second family for tests and benchmarks
+BUILTIN_RECIPES = {"tiny-llama": TinyRecipe(), "tiny-qwen2": TinyRecipe(arch="qwen2", num_kv_heads=2)}
 
 
 def builtin_corpus() -> tuple[str, str]:
@@ -79,26 +89,27 @@ def _train_tokenizer(text: str, vocab_size: int):
 
 def build_tiny_model(out_dir: Path, recipe: TinyRecipe = TinyRecipe()) -> Path:
     """Train the tiny model and save it (HF format, fp16) to `out_dir`; returns `out_dir`."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(recipe.seed)
     train_text, _ = builtin_corpus()
     tokenizer = _train_tokenizer(train_text, recipe.vocab_size)
     ids = torch.tensor(tokenizer(train_text)["input_ids"], dtype=torch.long)
 
-    config = LlamaConfig(
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[recipe.arch]
+    config = config_cls(
         vocab_size=recipe.vocab_size,
         hidden_size=recipe.hidden_size,
         intermediate_size=recipe.intermediate_size,
         num_hidden_layers=recipe.num_layers,
         num_attention_heads=recipe.num_heads,
-        num_key_value_heads=recipe.num_heads,
+        num_key_value_heads=recipe.num_kv_heads or recipe.num_heads,
         max_position_embeddings=recipe.seq_len * 4,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    model = LlamaForCausalLM(config)
+    model = model_cls(config)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
     warmup = max(1, recipe.steps // 20)
@@ -134,12 +145,13 @@ def build_tiny_model(out_dir: Path, recipe: TinyRecipe = TinyRecipe()) -> Path:
 
 
 def resolve_builtin(path: str) -> Path:
-    """Map `builtin:tiny-llama` to its cached directory, building it on first use."""
+    """Map `builtin:<name>` (tiny-llama, tiny-qwen2) to its cached directory, building it on first use."""
     name = path[len(BUILTIN_PREFIX) :]
-    if name != "tiny-llama":
-        raise ValueError(f"unknown builtin model {name!r}; the only one is 'builtin:tiny-llama'")
-    recipe = TinyRecipe()
-    target = cache_root() / f"tiny-llama-{recipe.key()}"
+    if name not in BUILTIN_RECIPES:
+        known = ", ".join(f"'builtin:{k}'" for k in BUILTIN_RECIPES)
+        raise ValueError(f"unknown builtin model {name!r}; the embedded ones are {known}")
+    recipe = BUILTIN_RECIPES[name]
+    target = cache_root() / f"{name}-{recipe.key()}"
     if (target / "config.json").exists():
         return target
     log.info("building the embedded default model once into %s", target)

@@ -9,24 +9,25 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from amq.config import AMQConfigError, Config
+from amq.config import AMQConfigError, Config, QuantizerConfig
 from amq.cost import CostModel, build_cost_model
 from amq.data import calibration_ids, check_data
 from amq.metrics import DivergenceEvaluator
 from amq.models import load_config, load_model, load_tokenizer, resolve_model_path, searchable_linears, shapes_from_config
 from amq.plotting import plot_front
-from amq.predictor import holdout_split, make_predictor, score
+from amq.predictor import make_predictor, select
 from amq.quant.apply import BlockHessians
 from amq.quant.bank import ProxyBank
 from amq.search.archive import STUDY_NAME, Archive, Record, open_storage
-from amq.search.ilp import allocate, fit_additive, loss_table
+from amq.search.final import BudgetChoice, FinalScorer, budget_candidates, choose
+from amq.search.ilp import allocate, fit_additive, greedy, loss_table
 from amq.search.local import local_moves
 from amq.search.nsga import pick_spread, propose
 from amq.search.pareto import front_indices, hypervolume
@@ -69,6 +70,7 @@ class SearchResult:
     budget_plans: dict[float, Record | None]
     uniform: dict[int, float]
     predictor_metrics: dict[str, float]
+    choices: list[BudgetChoice]  # each budget's candidates, ranked after the final quantizer
 
 
 def build_scorer(cfg: Config, model_path: str, show_progress: bool = True) -> tuple[ProxyBank, DivergenceEvaluator, dict[str, float]]:
@@ -242,11 +244,19 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
             elif it not in archive.iterations_started():
                 t = time.perf_counter()
                 records = archive.records()
-                predictor, predictor_metrics = _fit_predictor(cfg, space, records, seed=cfg.seed + it)
+                predictor, predictor_metrics = _fit_predictor(cfg, space, records, loss, seed=cfg.seed + it)
                 phase["fit_s"] = time.perf_counter() - t
                 t = time.perf_counter()
+                trusted = predictor_metrics.get("kendall_tau", -1.0) >= cfg.predictor.min_tau
+                predictor_metrics["fallback"] = float(not trusted)
+                if not trusted:
+                    log.warning(
+                        "iteration %d: the predictor does not rank the archive (cross-validated tau %.2f < predictor.min_tau %.2f):"
+                        " NSGA-II proposes nothing; this iteration's plans come from the ILP refit and local moves",
+                        it, predictor_metrics.get("kendall_tau", float("nan")), cfg.predictor.min_tau,
+                    )  # fmt: skip
                 for source, plans in _candidates(
-                    cfg, space, predictor, records, archive.known_plans(), loss, cost, budgets_bytes, window, it, show_progress
+                    cfg, space, predictor, trusted, records, archive.known_plans(), loss, cost, budgets_bytes, window, it, show_progress
                 ):
                     archive.enqueue(plans, it, source, cost.avg_bits)
                 phase["propose_s"] = time.perf_counter() - t
@@ -256,11 +266,12 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         # --- outputs -----------------------------------------------------------------------
         records = archive.records()
         archive.rewrite_jsonl()
-        final_predictor, final_metrics = _fit_predictor(cfg, space, records, seed=cfg.seed + 10_000)
+        final_predictor, final_metrics = _fit_predictor(cfg, space, records, loss, seed=cfg.seed + 10_000)
         predictor_metrics = final_metrics or predictor_metrics
         uniform = _uniform_baselines(run_dir, cfg, names, evaluate)
+        choices = _final_choice(cfg, run_dir, prep, bank, evaluator, ties, records, per_bits, budgets_bytes, tracker, show_progress)
         bank.restore()
-        result = _write_outputs(cfg, run_dir, prep, space, records, budgets_bytes, final_predictor, uniform, predictor_metrics)
+        result = _write_outputs(cfg, run_dir, prep, space, records, choices, final_predictor, uniform, predictor_metrics)
         tracker.summary({"predictor/kendall_tau": predictor_metrics.get("kendall_tau"), "archive/size": len(records)})
         tracker.image("search/front_plot", run_dir / "front.png")
         archive.study.set_user_attr("done", True)  # workers exit
@@ -273,6 +284,7 @@ def _candidates(
     cfg: Config,
     space: SearchSpace,
     predictor,
+    trusted: bool,
     records: list[Record],
     known: set[Plan],
     loss: np.ndarray,
@@ -284,18 +296,26 @@ def _candidates(
 ) -> list[tuple[str, list[Plan]]]:
     """One iteration's plans to evaluate, by source: the ILP on the per-layer table refitted to
     the archive, predictor-ranked local moves around each budget's best plan, and NSGA-II's
-    front on the predictor thinned to what is left of `search.candidates`."""
+    front on the predictor thinned to what is left of `search.candidates`. A predictor that is
+    not `trusted` proposes nothing: the refitted table ranks the local moves, which take every
+    place the refit leaves."""
+    if not trusted:
+        predictor = make_predictor(replace(cfg.predictor, name="additive"), cfg.seed + it, space, loss)
+        predictor.fit(space.encode([r.plan for r in records]), np.array([r.divergence for r in records]))
 
     def predict(plans):
         return predictor.predict(space.encode(plans))
 
-    seeds = [r.plan for r in _front(records)]
-    points = propose(space, predict, cost.plan_bytes, window, cfg.optimizer, seed=cfg.seed + it, seeds=seeds, show_progress=show_progress)
     refit = ilp_refit(space, records, loss, cost, budgets_bytes, known) if cfg.search.ilp_refit else []
     best = _best_under(records, budgets_bytes)
+    room = max(0, cfg.search.candidates - len(refit))
     # every budget gets the same share; NSGA-II keeps at least half of what refit leaves
-    per_budget = min(cfg.search.local_moves, max(0, cfg.search.candidates - len(refit)) // 2 // max(1, len(best)))
+    per_budget = min(cfg.search.local_moves, room // 2 // max(1, len(best))) if trusted else -(-room // max(1, len(best)))
     local = local_moves(space, best, predict, cost.plan_bytes, known | set(refit), per_budget)
+    if not trusted:
+        return [("ilp-refit", refit), ("local", local[:room])]
+    seeds = [r.plan for r in _front(records)]
+    points = propose(space, predict, cost.plan_bytes, window, cfg.optimizer, seed=cfg.seed + it, seeds=seeds, show_progress=show_progress)
     taken = known | set(refit) | set(local)
     n_picks = max(0, cfg.search.candidates - len(refit) - len(local))
     picks = pick_spread(points, n_picks, window, taken, list(budgets_bytes.values()))
@@ -363,20 +383,14 @@ def _front(records: list[Record]) -> list[Record]:
     return [records[i] for i in idx]
 
 
-def _fit_predictor(cfg: Config, space: SearchSpace, records: list[Record], seed: int):
-    """Score on a held-out split (Kendall tau, RMSE), then refit on the whole archive."""
+def _fit_predictor(cfg: Config, space: SearchSpace, records: list[Record], loss: np.ndarray, seed: int):
+    """The predictor chosen and scored by k-fold cross-validation (Kendall tau, RMSE), refitted
+    on the whole archive."""
     x = space.encode([r.plan for r in records])
     y = np.array([r.divergence for r in records])
-    rng = np.random.default_rng(seed)
-    metrics: dict[str, float] = {}
-    if len(records) >= 8:
-        tr, te = holdout_split(len(records), cfg.predictor.holdout, rng)
-        p = make_predictor(cfg.predictor, seed)
-        p.fit(x[tr], y[tr])
-        metrics = score(y[te], p.predict(x[te]))
-    final = make_predictor(cfg.predictor, seed)
-    final.fit(x, y)
-    return final, metrics
+    predictor, name, metrics = select(cfg.predictor, x, y, seed, space, loss)
+    metrics["choice"] = float(["additive", "rbf", "mlp"].index(name))
+    return predictor, metrics
 
 
 def _log_iteration(tracker: Tracker, it: int, records: list[Record], lo: int, hi: int, hv_ref, phase, pm, plot_path: Path | None) -> None:
@@ -406,7 +420,9 @@ def _log_iteration(tracker: Tracker, it: int, records: list[Record], lo: int, hi
         len(records),
         len(front),
         hv,
-        f", predictor tau {tau:.3f} rmse {pm['rmse']:.2e}" if tau is not None else "",
+        f", predictor {['additive', 'rbf', 'mlp'][int(pm['choice'])]} cross-validated tau {tau:.3f} rmse {pm['rmse']:.2e}"
+        if tau is not None
+        else "",
     )
 
 
@@ -420,6 +436,96 @@ def _uniform_baselines(run_dir: Path, cfg: Config, names: list[str], evaluate) -
     out = {b: evaluate(tuple([b] * len(names)))[0] for b in cfg.bits.choices}
     path.write_text(json.dumps(out, indent=2))
     return out
+
+
+def _final_choice(
+    cfg: Config,
+    run_dir: Path,
+    prep: Prepared,
+    bank: ProxyBank,
+    evaluator: DivergenceEvaluator,
+    ties,
+    records: list[Record],
+    per_bits: dict,
+    budgets_bytes: dict[float, int],
+    tracker: Tracker,
+    show_progress: bool,
+) -> list[BudgetChoice]:
+    """Each budget's candidates (the search's best `final.top_k` and the peers' plans), ranked
+    after the final quantizer on held-out calibration windows (`final.method=none`: by the
+    proxy); scores are kept in final.json, so a resumed run does not redo them."""
+    names, cost, n = bank.names, prep.cost, len(bank.names)
+    peer_space = SearchSpace(tuple(names), tuple(cfg.bits.choices), ties=ties)  # the peers know no pruning
+    table = loss_table(per_bits, names, cfg.bits.choices)
+
+    def proxy_score(plan: Plan) -> float:
+        bank.apply(plan)
+        return float(f"{evaluator.score():.6e}")
+
+    choices = []
+    for b, cap in budgets_bytes.items():
+        peers: dict[str, Plan | None] = {}
+        if cfg.final.peers:
+            peers = {"ilp": allocate(table, cost.table(), cap, peer_space), "greedy": greedy(table, cost.table(), cap, peer_space)}
+            fitting = [u for u in cfg.bits.choices if cost.plan_bytes([u] * n) <= cap]
+            if fitting:
+                peers[f"uniform-{max(fitting)}"] = (max(fitting),) * n
+        cands = budget_candidates(cap, records, peers, cfg.final.top_k, cost.plan_bytes, cost.avg_bits, proxy_score)
+        choices.append(BudgetChoice(b, cap, cands))
+    if cfg.final.method == "none":
+        for ch in choices:
+            ch.candidates.sort(key=lambda c: (c.proxy, c.bytes))
+        return choices
+
+    path = run_dir / "final.json"
+    key = {"method": cfg.final.method, "group_size": cfg.bits.group_size, "data": asdict(cfg.data), "metric": cfg.search.metric}
+    cached: dict[Plan, float] = {}
+    if path.exists():
+        doc = json.loads(path.read_text())
+        if doc.get("key") == key:
+            cached = {tuple(c["layers"][m] for m in names): c["final_divergence"] for ch in doc["budgets"] for c in ch["candidates"]}
+    t0 = time.perf_counter()
+    bank.restore()
+    tokenizer = load_tokenizer(prep.model_path, cfg.model.trust_remote_code)
+    held_out = calibration_ids(replace(cfg.data, seed=cfg.data.seed + 1), tokenizer)
+    quantizer = QuantizerConfig(method=cfg.final.method, group_size=cfg.bits.group_size, batch_size=cfg.data.batch_size)
+    calib = torch.cat([batch.cpu() for batch in evaluator.batches])
+    scorer = FinalScorer(evaluator.model, bank.linears, calib, held_out, quantizer, cfg.search.metric)
+    choose(choices, names, scorer, cached, show_progress)
+    seconds = time.perf_counter() - t0
+    doc = {
+        "key": key,
+        "seconds": seconds,
+        "held_out": {"seed": cfg.data.seed + 1, "samples": cfg.data.num_samples, "seq_len": cfg.data.seq_len},
+        "budgets": [
+            {"budget": ch.budget, "unit": cfg.search.budget_unit, "bytes": ch.cap, "candidates": [c.as_dict(names) for c in ch.candidates]}
+            for ch in choices
+        ],
+    }
+    write_json_atomic(path, doc)
+    rows = []
+    for ch in choices:
+        best = ch.best
+        if best is None:
+            continue
+        peers_said = ", ".join(f"{'+'.join(c.sources)} {c.final:.4g}" for c in ch.candidates[1:] if not c.sources[0].startswith("search"))
+        log.info(
+            "budget %g %s: %s after %s, divergence %.4g%s",
+            ch.budget, cfg.search.budget_unit, "+".join(best.sources), cfg.final.method, best.final,
+            f" (peers: {peers_said})" if peers_said else "",
+        )  # fmt: skip
+        rows += [[ch.budget, "+".join(c.sources), c.avg_bits, c.proxy, c.final, c is best] for c in ch.candidates]
+    n_plans = len({c.plan for ch in choices for c in ch.candidates})
+    log.info("final choice: %d plans quantized with %s and scored in %.1f s", n_plans, cfg.final.method, seconds)
+    tracker.summary({"final/seconds": seconds, "final/plans": n_plans})
+    tracker.table("final/candidates", ["budget", "sources", "avg_bits", "proxy_divergence", "final_divergence", "chosen"], rows)
+    return choices
+
+
+def write_json_atomic(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(path)
 
 
 def plan_document(cfg: Config, model_path: str, names: list[str], rec: Record, cost: CostModel, predicted: float | None) -> dict:
@@ -442,7 +548,9 @@ def plan_document(cfg: Config, model_path: str, names: list[str], rec: Record, c
     }
 
 
-def _write_outputs(cfg, run_dir, prep: Prepared, space: SearchSpace, records, budgets_bytes, predictor, uniform, pm) -> SearchResult:
+def _write_outputs(
+    cfg, run_dir, prep: Prepared, space: SearchSpace, records, choices: list[BudgetChoice], predictor, uniform, pm
+) -> SearchResult:
     cost = prep.cost
     names = list(space.names)
     front = _front(records)
@@ -453,14 +561,25 @@ def _write_outputs(cfg, run_dir, prep: Prepared, space: SearchSpace, records, bu
     plans_dir = run_dir / "plans"
     plans_dir.mkdir(exist_ok=True)
     chosen: dict[float, Record | None] = {}
-    for b, cap in budgets_bytes.items():
-        fits = [r for r in records if r.bytes <= cap]
-        best = min(fits, key=lambda r: r.divergence) if fits else None
-        chosen[b] = best
-        if best is not None:
-            doc = plan_document(cfg, prep.model_path, names, best, cost, float(predictor.predict(space.encode([best.plan]))[0]))
-            doc["budget"] = {"value": b, "unit": cfg.search.budget_unit, "bytes": cap}
-            (plans_dir / f"{b:g}{cfg.search.budget_unit}.json").write_text(json.dumps(doc, indent=1))
+    by_plan = {r.plan: r for r in records}
+    for ch in choices:
+        best = ch.best
+        if best is None:
+            chosen[ch.budget] = None
+            continue
+        source = "+".join(best.sources)
+        rec = by_plan.get(best.plan) or Record(best.plan, best.proxy, best.bytes, best.avg_bits, -1, source, -1, 0.0)
+        chosen[ch.budget] = rec
+        doc = plan_document(cfg, prep.model_path, names, rec, cost, float(predictor.predict(space.encode([best.plan]))[0]))
+        doc["budget"] = {"value": ch.budget, "unit": cfg.search.budget_unit, "bytes": ch.cap}
+        doc["chosen_by"] = {
+            "method": cfg.final.method,
+            "sources": best.sources,
+            "divergence": best.final,
+            "competitors": len(ch.candidates) - 1,
+            "data": "held-out calibration windows" if cfg.final.method != "none" else "the search's calibration windows",
+        }
+        write_json_atomic(plans_dir / f"{ch.budget:g}{cfg.search.budget_unit}.json", doc)
 
     full = {b: (cost.avg_bits([b] * len(names)), d) for b, d in uniform.items()}
     plot_front(
@@ -473,7 +592,7 @@ def _write_outputs(cfg, run_dir, prep: Prepared, space: SearchSpace, records, bu
         list(cfg.search.budgets) if cfg.search.budget_unit == "bits" else [],
         f"{cfg.model.name}: {len(records)} evaluated plans, {cfg.search.metric.upper()} on {cfg.data.num_samples}x{cfg.data.seq_len} tokens",
     )
-    return SearchResult(run_dir, records, front, chosen, uniform, pm)
+    return SearchResult(run_dir, records, front, chosen, uniform, pm, choices)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -101,3 +101,9 @@ class SearchSpace:
         lo, hi = self.choices[0], self.choices[-1]
         arr = np.asarray(plans, dtype=np.float32)[:, self.free]
         return (arr - lo) / max(1, hi - lo)
+
+    def decode(self, x: np.ndarray) -> list[Plan]:
+        """The plans that `encode` turned into `x`."""
+        lo, hi = self.choices[0], self.choices[-1]
+        bits = np.rint(np.asarray(x, dtype=np.float64) * max(1, hi - lo) + lo).astype(int)
+        return [self.make(row) for row in bits]

@@ -1,0 +1,158 @@
+"""The last step of a search: each budget's plan is chosen by the real quantizer.
+
+The search ranks plans by a proxy (a bank quantized once and swapped in). What the user gets is
+the plan after the final quantizer (GPTQ by default), and the two rankings disagree exactly at
+the small margins that separate the best plans. So, per budget, the `final.top_k` evaluated
+plans that fit (lowest proxy divergence first) and the peers' plans at the same budget (ILP and
+greedy on the sensitivity table, the largest uniform plan that fits) are quantized for real and
+scored by their divergence from the 16-bit model on held-out calibration windows: the same
+calibration text, windows drawn with another seed, so that the choice is not made on the very
+tokens GPTQ fitted (and never on test data). The lowest wins. By construction the budget's plan
+is then never worse, on those windows, than the peers it competes with.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from amq.config import QuantizerConfig
+from amq.metrics import DivergenceEvaluator
+from amq.quant.apply import quantize_model
+from amq.search.archive import Record
+from amq.search.space import Plan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    """One plan competing for a budget."""
+
+    plan: Plan
+    sources: list[str]  # where it came from: search (with its archive source), ilp, greedy, uniform-<b>
+    bytes: int
+    avg_bits: float
+    proxy: float  # divergence with the proxy bank, on the search's calibration windows
+    final: float | None = None  # divergence after the final quantizer, on the held-out windows
+    seconds: float = 0.0  # time to quantize and score it
+
+    def as_dict(self, names: Sequence[str]) -> dict:
+        return {
+            "sources": self.sources,
+            "avg_bits": self.avg_bits,
+            "bytes": self.bytes,
+            "proxy_divergence": self.proxy,
+            "final_divergence": self.final,
+            "seconds": round(self.seconds, 3),
+            "layers": dict(zip(names, self.plan, strict=True)),
+        }
+
+
+@dataclass
+class BudgetChoice:
+    """A budget's candidates after the final quantizer, best first."""
+
+    budget: float
+    cap: int
+    candidates: list[Candidate] = field(default_factory=list)
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+
+def budget_candidates(
+    cap: int,
+    records: Sequence[Record],
+    peers: Mapping[str, Plan | None],
+    top_k: int,
+    plan_bytes: Callable[[Plan], int],
+    avg_bits: Callable[[Plan], float],
+    proxy_score: Callable[[Plan], float],
+) -> list[Candidate]:
+    """The search's `top_k` plans under `cap` by proxy divergence, then every peer plan that
+    fits; a plan found by several is one candidate with all its sources."""
+    fits = sorted((r for r in records if r.bytes <= cap), key=lambda r: r.divergence)
+    known = {r.plan: r.divergence for r in records}
+    out: dict[Plan, Candidate] = {}
+    for r in fits:
+        if len(out) >= top_k:
+            break
+        if r.plan not in out:
+            out[r.plan] = Candidate(r.plan, [f"search:{r.source}"], r.bytes, r.avg_bits, r.divergence)
+    for source, plan in peers.items():
+        if plan is None or plan_bytes(plan) > cap:
+            continue
+        if plan in out:
+            out[plan].sources.append(source)
+        else:
+            proxy = known[plan] if plan in known else proxy_score(plan)
+            out[plan] = Candidate(plan, [source], plan_bytes(plan), avg_bits(plan), proxy)
+    return list(out.values())
+
+
+class FinalScorer:
+    """Quantizes the model to a plan with the final quantizer and scores its divergence on
+    held-out calibration windows; puts the full-precision weights back after each plan.
+
+    `model` must hold its full-precision weights when this is built (the reference log-probs
+    are computed from it)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        linears: Mapping[str, nn.Linear],
+        calib_ids: torch.Tensor,
+        select_ids: torch.Tensor,
+        quantizer: QuantizerConfig,
+        metric: str,
+    ) -> None:
+        self.model = model
+        self.linears = dict(linears)
+        self.calib_ids = calib_ids
+        self.quantizer = quantizer
+        self.evaluator = DivergenceEvaluator(model, select_ids, quantizer.batch_size, metric)
+        # GPTQ, HQQ and RTN replace each weight's tensor and leave the old one alone, so keeping
+        # references is enough to put them back; AWQ also rescales norms in place: it runs on a copy
+        self.weights = {n: lin.weight.data for n, lin in self.linears.items()}
+
+    def score(self, plan: Mapping[str, int]) -> float:
+        work = copy.deepcopy(self.model) if self.quantizer.method == "awq" else self.model
+        try:
+            quantize_model(work, plan, self.quantizer, self.calib_ids, show_progress=False, pack_layers=False)
+            self.evaluator.model = work
+            return self.evaluator.score()
+        finally:
+            self.evaluator.model = self.model
+            for n, w in self.weights.items():
+                self.linears[n].weight.data = w
+
+
+def choose(
+    choices: list[BudgetChoice],
+    names: Sequence[str],
+    scorer: FinalScorer,
+    cached: Mapping[Plan, float] | None = None,
+    show_progress: bool = True,
+) -> list[BudgetChoice]:
+    """Score every candidate of every budget after the final quantizer (a plan shared by
+    budgets once; `cached` scores from an interrupted run are reused), best first."""
+    scores: dict[Plan, tuple[float, float]] = {p: (d, 0.0) for p, d in (cached or {}).items()}
+    todo = list(dict.fromkeys(c.plan for ch in choices for c in ch.candidates if c.plan not in scores))
+    for plan in tqdm(todo, desc=f"final choice ({scorer.quantizer.method})", unit="plan", disable=not show_progress):
+        t = time.perf_counter()
+        div = scorer.score(dict(zip(names, plan, strict=True)))
+        scores[plan] = (float(f"{div:.6e}"), time.perf_counter() - t)
+    for ch in choices:
+        for c in ch.candidates:
+            c.final, c.seconds = scores[c.plan]
+        ch.candidates.sort(key=lambda c: (c.final, c.bytes))
+    return choices
