@@ -87,13 +87,20 @@ def _train_tokenizer(text: str, vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
 
-def build_tiny_model(out_dir: Path, recipe: TinyRecipe = TinyRecipe()) -> Path:
-    """Train the tiny model and save it (HF format, fp16) to `out_dir`; returns `out_dir`."""
+def build_tiny_model(
+    out_dir: Path, recipe: TinyRecipe = TinyRecipe(), train_text: str | None = None, tokenizer=None, device: str = "cpu"
+) -> Path:
+    """Train the tiny model and save it (HF format, fp16) to `out_dir`; returns `out_dir`.
+
+    By default on Python's bundled docs with a tokenizer trained on them; benchmarks pass their
+    own text and tokenizer (then `recipe.vocab_size` is the tokenizer's) and may train on a GPU."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(recipe.seed)
-    train_text, _ = builtin_corpus()
-    tokenizer = _train_tokenizer(train_text, recipe.vocab_size)
+    if train_text is None:
+        train_text, _ = builtin_corpus()
+    if tokenizer is None:
+        tokenizer = _train_tokenizer(train_text, recipe.vocab_size)
     ids = torch.tensor(tokenizer(train_text)["input_ids"], dtype=torch.long)
 
     config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[recipe.arch]
@@ -109,7 +116,7 @@ def build_tiny_model(out_dir: Path, recipe: TinyRecipe = TinyRecipe()) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    model = model_cls(config)
+    model = model_cls(config).to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
     warmup = max(1, recipe.steps // 20)
@@ -125,7 +132,7 @@ def build_tiny_model(out_dir: Path, recipe: TinyRecipe = TinyRecipe()) -> Path:
     t0 = time.perf_counter()
     for step in bar:
         starts = torch.randint(0, len(ids) - recipe.seq_len - 1, (recipe.batch_size,), generator=gen)
-        batch = torch.stack([ids[s : s + recipe.seq_len] for s in starts.tolist()])
+        batch = torch.stack([ids[s : s + recipe.seq_len] for s in starts.tolist()]).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         loss = model(input_ids=batch, labels=batch).loss
@@ -138,7 +145,7 @@ def build_tiny_model(out_dir: Path, recipe: TinyRecipe = TinyRecipe()) -> Path:
     log.info("trained tiny model in %.1fs, final loss %.3f", time.perf_counter() - t0, loss.item())
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.to(torch.float16).save_pretrained(out_dir)
+    model.to("cpu", torch.float16).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "amq_recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
     return out_dir

@@ -13,10 +13,11 @@ is then never worse, on those windows, than the peers it competes with.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -124,16 +125,22 @@ class FinalScorer:
         # references is enough to put them back; AWQ also rescales norms in place: it runs on a copy
         self.weights = {n: lin.weight.data for n, lin in self.linears.items()}
 
-    def score(self, plan: Mapping[str, int]) -> float:
+    @contextlib.contextmanager
+    def quantized(self, plan: Mapping[str, int]) -> Iterator[nn.Module]:
+        """The model quantized to `plan` for the duration of the block (what `score` scores)."""
         work = copy.deepcopy(self.model) if self.quantizer.method == "awq" else self.model
         try:
             quantize_model(work, plan, self.quantizer, self.calib_ids, show_progress=False, pack_layers=False)
             self.evaluator.model = work
-            return self.evaluator.score()
+            yield work
         finally:
             self.evaluator.model = self.model
             for n, w in self.weights.items():
                 self.linears[n].weight.data = w
+
+    def score(self, plan: Mapping[str, int]) -> float:
+        with self.quantized(plan):
+            return self.evaluator.score()
 
 
 def choose(

@@ -233,7 +233,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         records = archive.records()
         hv_ref = (1.0, max(r.divergence for r in records if r.iteration == 0) * 1.1)
         phase0 = {"evaluate_s": t_eval, **{f"{k}_s": v for k, v in timings.items()}}
-        _log_iteration(tracker, 0, records, lo_bytes, hi_bytes, hv_ref, phase0, {}, iter_plot)
+        _log_iteration(tracker, run_dir, 0, records, lo_bytes, hi_bytes, hv_ref, phase0, {}, iter_plot)
 
         # --- iterations: fit, propose, evaluate ------------------------------------------
         for it in range(1, cfg.search.iterations + 1):
@@ -261,7 +261,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
                     archive.enqueue(plans, it, source, cost.avg_bits)
                 phase["propose_s"] = time.perf_counter() - t
             phase["evaluate_s"] = run_queue(f"iteration {it}/{cfg.search.iterations}")
-            _log_iteration(tracker, it, archive.records(), lo_bytes, hi_bytes, hv_ref, phase, predictor_metrics, iter_plot)
+            _log_iteration(tracker, run_dir, it, archive.records(), lo_bytes, hi_bytes, hv_ref, phase, predictor_metrics, iter_plot)
 
         # --- outputs -----------------------------------------------------------------------
         records = archive.records()
@@ -393,7 +393,9 @@ def _fit_predictor(cfg: Config, space: SearchSpace, records: list[Record], loss:
     return predictor, metrics
 
 
-def _log_iteration(tracker: Tracker, it: int, records: list[Record], lo: int, hi: int, hv_ref, phase, pm, plot_path: Path | None) -> None:
+def _log_iteration(
+    tracker: Tracker, run_dir: Path, it: int, records: list[Record], lo: int, hi: int, hv_ref, phase, pm, plot_path: Path | None
+) -> None:
     """Per-iteration W&B record: archive size, hypervolume, predictor scores, phase times, front."""
     mem = [(r.bytes - lo) / max(1, hi - lo) for r in records]
     div = [r.divergence for r in records]
@@ -403,6 +405,8 @@ def _log_iteration(tracker: Tracker, it: int, records: list[Record], lo: int, hi
     metrics.update({f"predictor/{k}": v for k, v in pm.items()})
     metrics.update({f"time/{k}": v for k, v in phase.items()})
     tracker.log(metrics, step=it)
+    with (run_dir / "iterations.jsonl").open("a") as f:  # the same numbers, readable without W&B (last line of an iteration wins)
+        f.write(json.dumps({**metrics, "front_sources": sorted({r.source for r in front})}) + "\n")
     tracker.table(
         "search/front",
         ["avg_bits", "bytes", "divergence", "iteration", "source"],
