@@ -22,7 +22,7 @@ from tqdm import tqdm
 from amq.config import AMQConfigError, QuantizerConfig
 from amq.models import decoder_blocks, searchable_linears
 from amq.quant.awq import clip_weight, search_scale
-from amq.quant.gptq import HessianAccumulator, gptq_quantize
+from amq.quant.gptq import HessianAccumulator, gptq_quantize_shared
 from amq.quant.groupwise import GroupQuant, quantize, quantize_rtn
 from amq_kernels.linear import QuantLinear
 from amq_kernels.packing import pack
@@ -197,14 +197,48 @@ def quantize_model(
 
 
 def _gptq_block(block, mine: dict[str, nn.Linear], plan, inputs, cfg: QuantizerConfig) -> dict[str, GroupQuant]:
-    hess = _hessians(block, mine, inputs)
+    """GPTQ of the block's planned layers; siblings that read one input (q/k/v, gate/up) share
+    its Hessian and go through GPTQ together (`gptq_quantize_shared`)."""
+    groups = _input_groups(block, mine, inputs)
+    hess = _hessians(block, {g[0]: mine[g[0]] for g in groups}, inputs)
     out = {}
-    for n, lin in mine.items():
-        out[n] = gptq_quantize(
-            lin.weight.data, hess.pop(n), int(plan[n]), cfg.group_size, cfg.damp, cfg.act_order, cfg.block_size, cfg.integer_zeros
+    for group in groups:
+        ws = [mine[n].weight.data for n in group]
+        quants = gptq_quantize_shared(
+            ws,
+            hess.pop(group[0]),
+            [int(plan[n]) for n in group],
+            cfg.group_size,
+            cfg.damp,
+            cfg.act_order,
+            cfg.block_size,
+            cfg.integer_zeros,
         )
-        _set(lin, out[n])
+        for n, gq in zip(group, quants, strict=True):
+            out[n] = gq
+            _set(mine[n], gq)
     return out
+
+
+def _input_groups(block: nn.Module, linears: dict[str, nn.Linear], inputs) -> list[list[str]]:
+    """`linears` grouped by the input tensor they read in the block's first calibration batch
+    (layers in call order within a group)."""
+    seen: dict[str, torch.Tensor] = {}  # the tensors themselves: kept alive, their ids cannot be reused mid-forward
+
+    def keep(name: str, x: torch.Tensor) -> None:  # a hook that returns a value would replace the layer's output
+        seen.setdefault(name, x)
+
+    handles = [lin.register_forward_hook(lambda m, a, o, n=name: keep(n, a[0])) for name, lin in linears.items()]
+    try:
+        args, kwargs = inputs[0]
+        block(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    groups: dict[int, list[str]] = {}
+    for n in linears:
+        groups.setdefault(id(seen[n]) if n in seen else id(n), []).append(n)
+    return list(groups.values())
 
 
 def _awq_block(block, bp: str, mine: dict[str, nn.Linear], plan, inputs, cfg: QuantizerConfig) -> dict[str, GroupQuant]:

@@ -46,11 +46,29 @@ def gptq_quantize(
     int_zero: bool = False,
 ) -> GroupQuant:
     """Quantize weight `w` (out, in) given the Hessian `h` (in, in) of its inputs."""
+    return gptq_quantize_shared([w], h, [bits], group_size, damp, act_order, block_size, int_zero)[0]
+
+
+def gptq_quantize_shared(
+    ws: list[torch.Tensor],
+    h: torch.Tensor,
+    bits: list[int],
+    group_size: int,
+    damp: float = 0.01,
+    act_order: bool = False,
+    block_size: int = 128,
+    int_zero: bool = False,
+) -> list[GroupQuant]:
+    """GPTQ of several layers that read the same input (q/k/v, gate/up), each at its own bits,
+    in one pass: GPTQ treats every output row on its own given H, so the layers' rows are
+    stacked and walked through the columns once (a third of the column steps for q/k/v)."""
+    w = torch.cat([x.detach() for x in ws]) if len(ws) > 1 else ws[0].detach()
     out_f, in_f = w.shape
     if in_f % group_size:
         raise ValueError(f"group size {group_size} does not divide input width {in_f}")
-    qmax = 2**bits - 1
-    W = w.detach().float().clone()
+    row_bits = torch.cat([torch.full((x.shape[0],), b, device=w.device) for x, b in zip(ws, bits, strict=True)])
+    qmax = (2**row_bits - 1).float()
+    W = w.float().clone()
     H = h.detach().float().clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
@@ -61,7 +79,7 @@ def gptq_quantize(
 
     perm = torch.arange(in_f, device=W.device)
     if act_order:
-        s, z = _minmax_params(W.view(out_f, n_groups, group_size), bits, int_zero)  # static groups
+        s, z = _minmax_params(W.view(out_f, n_groups, group_size), row_bits.view(-1, 1, 1), int_zero)  # static groups
         scale, zero = s.squeeze(-1), z.squeeze(-1)
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H = W[:, perm], H[perm][:, perm]
@@ -71,22 +89,28 @@ def gptq_quantize(
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
 
     codes = torch.empty(out_f, in_f, device=W.device, dtype=torch.uint8)
+    order = perm.tolist()  # column indices on the host: reading them from a GPU tensor would wait for the GPU at every column
     for i1 in range(0, in_f, block_size):
         i2 = min(i1 + block_size, in_f)
         W1 = W[:, i1:i2].clone()
         err1 = torch.zeros_like(W1)
         hinv1 = hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
-            col = int(perm[i1 + i])
+            col = order[i1 + i]
             g = col // group_size
             if not act_order and col % group_size == 0:
-                s, z = _minmax_params(W1[:, i : i + group_size].unsqueeze(1), bits, int_zero)
+                s, z = _minmax_params(W1[:, i : i + group_size].unsqueeze(1), row_bits.view(-1, 1, 1), int_zero)
                 scale[:, g], zero[:, g] = s.view(-1), z.view(-1)
             w_col = W1[:, i]
-            q = torch.clamp(torch.round(w_col / scale[:, g] + zero[:, g]), 0, qmax)
+            q = torch.minimum(torch.round(w_col / scale[:, g] + zero[:, g]).clamp_min(0), qmax)
             codes[:, col] = q.to(torch.uint8)
             err = (w_col - (q - zero[:, g]) * scale[:, g]) / hinv1[i, i]
             W1[:, i:] -= err.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
             err1[:, i] = err
         W[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return GroupQuant(codes, scale.half(), zero.half(), bits, group_size)
+    out, row = [], 0
+    for x, b in zip(ws, bits, strict=True):
+        rows = slice(row, row + x.shape[0])
+        out.append(GroupQuant(codes[rows].contiguous(), scale[rows].half(), zero[rows].half(), b, group_size))
+        row += x.shape[0]
+    return out

@@ -44,15 +44,18 @@ def _grouped(w: torch.Tensor, group_size: int) -> torch.Tensor:
     return w.float().view(out, n_in // group_size, group_size)
 
 
-def _minmax_params(wg: torch.Tensor, bits: int, int_zero: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def _minmax_params(wg: torch.Tensor, bits: int | torch.Tensor, int_zero: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Min-max scale and zero; `int_zero` rounds the zero to an integer code (GPTQ's original
-    choice, and what serving formats with packed integer zero-points can store)."""
+    choice, and what serving formats with packed integer zero-points can store). `bits` may be
+    a tensor that broadcasts against `wg` (a bit-width per row)."""
     qmax = 2**bits - 1
+    if isinstance(qmax, torch.Tensor):
+        qmax = qmax.to(wg.dtype)
     lo = wg.amin(-1, keepdim=True)
     hi = wg.amax(-1, keepdim=True)
     scale = ((hi - lo) / qmax).clamp_min(1e-8).half().float()
     zero = -lo / scale
-    zero = torch.round(zero).clamp(0, qmax) if int_zero else zero.half().float()
+    zero = torch.minimum(torch.round(zero).clamp_min(0), torch.as_tensor(qmax, dtype=zero.dtype)) if int_zero else zero.half().float()
     return scale, zero
 
 
