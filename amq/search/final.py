@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from amq.config import QuantizerConfig
+from amq.config import AMQConfigError, QuantizerConfig
 from amq.metrics import DivergenceEvaluator
 from amq.quant.apply import quantize_model
 from amq.search.archive import Record
@@ -143,21 +145,63 @@ class FinalScorer:
             return self.evaluator.score()
 
 
+class FinalRecord:
+    """final.json: every plan's score after the final quantizer, written as each one is done
+    (an interrupted run resumes without scoring it again), then each budget's ranking."""
+
+    def __init__(self, path: Path, key: dict, names: Sequence[str]) -> None:
+        self.path, self.key, self.names = path, key, list(names)
+        self.scores: dict[Plan, tuple[float, float]] = {}
+        self.seconds = 0.0  # spent so far, over every run that worked on it
+        self.budgets: list[dict] = []
+        if path.exists():
+            try:
+                doc = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                raise AMQConfigError(f"{path}: not valid JSON; delete it to score the final candidates again") from None
+            if doc.get("key") == key:
+                self.seconds = float(doc.get("seconds", 0.0))
+                for row in doc.get("scores", []):
+                    self.scores[tuple(int(row["layers"][n]) for n in self.names)] = (float(row["final_divergence"]), float(row["seconds"]))
+
+    def add(self, plan: Plan, divergence: float, seconds: float) -> None:
+        self.scores[plan] = (divergence, seconds)
+        self.seconds += seconds
+        self.write()
+
+    def write(self, choices: list[BudgetChoice] | None = None, unit: str = "bits") -> None:
+        if choices is not None:
+            self.budgets = [
+                {"budget": ch.budget, "unit": unit, "bytes": ch.cap, "candidates": [c.as_dict(self.names) for c in ch.candidates]}
+                for ch in choices
+            ]
+        scores = [
+            {"final_divergence": d, "seconds": round(t, 3), "layers": dict(zip(self.names, p, strict=True))}
+            for p, (d, t) in self.scores.items()
+        ]
+        doc = {"key": self.key, "seconds": self.seconds, "scores": scores, "budgets": self.budgets}
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(self.path)
+
+
 def choose(
     choices: list[BudgetChoice],
     names: Sequence[str],
     scorer: FinalScorer,
-    cached: Mapping[Plan, float] | None = None,
+    record: FinalRecord | None = None,
     show_progress: bool = True,
 ) -> list[BudgetChoice]:
     """Score every candidate of every budget after the final quantizer (a plan shared by
-    budgets once; `cached` scores from an interrupted run are reused), best first."""
-    scores: dict[Plan, tuple[float, float]] = {p: (d, 0.0) for p, d in (cached or {}).items()}
+    budgets once; plans already in `record` are not scored again), best first."""
+    scores: dict[Plan, tuple[float, float]] = dict(record.scores) if record else {}
     todo = list(dict.fromkeys(c.plan for ch in choices for c in ch.candidates if c.plan not in scores))
     for plan in tqdm(todo, desc=f"final choice ({scorer.quantizer.method})", unit="plan", disable=not show_progress):
         t = time.perf_counter()
         div = scorer.score(dict(zip(names, plan, strict=True)))
         scores[plan] = (float(f"{div:.6e}"), time.perf_counter() - t)
+        if record is not None:
+            record.add(plan, *scores[plan])
     for ch in choices:
         for c in ch.candidates:
             c.final, c.seconds = scores[c.plan]

@@ -26,7 +26,7 @@ from amq.predictor import make_predictor, select
 from amq.quant.apply import BlockHessians
 from amq.quant.bank import ProxyBank
 from amq.search.archive import STUDY_NAME, Archive, Record, open_storage
-from amq.search.final import BudgetChoice, FinalScorer, budget_candidates, choose
+from amq.search.final import BudgetChoice, FinalRecord, FinalScorer, budget_candidates, choose
 from amq.search.ilp import allocate, fit_additive, greedy, loss_table
 from amq.search.local import local_moves
 from amq.search.nsga import pick_spread, propose
@@ -481,32 +481,17 @@ def _final_choice(
             ch.candidates.sort(key=lambda c: (c.proxy, c.bytes))
         return choices
 
-    path = run_dir / "final.json"
     key = {"method": cfg.final.method, "group_size": cfg.bits.group_size, "data": asdict(cfg.data), "metric": cfg.search.metric}
-    cached: dict[Plan, float] = {}
-    if path.exists():
-        doc = json.loads(path.read_text())
-        if doc.get("key") == key:
-            cached = {tuple(c["layers"][m] for m in names): c["final_divergence"] for ch in doc["budgets"] for c in ch["candidates"]}
-    t0 = time.perf_counter()
+    record = FinalRecord(run_dir / "final.json", key, names)
     bank.restore()
     tokenizer = load_tokenizer(prep.model_path, cfg.model.trust_remote_code)
     held_out = calibration_ids(replace(cfg.data, seed=cfg.data.seed + 1), tokenizer)
     quantizer = QuantizerConfig(method=cfg.final.method, group_size=cfg.bits.group_size, batch_size=cfg.data.batch_size)
     calib = torch.cat([batch.cpu() for batch in evaluator.batches])
     scorer = FinalScorer(evaluator.model, bank.linears, calib, held_out, quantizer, cfg.search.metric)
-    choose(choices, names, scorer, cached, show_progress)
-    seconds = time.perf_counter() - t0
-    doc = {
-        "key": key,
-        "seconds": seconds,
-        "held_out": {"seed": cfg.data.seed + 1, "samples": cfg.data.num_samples, "seq_len": cfg.data.seq_len},
-        "budgets": [
-            {"budget": ch.budget, "unit": cfg.search.budget_unit, "bytes": ch.cap, "candidates": [c.as_dict(names) for c in ch.candidates]}
-            for ch in choices
-        ],
-    }
-    write_json_atomic(path, doc)
+    choose(choices, names, scorer, record, show_progress)
+    record.write(choices, cfg.search.budget_unit)
+    seconds = record.seconds
     rows = []
     for ch in choices:
         best = ch.best
