@@ -6,6 +6,7 @@ workers and notebooks call it directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -219,6 +220,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
 
     predictor_metrics: dict[str, float] = {}
     iter_plot = run_dir / "front_latest.png" if tracker.run else None  # the per-iteration plot W&B shows
+    logged = _logged_iterations(run_dir)  # a resumed run does not log these again
     try:
         # --- iteration 0: the initial archive ------------------------------------------
         if 0 not in archive.iterations_started():
@@ -233,7 +235,8 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         records = archive.records()
         hv_ref = (1.0, max(r.divergence for r in records if r.iteration == 0) * 1.1)
         phase0 = {"evaluate_s": t_eval, **{f"{k}_s": v for k, v in timings.items()}}
-        _log_iteration(tracker, run_dir, 0, records, lo_bytes, hi_bytes, hv_ref, phase0, {}, iter_plot)
+        if 0 not in logged:
+            _log_iteration(tracker, run_dir, 0, records, lo_bytes, hi_bytes, hv_ref, phase0, {}, iter_plot)
 
         # --- iterations: fit, propose, evaluate ------------------------------------------
         for it in range(1, cfg.search.iterations + 1):
@@ -261,7 +264,8 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
                     archive.enqueue(plans, it, source, cost.avg_bits)
                 phase["propose_s"] = time.perf_counter() - t
             phase["evaluate_s"] = run_queue(f"iteration {it}/{cfg.search.iterations}")
-            _log_iteration(tracker, run_dir, it, archive.records(), lo_bytes, hi_bytes, hv_ref, phase, predictor_metrics, iter_plot)
+            if it not in logged:
+                _log_iteration(tracker, run_dir, it, archive.records(), lo_bytes, hi_bytes, hv_ref, phase, predictor_metrics, iter_plot)
 
         # --- outputs -----------------------------------------------------------------------
         records = archive.records()
@@ -393,6 +397,17 @@ def _fit_predictor(cfg: Config, space: SearchSpace, records: list[Record], loss:
     return predictor, metrics
 
 
+def _logged_iterations(run_dir: Path) -> set[int]:
+    path = run_dir / "iterations.jsonl"
+    if not path.exists():
+        return set()
+    out = set()
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            out.add(int(json.loads(line)["iteration"]))
+    return out
+
+
 def _log_iteration(
     tracker: Tracker, run_dir: Path, it: int, records: list[Record], lo: int, hi: int, hv_ref, phase, pm, plot_path: Path | None
 ) -> None:
@@ -481,13 +496,14 @@ def _final_choice(
             ch.candidates.sort(key=lambda c: (c.proxy, c.bytes))
         return choices
 
-    key = {"method": cfg.final.method, "group_size": cfg.bits.group_size, "data": asdict(cfg.data), "metric": cfg.search.metric}
+    data = replace(cfg.data, num_samples=cfg.final.samples or cfg.data.num_samples, seq_len=cfg.final.seq_len or cfg.data.seq_len)
+    key = {"method": cfg.final.method, "group_size": cfg.bits.group_size, "data": asdict(data), "metric": cfg.search.metric}
     record = FinalRecord(run_dir / "final.json", key, names)
     bank.restore()
     tokenizer = load_tokenizer(prep.model_path, cfg.model.trust_remote_code)
-    held_out = calibration_ids(replace(cfg.data, seed=cfg.data.seed + 1), tokenizer)
+    calib = calibration_ids(data, tokenizer)  # the windows `amq.evaluate` quantizes with, for the same data settings
+    held_out = calibration_ids(replace(data, seed=data.seed + 1), tokenizer)
     quantizer = QuantizerConfig(method=cfg.final.method, group_size=cfg.bits.group_size, batch_size=cfg.data.batch_size)
-    calib = torch.cat([batch.cpu() for batch in evaluator.batches])
     scorer = FinalScorer(evaluator.model, bank.linears, calib, held_out, quantizer, cfg.search.metric)
     choose(choices, names, scorer, record, show_progress)
     record.write(choices, cfg.search.budget_unit)

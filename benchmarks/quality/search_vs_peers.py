@@ -62,11 +62,11 @@ def timed_search(cfg: Config, run_dir: Path) -> tuple[SearchResult, float]:
 
 
 def per_iteration(run_dir: Path) -> list[dict]:
-    last: dict[int, dict] = {}
+    first: dict[int, dict] = {}  # the record made when the iteration ran (older runs logged again on resume)
     for line in (run_dir / "iterations.jsonl").read_text().splitlines():
         row = json.loads(line)
-        last[row["iteration"]] = row
-    return [last[k] for k in sorted(last)]
+        first.setdefault(row["iteration"], row)
+    return [first[k] for k in sorted(first)]
 
 
 def search_seconds(run_dir: Path) -> float:
@@ -105,7 +105,9 @@ def main() -> None:
     def resume(sub: str) -> list[str]:
         return ["resume=true"] if (runs / sub / "optuna.journal").exists() else []
 
-    cfg = search_config(args.model, args.name, args.calib, [*args.overrides, *resume("amq")])
+    # the final step quantizes with exactly the GPTQ windows the table below uses (the user's amq.evaluate settings)
+    final_calib = [f"final.samples={args.gptq_samples}", f"final.seq_len={args.seq_len}"]
+    cfg = search_config(args.model, args.name, args.calib, [*args.overrides, *final_calib, *resume("amq")])
     amq, _ = timed_search(cfg, runs / "amq")
     amq_s = search_seconds(runs / "amq")
     random_overrides = [*args.overrides, "search.strategy=random", "final=none", "final.peers=false", *resume("random")]
@@ -141,7 +143,7 @@ def main() -> None:
 
     linears = searchable_linears(model)
     gptq_ids = calibration_ids(DataConfig(name="text", path=args.calib, num_samples=args.gptq_samples, seq_len=args.seq_len), tok)
-    held_out = calibration_ids(replace(cfg.data, seed=cfg.data.seed + 1), tok)
+    held_out = calibration_ids(replace(cfg.data, num_samples=args.gptq_samples, seq_len=args.seq_len, seed=cfg.data.seed + 1), tok)
     gptq = QuantizerConfig(method="gptq", group_size=cfg.bits.group_size, batch_size=8)
     full = FinalScorer(model, linears, gptq_ids, held_out, gptq, cfg.search.metric)  # the user's GPTQ (amq.evaluate)
     fp16 = ppls(model)
@@ -170,8 +172,7 @@ def main() -> None:
 
     write()
     if args.agreement:
-        search_ids = calibration_ids(cfg.data, tok)
-        final = FinalScorer(model, linears, search_ids, held_out, replace(gptq, batch_size=cfg.data.batch_size), cfg.search.metric)
+        final = full  # the final step's own GPTQ and held-out windows
         first = next(iter(tests))
         near = {
             ch.budget: sorted((r for r in amq.records if r.bytes <= ch.cap), key=lambda r: ch.cap - r.bytes)[: args.agreement]
@@ -228,7 +229,8 @@ def render(doc, args, cfg: Config, tests, plans, scored, agreement) -> str:
         f"Device: {doc['device']}. Search: `+experiment=small_cpu`{' ' + ' '.join(args.overrides) if args.overrides else ' as shipped'}"
         f" ({cfg.data.num_samples} x {cfg.data.seq_len} calibration tokens, {cfg.search.initial_random} random + "
         f"{cfg.search.iterations} x {cfg.search.candidates} plans, predictor {cfg.predictor.name}, final choice {cfg.final.method}"
-        f" among the top {cfg.final.top_k} and the peers). Search phases (iterations.jsonl) {s['search']:.0f} s, then the final"
+        f" among the top {cfg.final.top_k} and the peers, fitted on the GPTQ windows below and scored on as many held-out"
+        f" ones: final.samples={cfg.final.samples} final.seq_len={cfg.final.seq_len}). Search phases (iterations.jsonl) {s['search']:.0f} s, then the final"
         f" choice {doc['final_step_seconds'] or 0:.0f} s (final.json); random search {s['random_search']:.0f} s.",
         f"Every plan quantized with GPTQ (g{cfg.bits.group_size}, {args.gptq_samples} x {args.seq_len} windows of the calibration"
         f" file); perplexity on each test file whole, context {args.seq_len}. 16-bit: "
@@ -305,7 +307,7 @@ def render(doc, args, cfg: Config, tests, plans, scored, agreement) -> str:
             "",
             "## Proxy vs GPTQ around each budget (the archive plans nearest each, at or under it)",
             "",
-            "GPTQ here is the final step's own (the search's calibration windows); divergence on the held-out windows, perplexity on "
+            "GPTQ here is the final step's own (= the table's); divergence on its held-out calibration windows, perplexity on "
             f"{tests[0]}. Goal: tau(proxy, GPTQ) >= 0.8.",
             "",
             "| budget | plans | avg bits | tau(proxy, GPTQ divergence) | tau(proxy, GPTQ ppl) | tau(GPTQ divergence, GPTQ ppl) |",
