@@ -33,6 +33,15 @@ def small_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(out, TinyRecipe(num_layers=2, steps=150, batch_size=8, vocab_size=1024))
 
 
+@pytest.fixture(scope="session")
+def small_qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The second family: a 2-block Qwen2 (grouped-query attention, q/k/v biases), trained like the Llama."""
+    from amq.tiny import TinyRecipe, build_tiny_model
+
+    out = tmp_path_factory.mktemp("models") / "small-qwen2"
+    return build_tiny_model(out, TinyRecipe(num_layers=2, steps=150, batch_size=8, vocab_size=1024, arch="qwen2", num_kv_heads=2))
+
+
 @pytest.fixture(autouse=True)
 def _offline_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")

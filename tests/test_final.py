@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from amq.config import DataConfig, ModelConfig, QuantizerConfig
@@ -28,9 +29,11 @@ def test_candidates_are_the_top_k_that_fit_then_the_peers_once_each():
     assert [(c.plan, c.proxy) for c in cands] == [((3, 2), 0.2), ((1, 4), 9.0)]
 
 
-def test_final_scorer_ranks_after_gptq_and_puts_the_weights_back(small_model_dir):
-    model = load_model(ModelConfig(name="s", path=str(small_model_dir), device="cpu"), str(small_model_dir))
-    tok = load_tokenizer(str(small_model_dir))
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_final_scorer_ranks_after_gptq_and_puts_the_weights_back(family, request):
+    model_dir = request.getfixturevalue("small_model_dir" if family == "llama" else "small_qwen2_dir")
+    model = load_model(ModelConfig(name="s", path=str(model_dir), device="cpu"), str(model_dir))
+    tok = load_tokenizer(str(model_dir))
     data = DataConfig(num_samples=4, seq_len=64)
     calib = calibration_ids(data, tok)
     held_out = calibration_ids(DataConfig(num_samples=4, seq_len=64, seed=1), tok)
@@ -53,3 +56,29 @@ def test_final_scorer_ranks_after_gptq_and_puts_the_weights_back(small_model_dir
         assert torch.equal(lin.weight, before[n]), n
     # the reference is the full-precision model: with its weights back it scores 0
     assert scorer.evaluator.score() < 1e-6
+
+
+def test_gptq_of_siblings_together_gives_the_codes_of_each_alone(small_qwen2_dir):
+    """q/k/v (k and v narrower under grouped-query attention) and gate/up share one GPTQ pass,
+    each at its own bits: the codes are those of quantizing each layer on its own."""
+    from amq.models import decoder_blocks
+    from amq.quant.apply import _hessians, _input_groups, capture_block_inputs
+    from amq.quant.gptq import gptq_quantize, gptq_quantize_shared
+
+    model = load_model(ModelConfig(name="s", path=str(small_qwen2_dir), device="cpu"), str(small_qwen2_dir))
+    tok = load_tokenizer(str(small_qwen2_dir))
+    ids = calibration_ids(DataConfig(num_samples=4, seq_len=64), tok)
+    block = decoder_blocks(model)[0]
+    mine = {n: lin for n, lin in searchable_linears(model).items() if n.startswith("model.layers.0.")}
+    inputs = capture_block_inputs(model, ids, 4)
+    groups = _input_groups(block, mine, inputs)
+    assert sorted(len(g) for g in groups) == [1, 1, 2, 3]  # o, down, gate/up, q/k/v
+    qkv = next(g for g in groups if len(g) == 3)
+    assert [n.rsplit(".", 1)[1] for n in qkv] == ["q_proj", "k_proj", "v_proj"]
+    assert mine[qkv[1]].out_features < mine[qkv[0]].out_features  # grouped-query attention
+    h = _hessians(block, {qkv[0]: mine[qkv[0]]}, inputs)[qkv[0]]
+    together = gptq_quantize_shared([mine[n].weight.data for n in qkv], h, [2, 4, 3], 128)
+    for n, b, gq in zip(qkv, [2, 4, 3], together, strict=True):
+        alone = gptq_quantize(mine[n].weight.data, h, b, 128)
+        assert gq.bits == b and int(gq.codes.max()) <= 2**b - 1
+        assert torch.equal(gq.codes, alone.codes) and torch.equal(gq.scale, alone.scale), n

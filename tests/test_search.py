@@ -132,3 +132,36 @@ def test_tied_search_keeps_every_group_at_one_bit_width(tmp_path, small_model_di
     assert archive and all(len({a["plan"][i] for i in g}) == 1 for a in archive for g in groups)
     plan3 = json.loads((run / "plans" / "3bits.json").read_text())
     assert plan3["tie"] == ["qkv", "gate_up"] and plan3["metric_context"]["seq_len"] > 0
+
+
+@pytest.mark.slow
+def test_untrusted_predictor_falls_back_and_the_final_choice_beats_every_peer(tmp_path, small_model_dir):
+    """predictor.min_tau=1.0: no predictor is trusted, so NSGA-II proposes nothing and the log and
+    iterations.jsonl say so; then each budget's plan is the lowest GPTQ divergence among its
+    candidates, peers included, and plans/ records that choice."""
+    run = tmp_path / "run"
+    extra = ["predictor.min_tau=1.0", "search.iterations=2", "final.top_k=2"]
+    r = subprocess.run(_cmd(small_model_dir, run, *extra), capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = r.stdout + r.stderr
+    assert log.count("the predictor does not rank the archive") == 2, log[-3000:]
+    archive = _archive(run)
+    later = [a for a in archive if a["iteration"] >= 1]
+    assert later and {a["source"] for a in later} <= {"ilp-refit", "local"}
+    assert len([a for a in later if a["iteration"] == 1]) == 6  # the refit and local moves fill search.candidates
+    iters = [json.loads(line) for line in (run / "iterations.jsonl").read_text().splitlines()]
+    assert [it["iteration"] for it in iters] == [0, 1, 2]
+    assert all(it["predictor/fallback"] == 1.0 and -1 <= it["predictor/kendall_tau"] <= 1 for it in iters[1:])
+    final = json.loads((run / "final.json").read_text())
+    assert [b["budget"] for b in final["budgets"]] == [2.5, 3.0, 3.5]
+    for b in final["budgets"]:
+        cands = b["candidates"]
+        sources = {s for c in cands for s in c["sources"]}
+        assert {"ilp", "greedy"} <= sources, sources
+        assert all(c["bytes"] <= b["bytes"] for c in cands)
+        best = cands[0]
+        assert best["final_divergence"] == min(c["final_divergence"] for c in cands)
+        plan = json.loads((run / "plans" / f"{b['budget']:g}bits.json").read_text())
+        assert plan["layers"] == best["layers"] and plan["chosen_by"]["divergence"] == best["final_divergence"]
+        assert plan["chosen_by"]["method"] == "gptq" and plan["chosen_by"]["sources"] == best["sources"]
+    assert "after gptq" in log and "final choice:" in log
