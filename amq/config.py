@@ -23,6 +23,7 @@ def _check(cond: bool, message: str) -> None:
 
 
 QUANT_METHODS = ("gptq", "awq", "hqq", "rtn")
+PREDICTORS = ("additive", "rbf", "mlp")  # single predictors; `auto` chooses among them
 
 
 @dataclass
@@ -100,7 +101,7 @@ class PredictorConfig:
     log_target: bool = True  # rbf, mlp: fit log(divergence): errors are multiplicative across layers
 
     def __post_init__(self) -> None:
-        kinds = ("additive", "rbf", "mlp")
+        kinds = PREDICTORS
         _check(self.name in (*kinds, "auto"), f"predictor.name must be auto, additive, rbf or mlp, got {self.name!r}")
         bad = [c for c in self.candidates if c not in kinds]
         _check(

@@ -61,8 +61,8 @@ def test_final_scorer_ranks_after_gptq_and_puts_the_weights_back(family, request
 def test_gptq_of_siblings_together_gives_the_codes_of_each_alone(small_qwen2_dir):
     """q/k/v (k and v narrower under grouped-query attention) and gate/up share one GPTQ pass,
     each at its own bits: the codes are those of quantizing each layer on its own."""
-    from amq.models import decoder_blocks
-    from amq.quant.apply import _hessians, _input_groups, capture_block_inputs
+    from amq.models import decoder_blocks, shared_input_groups
+    from amq.quant.apply import _hessians, capture_block_inputs
     from amq.quant.gptq import gptq_quantize, gptq_quantize_shared
 
     model = load_model(ModelConfig(name="s", path=str(small_qwen2_dir), device="cpu"), str(small_qwen2_dir))
@@ -71,8 +71,8 @@ def test_gptq_of_siblings_together_gives_the_codes_of_each_alone(small_qwen2_dir
     block = decoder_blocks(model)[0]
     mine = {n: lin for n, lin in searchable_linears(model).items() if n.startswith("model.layers.0.")}
     inputs = capture_block_inputs(model, ids, 4)
-    groups = _input_groups(block, mine, inputs)
-    assert sorted(len(g) for g in groups) == [1, 1, 2, 3]  # o, down, gate/up, q/k/v
+    groups = [g for g in shared_input_groups(model) if g[0] in mine]
+    assert sorted(len(g) for g in groups) == [2, 3]  # gate/up, q/k/v
     qkv = next(g for g in groups if len(g) == 3)
     assert [n.rsplit(".", 1)[1] for n in qkv] == ["q_proj", "k_proj", "v_proj"]
     assert mine[qkv[1]].out_features < mine[qkv[0]].out_features  # grouped-query attention

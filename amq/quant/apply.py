@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from amq.config import AMQConfigError, QuantizerConfig
-from amq.models import decoder_blocks, searchable_linears
+from amq.models import decoder_blocks, searchable_linears, shared_input_groups
 from amq.quant.awq import clip_weight, search_scale
 from amq.quant.gptq import HessianAccumulator, gptq_quantize_shared
 from amq.quant.groupwise import GroupQuant, quantize, quantize_rtn
@@ -183,11 +183,12 @@ def quantize_model(
         blocks = decoder_blocks(model)
         prefix = next(n for n, m in model.named_modules() if m is blocks)
         inputs = capture_block_inputs(model, calib_ids, cfg.batch_size)
+        siblings = shared_input_groups(model)
         for k, block in enumerate(tqdm(blocks, desc=cfg.method, unit="block", disable=not show_progress)):
             bp = f"{prefix}.{k}"
             mine = {n: lin for n, lin in linears.items() if n.startswith(bp + ".") and n in plan}
             if cfg.method == "gptq":
-                quants.update(_gptq_block(block, mine, plan, inputs, cfg))
+                quants.update(_gptq_block(block, mine, plan, inputs, cfg, siblings))
             else:
                 quants.update(_awq_block(block, bp, mine, plan, inputs, cfg))
             inputs = _run_block(block, inputs)
@@ -196,10 +197,12 @@ def quantize_model(
     return quants
 
 
-def _gptq_block(block, mine: dict[str, nn.Linear], plan, inputs, cfg: QuantizerConfig) -> dict[str, GroupQuant]:
-    """GPTQ of the block's planned layers; siblings that read one input (q/k/v, gate/up) share
-    its Hessian and go through GPTQ together (`gptq_quantize_shared`)."""
-    groups = _input_groups(block, mine, inputs)
+def _gptq_block(block, mine: dict[str, nn.Linear], plan, inputs, cfg: QuantizerConfig, siblings: list[list[str]]) -> dict[str, GroupQuant]:
+    """GPTQ of the block's planned layers; siblings that read one input (q/k/v, gate/up:
+    `models.shared_input_groups`) share its Hessian and go through GPTQ together."""
+    grouped = [g for g in siblings if all(n in mine for n in g)]
+    in_group = {n for g in grouped for n in g}
+    groups = grouped + [[n] for n in mine if n not in in_group]
     hess = _hessians(block, {g[0]: mine[g[0]] for g in groups}, inputs)
     out = {}
     for group in groups:
@@ -218,27 +221,6 @@ def _gptq_block(block, mine: dict[str, nn.Linear], plan, inputs, cfg: QuantizerC
             out[n] = gq
             _set(mine[n], gq)
     return out
-
-
-def _input_groups(block: nn.Module, linears: dict[str, nn.Linear], inputs) -> list[list[str]]:
-    """`linears` grouped by the input tensor they read in the block's first calibration batch
-    (layers in call order within a group)."""
-    seen: dict[str, torch.Tensor] = {}  # the tensors themselves: kept alive, their ids cannot be reused mid-forward
-
-    def keep(name: str, x: torch.Tensor) -> None:  # a hook that returns a value would replace the layer's output
-        seen.setdefault(name, x)
-
-    handles = [lin.register_forward_hook(lambda m, a, o, n=name: keep(n, a[0])) for name, lin in linears.items()]
-    try:
-        args, kwargs = inputs[0]
-        block(*args, **kwargs)
-    finally:
-        for h in handles:
-            h.remove()
-    groups: dict[int, list[str]] = {}
-    for n in linears:
-        groups.setdefault(id(seen[n]) if n in seen else id(n), []).append(n)
-    return list(groups.values())
 
 
 def _awq_block(block, bp: str, mine: dict[str, nn.Linear], plan, inputs, cfg: QuantizerConfig) -> dict[str, GroupQuant]:

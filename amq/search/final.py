@@ -179,10 +179,14 @@ class FinalRecord:
             {"final_divergence": d, "seconds": round(t, 3), "layers": dict(zip(self.names, p, strict=True))}
             for p, (d, t) in self.scores.items()
         ]
-        doc = {"key": self.key, "seconds": self.seconds, "scores": scores, "budgets": self.budgets}
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        tmp.replace(self.path)
+        write_json_atomic(self.path, {"key": self.key, "seconds": self.seconds, "scores": scores, "budgets": self.budgets})
+
+
+def write_json_atomic(path: Path, doc: dict) -> None:
+    """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(path)
 
 
 def choose(

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from amq.config import AMQConfigError, Config, QuantizerConfig
+from amq.config import PREDICTORS, AMQConfigError, Config, QuantizerConfig
 from amq.cost import CostModel, build_cost_model
 from amq.data import calibration_ids, check_data
 from amq.metrics import DivergenceEvaluator
@@ -27,7 +27,7 @@ from amq.predictor import make_predictor, select
 from amq.quant.apply import BlockHessians
 from amq.quant.bank import ProxyBank
 from amq.search.archive import STUDY_NAME, Archive, Record, open_storage
-from amq.search.final import BudgetChoice, FinalRecord, FinalScorer, budget_candidates, choose
+from amq.search.final import BudgetChoice, FinalRecord, FinalScorer, budget_candidates, choose, write_json_atomic
 from amq.search.ilp import allocate, fit_additive, greedy, loss_table
 from amq.search.local import local_moves
 from amq.search.nsga import pick_spread, propose
@@ -393,7 +393,7 @@ def _fit_predictor(cfg: Config, space: SearchSpace, records: list[Record], loss:
     x = space.encode([r.plan for r in records])
     y = np.array([r.divergence for r in records])
     predictor, name, metrics = select(cfg.predictor, x, y, seed, space, loss)
-    metrics["choice"] = float(["additive", "rbf", "mlp"].index(name))
+    metrics["choice"] = float(PREDICTORS.index(name))
     return predictor, metrics
 
 
@@ -439,9 +439,7 @@ def _log_iteration(
         len(records),
         len(front),
         hv,
-        f", predictor {['additive', 'rbf', 'mlp'][int(pm['choice'])]} cross-validated tau {tau:.3f} rmse {pm['rmse']:.2e}"
-        if tau is not None
-        else "",
+        f", predictor {PREDICTORS[int(pm['choice'])]} cross-validated tau {tau:.3f} rmse {pm['rmse']:.2e}" if tau is not None else "",
     )
 
 
@@ -525,12 +523,6 @@ def _final_choice(
     tracker.summary({"final/seconds": seconds, "final/plans": n_plans})
     tracker.table("final/candidates", ["budget", "sources", "avg_bits", "proxy_divergence", "final_divergence", "chosen"], rows)
     return choices
-
-
-def write_json_atomic(path: Path, doc: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(path)
 
 
 def plan_document(cfg: Config, model_path: str, names: list[str], rec: Record, cost: CostModel, predicted: float | None) -> dict:

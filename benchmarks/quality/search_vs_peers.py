@@ -35,7 +35,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from scipy.stats import kendalltau
 
-from amq.config import Config, DataConfig, PlanConfig, QuantizerConfig, register_configs, to_object
+from amq.config import PREDICTORS, Config, DataConfig, PlanConfig, QuantizerConfig, register_configs, to_object
 from amq.data import calibration_ids
 from amq.evaluate import test_name
 from amq.models import load_model, load_tokenizer, searchable_linears
@@ -294,7 +294,7 @@ def render(doc, args, cfg: Config, tests, plans, scored, agreement) -> str:
         "| iteration | archive | predictor | tau | RMSE | fallback | hypervolume | front from |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    kinds = ["additive", "rbf", "mlp"]
+    kinds = PREDICTORS
     for it in doc["iterations"]:
         pred = kinds[int(it["predictor/choice"])] if "predictor/choice" in it else ""
         tau_s = f"{it['predictor/kendall_tau']:.3f}" if "predictor/kendall_tau" in it else ""
