@@ -88,12 +88,20 @@ def _train_tokenizer(text: str, vocab_size: int):
 
 
 def build_tiny_model(
-    out_dir: Path, recipe: TinyRecipe = TinyRecipe(), train_text: str | None = None, tokenizer=None, device: str = "cpu"
+    out_dir: Path,
+    recipe: TinyRecipe = TinyRecipe(),
+    train_text: str | None = None,
+    tokenizer=None,
+    device: str = "cpu",
+    eval_text: str | None = None,
+    eval_every: int = 50,
 ) -> Path:
     """Train the tiny model and save it (HF format, fp16) to `out_dir`; returns `out_dir`.
 
     By default on Python's bundled docs with a tokenizer trained on them; benchmarks pass their
-    own text and tokenizer (then `recipe.vocab_size` is the tokenizer's) and may train on a GPU."""
+    own text and tokenizer (then `recipe.vocab_size` is the tokenizer's) and may train on a GPU.
+    With `eval_text`, the loss on it is measured every `eval_every` steps and the weights with the
+    lowest one are saved (early stopping: a small text is otherwise memorized)."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(recipe.seed)
@@ -127,6 +135,13 @@ def build_tiny_model(
         progress = (step - warmup) / max(1, recipe.steps - warmup)
         return recipe.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
+    held_out = None
+    if eval_text is not None:
+        eval_ids = torch.tensor(tokenizer(eval_text)["input_ids"], dtype=torch.long)
+        n = min(64, len(eval_ids) // (recipe.seq_len + 1))
+        held_out = eval_ids[: n * recipe.seq_len].view(n, recipe.seq_len).to(device)
+    best = (math.inf, -1, None)  # held-out loss, step, weights
+
     gen = torch.Generator().manual_seed(recipe.seed)
     bar = tqdm(range(recipe.steps), desc="train tiny model", unit="step")
     t0 = time.perf_counter()
@@ -142,13 +157,29 @@ def build_tiny_model(
         opt.zero_grad(set_to_none=True)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        if held_out is not None and ((step + 1) % eval_every == 0 or step + 1 == recipe.steps):
+            val = _held_out_loss(model, held_out)
+            if val < best[0]:
+                best = (val, step + 1, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            log.info("step %d: train loss %.3f, held-out loss %.3f (best %.3f at step %d)", step + 1, loss.item(), val, best[0], best[1])
     log.info("trained tiny model in %.1fs, final loss %.3f", time.perf_counter() - t0, loss.item())
+    if best[2] is not None:
+        model.load_state_dict(best[2])
+        log.info("kept the weights of step %d (held-out loss %.3f)", best[1], best[0])
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to("cpu", torch.float16).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "amq_recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
     return out_dir
+
+
+@torch.no_grad()
+def _held_out_loss(model, windows: torch.Tensor) -> float:
+    model.eval()
+    losses = [model(input_ids=w, labels=w).loss.item() for w in windows.split(16)]
+    model.train()
+    return sum(losses) / len(losses)
 
 
 def resolve_builtin(path: str) -> Path:
