@@ -23,6 +23,7 @@ Writes <out>/<name>.md and <name>.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from scipy.stats import kendalltau
 from amq.config import PREDICTORS, Config, DataConfig, PlanConfig, QuantizerConfig, register_configs, to_object
 from amq.data import calibration_ids
 from amq.evaluate import test_name
+from amq.metrics import compare_to_reference
 from amq.models import load_model, load_tokenizer, searchable_linears
 from amq.perplexity import perplexity, token_stream
 from amq.plans import build_plan
@@ -95,6 +97,11 @@ def main() -> None:
     ap.add_argument(
         "--agreement-windows", type=int, help="agreement perplexity on the first N windows of the first test file (default: all)"
     )
+    ap.add_argument(
+        "--keep-agreement",
+        action="store_true",
+        help="reuse the agreement table of <out>/<name>.json (same run dir) instead of measuring it",
+    )
     ap.add_argument("--deadline-at", type=float, default=float("inf"), help="unix time after which no agreement plan is started")
     ap.add_argument("--run-dir", help="runs go here (default: --runs/<name>-<time>); finished or killed ones resume")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "quality"))
@@ -150,13 +157,22 @@ def main() -> None:
     gptq = QuantizerConfig(method="gptq", group_size=cfg.bits.group_size, batch_size=8)
     full = FinalScorer(model, linears, gptq_ids, held_out, gptq, cfg.search.metric)  # the user's GPTQ (amq.evaluate)
     fp16 = ppls(model)
+    reference = copy.deepcopy(model)  # the 16-bit model, for KL on the first test file
+    first_test = next(iter(tests.values()))
+    n_win = first_test.numel() // args.seq_len
+    test_windows = first_test[: n_win * args.seq_len].view(n_win, args.seq_len)
     scored: dict[tuple[int, ...], dict] = {}
     t0 = time.perf_counter()
     for row in plans.values():
         for plan in row.values():
             if plan not in scored:
                 with full.quantized(dict(zip(names, plan, strict=True))) as m:
-                    scored[plan] = {"ppl": ppls(m), "divergence": full.evaluator.score(), "avg_bits": cost.avg_bits(plan)}
+                    scored[plan] = {
+                        "ppl": ppls(m),
+                        "divergence": full.evaluator.score(),
+                        "test": compare_to_reference(m, reference, test_windows, ppl_batch),
+                        "avg_bits": cost.avg_bits(plan),
+                    }
     gptq_s = time.perf_counter() - t0
 
     # --- 4: agreement around each budget ---------------------------------------------------------
@@ -164,17 +180,24 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     agreement: dict[float, dict] = {}
+    kept_s: float | None = None  # the agreement's time in the earlier run, when kept
     t0 = time.perf_counter()
 
     def write() -> None:
         doc = report_doc(
-            args, command, device, amq_s, rnd_s, gptq_s, time.perf_counter() - t0, final_doc, fp16, plans, scored, runs, agreement
+            args, command, device, amq_s, rnd_s, gptq_s, kept_s or time.perf_counter() - t0, final_doc, fp16, plans, scored, runs, agreement
         )
         (out / f"{args.name}.json").write_text(json.dumps(doc, indent=1))
         (out / f"{args.name}.md").write_text(render(doc, args, cfg, list(tests), plans, scored, agreement))
 
+    earlier = out / f"{args.name}.json"
+    if args.keep_agreement and earlier.exists():
+        earlier_doc = json.loads(earlier.read_text())
+        agreement.update({float(b): a for b, a in earlier_doc.get("agreement", {}).items()})
+        kept_s = earlier_doc["seconds"]["agreement"] if agreement else None
+        log.info("agreement: kept from %s", earlier)
     write()
-    if args.agreement:
+    if args.agreement and not agreement:
         final = full  # the final step's own GPTQ and held-out windows
         first = next(iter(tests))
         near = {
@@ -277,6 +300,24 @@ def render(doc, args, cfg: Config, tests, plans, scored, agreement) -> str:
     ]
     for m in methods:
         lines.append(f"| {m} | " + " | ".join(f"{scored[row[m]]['divergence']:.5f}" if m in row else "" for row in plans.values()) + " |")
+    lines += [
+        "",
+        f"## Distance from the 16-bit model on {tests[0]} (whole file, context {args.seq_len})",
+        "",
+        "Mean per-token KL(p16 || q) in nats, and in brackets how often the top next token is the 16-bit model's: what a",
+        "quantized model is meant to keep. Perplexity can move either way around 16-bit; this cannot.",
+        "",
+        "| method | " + " | ".join(f"{b:g} bits" for b in plans) + " |",
+        "|---|" + "---|" * len(plans),
+    ]
+    for m in methods:
+        cells = [
+            f"{scored[row[m]]['test']['kl']:.5f} ({100 * scored[row[m]]['test']['same_top_token']:.1f}%)" if m in row else ""
+            for row in plans.values()
+        ]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    klwins = sum(scored[row["AMQ"]]["test"]["kl"] <= min(scored[p]["test"]["kl"] for p in row.values()) for row in plans.values())
+    lines += ["", f"AMQ has the lowest test KL of every method at {klwins} of {len(plans)} budgets.", ""]
     lines += [
         "",
         "## Final choice per budget (the search's own step)",
