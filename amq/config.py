@@ -23,6 +23,29 @@ def _check(cond: bool, message: str) -> None:
 
 
 QUANT_METHODS = ("gptq", "awq", "hqq", "rtn")
+# bit-widths every path takes: the quantizers, the packed format and kernels, and every export (tests cover each)
+SUPPORTED_BITS = (2, 3, 4, 8)
+
+
+def model_name_from_path(path: str) -> str:
+    """A model's name from where it lives: `builtin:tiny-llama` -> tiny-llama, a directory or a hub id -> its last part."""
+    from pathlib import PurePath
+
+    if path.startswith("builtin:"):
+        return path[len("builtin:") :]
+    return PurePath(str(path).rstrip("/")).name or str(path)
+
+
+def storage_kind(url: str) -> str:
+    """journal (an Optuna journal file: a path ending in .journal) | rdb (an SQLAlchemy URL); else AMQConfigError."""
+    if url.endswith(".journal") and "://" not in url:
+        return "journal"
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    _check(
+        scheme in ("sqlite", "postgresql", "mysql"),
+        f"search.storage {url!r}: expected a journal file (<path>.journal) or a database URL (sqlite:///..., postgresql://...)",
+    )
+    return "rdb"
 PREDICTORS = ("additive", "rbf", "mlp")  # single predictors; `auto` chooses among them
 
 
@@ -30,13 +53,15 @@ PREDICTORS = ("additive", "rbf", "mlp")  # single predictors; `auto` chooses amo
 class ModelConfig:
     """Which causal LM to search: a Hugging Face id, a local directory or `builtin:tiny-llama`."""
 
-    name: str = MISSING
     path: str = MISSING
+    name: str | None = None  # None: from the path (directory or hub id's last part, builtin:<name>)
     dtype: str = "float16"  # dtype the full-precision reference runs in
     device: str = "auto"  # auto: cuda if available, else cpu
     trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
+        if not self.name:
+            self.name = model_name_from_path(self.path)
         _check(
             self.dtype in ("float16", "bfloat16", "float32"),
             f"model.dtype must be float16, bfloat16 or float32, got {self.dtype!r}",
@@ -53,7 +78,7 @@ class BitsConfig:
     def __post_init__(self) -> None:
         _check(len(self.choices) > 0, "bits.choices is empty")
         for b in self.choices:
-            _check(1 <= b <= 8, f"bits.choices: bit-width {b} is outside 1-8")
+            _check(b in SUPPORTED_BITS, f"bits.choices: {b}-bit layers are not supported; choose from {', '.join(map(str, SUPPORTED_BITS))}")
         _check(len(set(self.choices)) == len(self.choices), "bits.choices has duplicates")
         self.choices = sorted(self.choices)
         _check(self.group_size > 0, f"bits.group_size must be positive, got {self.group_size}")
@@ -119,7 +144,7 @@ class OptimizerConfig:
 
     name: str = "nsga2"
     population: int = 100
-    generations: int = 40
+    generations: int = 20
     crossover: str = "uniform"  # uniform | blxalpha | sbx | vsbx | undx | spx (Optuna's crossovers)
     crossover_prob: float = 0.9
     swapping_prob: float = 0.5
@@ -160,7 +185,7 @@ class SearchConfig:
     ilp_seeds: int = 5  # integer-programming plans (per-layer estimates) at the budgets + this many caps; 0 = none
     tie: list[str] = field(default_factory=list)  # layers sharing one bit-width: qkv, gate_up, or q_proj+k_proj style
     local_moves: int = 2  # each iteration, per budget: predictor-ranked bit swaps of the best plan under it; 0 = off
-    iterations: int = 10
+    iterations: int = 6
     candidates: int = 12  # real evaluations per iteration
     metric: str = "jsd"  # jsd | kl
     prune_threshold: float = 2.0  # prune layers above this multiple of the median sensitivity; 0 = off
@@ -187,7 +212,9 @@ class SearchConfig:
         _check(self.sensitivity_bits in ("all", "lowest"), f"search.sensitivity_bits must be all or lowest, got {self.sensitivity_bits!r}")
         _check(self.prune_threshold >= 0, "search.prune_threshold must be >= 0")
         _check(self.prune_to in ("highest", "no_lowest"), f"search.prune_to must be highest or no_lowest, got {self.prune_to!r}")
-        _check(all(b > 0 for b in self.budgets), "search.budgets must be positive")
+        _check(len(self.budgets) > 0 and all(b > 0 for b in self.budgets), "search.budgets must be a non-empty list of positive numbers")
+        if self.storage is not None:
+            storage_kind(self.storage)
 
 
 @dataclass
@@ -241,6 +268,12 @@ class Config:
     resume: bool = False
     run_name: str = "amq"
 
+    def __post_init__(self) -> None:  # checks across groups, still before any model is loaded
+        if self.search.budget_unit == "bits":
+            lo, hi = min(self.bits.choices), max(self.bits.choices)
+            for b in self.search.budgets:
+                _check(lo <= b <= hi, f"search.budgets: {b:g} bits is outside what bits.choices={self.bits.choices} can reach ({lo}-{hi})")
+
 
 @dataclass
 class QuantizerConfig:
@@ -280,7 +313,7 @@ class PlanConfig:
 
     def __post_init__(self) -> None:
         _check(self.source in PLAN_SOURCES, f"plan.source must be one of {', '.join(PLAN_SOURCES)}, got {self.source!r}")
-        _check(1 <= self.bits <= 8, f"plan.bits {self.bits} is outside 1-8")
+        _check(self.bits in SUPPORTED_BITS, f"plan.bits: {self.bits}-bit layers are not supported; choose from {', '.join(map(str, SUPPORTED_BITS))}")
         _check(self.source in ("none", "uniform") or bool(self.path), f"plan={self.source} needs plan.path=<plan json or search run dir>")
         _check(self.source not in ("ilp", "greedy") or self.budget is not None, f"plan={self.source} needs plan.budget=<bits or GB>")
         _check(self.budget_unit in ("bits", "gb"), f"plan.budget_unit must be bits or gb, got {self.budget_unit!r}")
@@ -328,7 +361,10 @@ class EvaluateConfig:
 
 
 def register_configs() -> None:
-    """Register the root schemas: every group's YAML is merged into its typed field."""
+    """Register the root schemas: every group's YAML is merged into its typed field, and the
+    `model_name` resolver (run_name: the model's name, or its path's last part when none is set)."""
+    if not OmegaConf.has_resolver("model_name"):
+        OmegaConf.register_new_resolver("model_name", lambda name, path: name or model_name_from_path(str(path)))
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(name="evaluate_schema", node=EvaluateConfig)

@@ -160,7 +160,7 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(dcfg: DictConfig) -> float | None:
     """One evaluation; returns the first test set's perplexity (for sweepers)."""
     try:

@@ -9,6 +9,7 @@ ranks them; the chosen plan is written to DIR/plans/<budget><unit>.json like the
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -80,12 +81,21 @@ def replan(run_dir: Path, budget: float, unit: str = "bits") -> dict:
     }
 
 
+def parse(argv: list[str]) -> dict[str, str]:
+    """key=value arguments, as Hydra users type them; --help prints usage (exit 0), bad ones exit 2."""
+    ap = argparse.ArgumentParser(prog="python -m amq.plan", description=__doc__.split("\n\n")[0].replace("\n", " "))
+    ap.add_argument("args", nargs="*", metavar="key=value", help="run_dir=<search run dir> budget=<number> [unit=bits|gb]")
+    args = dict(a.partition("=")[::2] for a in ap.parse_args(argv).args)
+    unknown = sorted(set(args) - {"run_dir", "budget", "unit"})
+    if unknown:
+        ap.error(f"unknown argument(s) {', '.join(unknown)}; expected run_dir=, budget= and unit=")
+    if "run_dir" not in args or "budget" not in args:
+        ap.error("run_dir=<search run dir> and budget=<number> are required")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = dict(a.partition("=")[::2] for a in (sys.argv[1:] if argv is None else argv))
-    unknown = set(args) - {"run_dir", "budget", "unit"}
-    if unknown or "run_dir" not in args or "budget" not in args:
-        print("usage: python -m amq.plan run_dir=DIR budget=2.75 [unit=bits|gb]", file=sys.stderr)
-        return 2
+    args = parse(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
     try:
         unit = args.get("unit", "bits")

@@ -182,18 +182,41 @@ def _held_out_loss(model, windows: torch.Tensor) -> float:
     return sum(losses) / len(losses)
 
 
+# models that ship with the package (amq/assets/<name>-<recipe key>): the default's 2 MB, so a first run trains nothing
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
 def resolve_builtin(path: str) -> Path:
-    """Map `builtin:<name>` (tiny-llama, tiny-qwen2) to its cached directory, building it on first use."""
+    """Map `builtin:<name>` (tiny-llama, tiny-qwen2) to its directory: the packaged copy when one
+    ships for this recipe, else the cache, building it there on first use (one process builds,
+    others wait for it)."""
+    from filelock import FileLock, Timeout
+
     name = path[len(BUILTIN_PREFIX) :]
     if name not in BUILTIN_RECIPES:
         known = ", ".join(f"'builtin:{k}'" for k in BUILTIN_RECIPES)
         raise ValueError(f"unknown builtin model {name!r}; the embedded ones are {known}")
     recipe = BUILTIN_RECIPES[name]
+    packaged = ASSETS / f"{name}-{recipe.key()}"
+    if (packaged / "config.json").exists():
+        return packaged
     target = cache_root() / f"{name}-{recipe.key()}"
     if (target / "config.json").exists():
         return target
-    log.info("building the embedded default model once into %s", target)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    build_tiny_model(tmp, recipe)
-    os.replace(tmp, target)
-    return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("another process is building %s; waiting for it (%s)", name, lock.lock_file)
+        lock.acquire()
+    try:
+        if (target / "config.json").exists():  # built by the process we waited for
+            return target
+        log.info("building the embedded model %s once into %s", name, target)
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        build_tiny_model(tmp, recipe)
+        os.replace(tmp, target)
+        return target
+    finally:
+        lock.release()

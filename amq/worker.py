@@ -50,13 +50,7 @@ def run_worker(
 ) -> int:
     """Evaluate until the driver says done; returns how many plans this worker scored."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if storage_url.startswith(("postgresql", "mysql", "sqlite")):
-        storage = open_storage(None, storage_url, heartbeat_s or 30)
-    else:  # a journal file on a shared filesystem
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        storage = JournalStorage(JournalFileBackend(storage_url))
+    storage = open_storage(None, storage_url, heartbeat_s or 30)
     deadline = time.monotonic() + wait_s
     while True:  # workers may start before the driver has created the study
         try:

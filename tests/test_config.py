@@ -1,7 +1,9 @@
 """Every config option composes, validates, and bad input is refused with one clear line."""
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,7 +53,12 @@ def test_llama2_7b_experiment_is_the_paper_setting():
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("bits.choices=[2,9]", "outside 1-8"),
+        ("bits.choices=[2,9]", "9-bit layers are not supported"),
+        ("bits.choices=[2,7]", "7-bit layers are not supported; choose from 2, 3, 4, 8"),
+        ("search.budgets=[1.0]", "1 bits is outside what bits.choices=.2, 3, 4. can reach"),
+        ("search.budgets=[]", "non-empty list"),
+        ("search.storage=study.db", "expected a journal file"),
+        ("plan.bits=5", "5-bit layers are not supported"),
         ("bits.group_size=0", "group_size"),
         ("search.metric=mse", "jsd or kl"),
         ("proxy.storage=zip", "dense or codes"),
@@ -76,7 +83,7 @@ def _cli(*args, cwd):
     "args,message",
     [
         (["model.path=/no/such/model"], "no such model directory"),
-        (["bits.choices=[0,2]"], "outside 1-8"),
+        (["bits.choices=[0,2]"], "0-bit layers are not supported"),
         (["data=text", "data.path=/no/such.txt"], "no such file"),
         (["model=nope"], "Could not find 'model/nope'"),
     ],
@@ -92,5 +99,46 @@ def test_cli_group_size_and_budget_checked_before_heavy_work(tmp_path, small_mod
     r = _cli(f"model.path={small_model_dir}", "bits.group_size=96", cwd=tmp_path)
     assert r.returncode == 2 and "does not divide the input width 128" in r.stderr
     r = _cli(f"model.path={small_model_dir}", "search.budgets=[1.5]", cwd=tmp_path)
-    assert r.returncode == 2 and "achievable range 2.000-4.000 average bits" in r.stderr
+    assert r.returncode == 2 and "1.5 bits is outside what bits.choices=[2, 3, 4] can reach" in r.stderr
     assert not (tmp_path / "run" / "sensitivity.json").exists()
+    r = _cli(f"model.path={small_model_dir}", "search.budget_unit=gb", "search.budgets=[9.0]", cwd=tmp_path)
+    assert r.returncode == 2 and "achievable range" in r.stderr
+
+
+def test_cli_checks_everything_before_building_a_model(tmp_path):
+    """tiny-qwen2 does not ship with the package: a run with a bad budget must refuse at once,
+    not build (train) it first."""
+    cache = tmp_path / "cache"
+    for bad in ("search.budgets=[1.0]", "bits.choices=[2,7]", "search.storage=nowhere"):
+        t0 = time.perf_counter()
+        r = subprocess.run(
+            [sys.executable, "-m", "amq.run", "model=tiny_qwen2", bad, "logger=none", f"hydra.run.dir={tmp_path}/run"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+            env={**os.environ, "AMQ_CACHE_DIR": str(cache)},
+        )
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: ")
+        assert time.perf_counter() - t0 < 60
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+@pytest.mark.parametrize(
+    "overrides,name",
+    [
+        ([], "tiny-llama"),
+        (["model=tiny_qwen2"], "tiny-qwen2"),
+        (["model=local", "model.path=/models/my-llama/"], "my-llama"),
+        (["model.path=/models/amq-llama-17m"], "amq-llama-17m"),
+        (["model=llama2_7b"], "Llama-2-7b-hf"),
+        (["model.path=/models/x", "model.name=mine"], "mine"),
+    ],
+)
+def test_the_model_name_comes_from_the_model(overrides, name):
+    dcfg = _compose(overrides)
+    assert dcfg.run_name == name  # the run dir is outputs/<run_name>/<time>
+    assert to_object(dcfg).model.name == name
+    ecfg = _compose(overrides, "evaluate")
+    assert ecfg.run_name.startswith(f"{name}-")

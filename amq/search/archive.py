@@ -26,7 +26,7 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from amq.config import AMQConfigError
+from amq.config import storage_kind, AMQConfigError
 from amq.search.space import Plan
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,16 @@ class Record:
 
 
 def open_storage(run_dir: Path | None, url: str | None = None, heartbeat_s: int = 30) -> optuna.storages.BaseStorage:
-    """The run dir's journal file, or a shared database (PostgreSQL/MySQL/SQLite URL) with
-    heartbeats: a worker that stops beating has its trial failed and re-queued (Optuna's
-    RetryHeartbeatStaleTrialCallback), so another worker evaluates it."""
+    """The run dir's journal file, a journal file elsewhere (`<path>.journal`, e.g. on a shared
+    filesystem), or a shared database (PostgreSQL/MySQL/SQLite URL) with heartbeats: a worker that
+    stops beating has its trial failed and re-queued (Optuna's RetryHeartbeatStaleTrialCallback),
+    so another worker evaluates it. The one opener of driver and workers alike."""
     if url is None:
         assert run_dir is not None
         return JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal")))
+    if storage_kind(url) == "journal":
+        Path(url).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(Path(url).expanduser())))
     from sqlalchemy.exc import SQLAlchemyError
 
     try:

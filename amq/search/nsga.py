@@ -48,6 +48,35 @@ class _SharedIntDistribution(IntDistribution):
         return self
 
 
+class _GenerationalNSGAII(NSGAIISampler):
+    """Optuna's NSGA-II, told each trial's generation by the ask/tell loop below, which asks
+    exactly one population per generation and tells it whole before the next. Optuna instead
+    finds it by scanning every finished trial at every ask (quadratic in a round's trials: about
+    a third of a default round), and never gives one to enqueued trials, so the seeds (the
+    archive's best plans) never became parents. Here every trial, seeds included, belongs to
+    the generation it was asked in."""
+
+    generation = 0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._parents: dict[int, list[optuna.trial.FrozenTrial]] = {}
+
+    def get_parent_population(self, study: optuna.Study, generation: int) -> list[optuna.trial.FrozenTrial]:
+        # Optuna caches the ids and re-finds the trials among all of them at every ask; a generation's parents do not change
+        if generation not in self._parents:
+            self._parents[generation] = super().get_parent_population(study, generation)
+        return self._parents[generation]
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        study._storage.set_trial_system_attr(trial._trial_id, self._get_generation_key(), self.generation)
+        super().before_trial(study, trial)
+
+    def get_trial_generation(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
+        known = trial.system_attrs.get(self._get_generation_key())
+        return self.generation if known is None else known
+
+
 def propose(
     space: SearchSpace,
     predict: Callable[[list[Plan]], np.ndarray],
@@ -61,7 +90,7 @@ def propose(
     """Run NSGA-II; return every feasible plan it saw as (plan, predicted divergence, bytes)."""
     if cfg.crossover not in CROSSOVERS:
         raise ValueError(f"unknown crossover {cfg.crossover!r}; choose from {sorted(CROSSOVERS)}")
-    sampler = NSGAIISampler(
+    sampler = _GenerationalNSGAII(
         population_size=cfg.population,
         crossover=CROSSOVERS[cfg.crossover](cfg),
         crossover_prob=cfg.crossover_prob,
@@ -78,7 +107,8 @@ def propose(
 
     lo, hi = window
     seen: dict[Plan, tuple[float, int]] = {}
-    for _ in tqdm(range(cfg.generations), desc="nsga-ii", unit="gen", disable=not show_progress, leave=False):
+    for gen in tqdm(range(cfg.generations), desc="nsga-ii", unit="gen", disable=not show_progress, leave=False):
+        sampler.generation = gen
         trials = [study.ask(fixed_distributions=dists) for _ in range(cfg.population)]
         params = [t.params for t in trials]  # (a copy per call: read once)
         plans = [space.make([opts[i][pp[f"l{i}"]] for i in free]) for pp in params]
