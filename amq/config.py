@@ -46,6 +46,8 @@ def storage_kind(url: str) -> str:
         f"search.storage {url!r}: expected a journal file (<path>.journal) or a database URL (sqlite:///..., postgresql://...)",
     )
     return "rdb"
+
+
 PREDICTORS = ("additive", "rbf", "mlp")  # single predictors; `auto` chooses among them
 
 
@@ -78,7 +80,9 @@ class BitsConfig:
     def __post_init__(self) -> None:
         _check(len(self.choices) > 0, "bits.choices is empty")
         for b in self.choices:
-            _check(b in SUPPORTED_BITS, f"bits.choices: {b}-bit layers are not supported; choose from {', '.join(map(str, SUPPORTED_BITS))}")
+            _check(
+                b in SUPPORTED_BITS, f"bits.choices: {b}-bit layers are not supported; choose from {', '.join(map(str, SUPPORTED_BITS))}"
+            )
         _check(len(set(self.choices)) == len(self.choices), "bits.choices has duplicates")
         self.choices = sorted(self.choices)
         _check(self.group_size > 0, f"bits.group_size must be positive, got {self.group_size}")
@@ -313,7 +317,10 @@ class PlanConfig:
 
     def __post_init__(self) -> None:
         _check(self.source in PLAN_SOURCES, f"plan.source must be one of {', '.join(PLAN_SOURCES)}, got {self.source!r}")
-        _check(self.bits in SUPPORTED_BITS, f"plan.bits: {self.bits}-bit layers are not supported; choose from {', '.join(map(str, SUPPORTED_BITS))}")
+        _check(
+            self.bits in SUPPORTED_BITS,
+            f"plan.bits: {self.bits}-bit layers are not supported; choose from {', '.join(map(str, SUPPORTED_BITS))}",
+        )
         _check(self.source in ("none", "uniform") or bool(self.path), f"plan={self.source} needs plan.path=<plan json or search run dir>")
         _check(self.source not in ("ilp", "greedy") or self.budget is not None, f"plan={self.source} needs plan.budget=<bits or GB>")
         _check(self.budget_unit in ("bits", "gb"), f"plan.budget_unit must be bits or gb, got {self.budget_unit!r}")

@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# before torch loads OpenMP (as amq/__init__.py does for the CLIs): spinning threads made the
+# suite many times slower on a loaded 2-core machine; subprocesses inherit it
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 

@@ -50,11 +50,21 @@ def test_a_killed_trial_is_requeued_with_its_whole_plan():
 
 
 def test_an_unreachable_or_malformed_storage_is_a_clear_error():
-    with pytest.raises(AMQConfigError, match="cannot open it"):
+    with pytest.raises(AMQConfigError, match="expected a journal file"):
         open_storage(None, "postgresql:/no-host")
+    with pytest.raises(AMQConfigError, match="cannot open it"):
+        open_storage(None, "postgresql://nobody@127.0.0.1:1/x")
     if importlib.util.find_spec("MySQLdb") is None:  # SQLAlchemy's default MySQL driver
         with pytest.raises(AMQConfigError, match="no database driver"):
             open_storage(None, "mysql://nobody@127.0.0.1:1/x")
+
+
+def test_a_journal_file_is_a_storage_for_the_driver_too(tmp_path):
+    """search.storage=<file>.journal (documented for workers on a shared filesystem) opens a journal, not an SQL URL."""
+    storage = open_storage(None, str(tmp_path / "shared" / "l2.journal"))
+    archive = _archive(storage)
+    archive.enqueue([(3, 2, 4)], iteration=0, source="random", avg_bits=lambda p: 3.0)
+    assert (tmp_path / "shared" / "l2.journal").stat().st_size > 0
 
 
 def test_a_trial_failed_as_stale_while_evaluating_is_given_up_not_raised(tmp_path):

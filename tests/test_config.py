@@ -58,7 +58,6 @@ def test_llama2_7b_experiment_is_the_paper_setting():
         ("search.budgets=[1.0]", "1 bits is outside what bits.choices=.2, 3, 4. can reach"),
         ("search.budgets=[]", "non-empty list"),
         ("search.storage=study.db", "expected a journal file"),
-        ("plan.bits=5", "5-bit layers are not supported"),
         ("bits.group_size=0", "group_size"),
         ("search.metric=mse", "jsd or kl"),
         ("proxy.storage=zip", "dense or codes"),
@@ -67,6 +66,11 @@ def test_llama2_7b_experiment_is_the_paper_setting():
 def test_bad_values_are_refused(override, message):
     with pytest.raises(AMQConfigError, match=message):
         to_object(_compose([override]))
+
+
+def test_plan_bits_must_be_supported():
+    with pytest.raises(AMQConfigError, match="5-bit layers are not supported"):
+        to_object(_compose(["plan.bits=5"], "evaluate"))
 
 
 def _cli(*args, cwd):

@@ -109,9 +109,13 @@ def test_resume_of_a_dir_without_a_search_says_so(tmp_path, small_model_dir):
     """A mistyped run dir with resume=true must not look like a resumed search."""
     run = tmp_path / "typo"
     r = subprocess.run(
-        _cmd(small_model_dir, run, "resume=true", "search.budgets=[9.0]"), capture_output=True, text=True, cwd=ROOT, timeout=300
+        _cmd(small_model_dir, run, "resume=true", "search.budget_unit=gb", "search.budgets=[9.0]"),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
-    assert r.returncode == 2  # stopped by the budget check right after the warning, before any work
+    assert r.returncode == 2  # stopped by the GB budget check (needs the model's shapes) right after the warning
     assert "holds no search" in r.stdout + r.stderr and "starting a new one" in r.stdout + r.stderr
 
 

@@ -26,7 +26,7 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from amq.config import storage_kind, AMQConfigError
+from amq.config import AMQConfigError, storage_kind
 from amq.search.space import Plan
 
 log = logging.getLogger(__name__)
