@@ -32,6 +32,7 @@ def main(dcfg: DictConfig) -> float | None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
+        _close_progress_bars()  # else they redraw after the message, at exit
         print(interrupted_message(run_dir, sys.argv[1:]), file=sys.stderr)
         sys.exit(130)
     for choice in result.choices:
@@ -57,6 +58,13 @@ def _first_interrupt(signum, frame) -> None:
 def _exit_now(signum, frame) -> None:
     print("interrupted again: exiting now", file=sys.stderr)
     os._exit(130)
+
+
+def _close_progress_bars() -> None:
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def interrupted_message(run_dir: Path, argv: list[str]) -> str:
