@@ -29,6 +29,7 @@ from tqdm import tqdm
 from amq.config import AMQConfigError, QuantizerConfig
 from amq.metrics import DivergenceEvaluator
 from amq.quant.apply import quantize_model
+from amq.rundir import write_json_atomic
 from amq.search.archive import Record
 from amq.search.space import Plan
 
@@ -180,13 +181,6 @@ class FinalRecord:
             for p, (d, t) in self.scores.items()
         ]
         write_json_atomic(self.path, {"key": self.key, "seconds": self.seconds, "scores": scores, "budgets": self.budgets})
-
-
-def write_json_atomic(path: Path, doc: dict) -> None:
-    """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(path)
 
 
 def choose(

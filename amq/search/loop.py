@@ -26,8 +26,9 @@ from amq.plotting import plot_front
 from amq.predictor import make_predictor, select
 from amq.quant.apply import BlockHessians
 from amq.quant.bank import ProxyBank
+from amq.rundir import ARCHIVE, STATE, check_run_dir, read_json, write_json_atomic
 from amq.search.archive import STUDY_NAME, Archive, Record, open_storage
-from amq.search.final import BudgetChoice, FinalRecord, FinalScorer, budget_candidates, choose, write_json_atomic
+from amq.search.final import BudgetChoice, FinalRecord, FinalScorer, budget_candidates, choose
 from amq.search.ilp import allocate, fit_additive, greedy, loss_table
 from amq.search.local import local_moves
 from amq.search.nsga import pick_spread, propose
@@ -111,11 +112,7 @@ def study_name(cfg: Config, run_dir: Path) -> str:
 def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> SearchResult:
     """Find the front of (memory, divergence) plans; write every output into `run_dir`."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    journal = run_dir / "optuna.journal"
-    if journal.exists() and not cfg.resume:
-        raise AMQConfigError(f"{run_dir} already holds a search; pass resume=true to continue it")
-    if cfg.resume and cfg.search.storage is None and not journal.exists():
-        log.warning("resume=true, but %s holds no search (no optuna.journal): starting a new one there", run_dir)
+    check_run_dir(run_dir, cfg.resume, shared_storage=cfg.search.storage is not None)  # before any model is loaded
     prep = prepare(cfg)
     storage = open_storage(run_dir, cfg.search.storage, cfg.search.heartbeat_s) if cfg.search.storage else None
     if storage is not None:
@@ -186,18 +183,18 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
 
     # --- archive, tracker ----------------------------------------------------------------
     storage = storage or open_storage(run_dir)  # the journal file is created only once the model loaded
-    archive = Archive(storage, names, cfg.bits.choices, run_dir / "archive.jsonl", study_name(cfg, run_dir))
+    archive = Archive(storage, names, cfg.bits.choices, run_dir / ARCHIVE, study_name(cfg, run_dir))
     # what a worker needs to score plans exactly as the driver does: `python -m amq.worker storage=... study=...`
     archive.study.set_user_attr("config", asdict(cfg))
     archive.study.set_user_attr("model_path", prep.model_path)
     archive.study.set_user_attr("done", False)
     archive.requeue_stale()
     archive.rewrite_jsonl()
-    state_path = run_dir / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    state_path = run_dir / STATE
+    state = read_json(state_path, "the W&B run id") if state_path.exists() else {}
     tracker = Tracker(cfg.logger, run_dir, _flat(asdict(cfg)), cfg.run_name, state.get("wandb_id"))
     state["wandb_id"] = tracker.run_id
-    state_path.write_text(json.dumps(state))
+    write_json_atomic(state_path, state)
     tracker.log(
         {
             "space/log10_size": space.log10_size(False),
@@ -447,11 +444,11 @@ def _uniform_baselines(run_dir: Path, cfg: Config, names: list[str], evaluate) -
     """Every layer (pruned ones too) at one bit-width: the peers' plain baseline; cached."""
     path = run_dir / "baselines.json"
     if path.exists():
-        data = json.loads(path.read_text())
+        data = read_json(path, "uniform plans' divergences")
         if sorted(int(k) for k in data) == sorted(cfg.bits.choices):
             return {int(k): float(v) for k, v in data.items()}
     out = {b: evaluate(tuple([b] * len(names)))[0] for b in cfg.bits.choices}
-    path.write_text(json.dumps(out, indent=2))
+    write_json_atomic(path, {str(b): v for b, v in out.items()})
     return out
 
 
@@ -553,7 +550,7 @@ def _write_outputs(
     front = _front(records)
     pred = predictor.predict(space.encode([r.plan for r in front])) if front else []
     docs = [plan_document(cfg, prep.model_path, names, r, cost, float(p)) for r, p in zip(front, pred, strict=True)]
-    (run_dir / "pareto.json").write_text(json.dumps({"version": PLAN_VERSION, "predictor": pm, "front": docs}, indent=1))
+    write_json_atomic(run_dir / "pareto.json", {"version": PLAN_VERSION, "predictor": pm, "front": docs})
 
     plans_dir = run_dir / "plans"
     plans_dir.mkdir(exist_ok=True)

@@ -1,0 +1,143 @@
+"""Faults a run dir meets (issue 18): each is one clear line and exit code 2 before any model
+is loaded, or a clean resume; never a silent restart that loses evaluations."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from amq.config import AMQConfigError
+from amq.rundir import check_run_dir, journal_completed, write_json_atomic
+
+SMALL = ["logger=none", "search.initial_random=8", "search.iterations=1", "search.candidates=4", "optimizer.generations=3", "final=none"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("faults") / "run"
+    r = subprocess.run([sys.executable, "-m", "amq.run", *SMALL, f"hydra.run.dir={run}"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return run
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(run, dst)
+    return dst
+
+
+def _resume(run: Path):
+    t0 = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, "-m", "amq.run", *SMALL, f"hydra.run.dir={run}", "resume=true"], capture_output=True, text=True, timeout=600
+    )
+    return r, time.perf_counter() - t0
+
+
+def _one_line_error(r, *needles: str) -> None:
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), last
+    for n in needles:
+        assert n in last, last
+
+
+def test_an_emptied_journal_is_refused_and_the_archive_kept(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    before = (run / "archive.jsonl").read_text()
+    (run / "optuna.journal").write_text("")
+    r, _ = _resume(run)
+    _one_line_error(r, "optuna.journal: holds 0 finished evaluations but archive.jsonl lists", "start a new run dir")
+    assert (run / "archive.jsonl").read_text() == before  # nothing overwritten
+    assert not list(run.glob("*.tmp"))
+
+
+def test_a_truncated_journal_is_refused(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    data = (run / "optuna.journal").read_bytes()
+    (run / "optuna.journal").write_bytes(data[: len(data) // 3])  # cut mid-line: fewer trials than the archive lists
+    r, _ = _resume(run)
+    _one_line_error(r, "optuna.journal: holds", "emptied or truncated")
+
+
+def test_a_garbled_journal_line_is_refused(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    lines = (run / "optuna.journal").read_text().splitlines(keepends=True)
+    lines[3] = "{garbage\n"
+    (run / "optuna.journal").write_text("".join(lines))
+    r, _ = _resume(run)
+    _one_line_error(r, "optuna.journal: line 4 is not valid JSON")
+
+
+def test_a_garbled_state_file_is_refused(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    (run / "state.json").write_text("{not json")
+    r, _ = _resume(run)
+    _one_line_error(r, "state.json: not valid JSON", "delete state.json")
+
+
+def test_a_missing_journal_with_an_archive_is_refused(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    (run / "optuna.journal").unlink()
+    r, _ = _resume(run)
+    _one_line_error(r, "archive.jsonl lists", "optuna.journal is missing")
+
+
+def test_an_intact_run_resumes_cleanly(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    before = (run / "archive.jsonl").read_text().splitlines()
+    r, _ = _resume(run)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (run / "archive.jsonl").read_text().splitlines() == before  # finished: nothing evaluated again or lost
+
+
+def test_a_journal_whose_last_line_was_cut_mid_write_still_resumes(finished_run, tmp_path):
+    """What a crash while appending leaves: Optuna skips the partial line; so do we."""
+    run = _copy(finished_run, tmp_path)
+    with (run / "optuna.journal").open("a") as f:
+        f.write('{"op_code":9,"worker_id":"x","trial_id":0,"system_')
+    assert journal_completed(run / "optuna.journal") == len((run / "archive.jsonl").read_text().splitlines())
+    r, _ = _resume(run)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_a_run_dir_with_only_an_archive_needs_resume(tmp_path):
+    (tmp_path / "archive.jsonl").write_text('{"plan": [2]}\n')
+    with pytest.raises(AMQConfigError, match="already holds a search"):
+        check_run_dir(tmp_path, resume=False, shared_storage=False)
+
+
+def test_atomic_write_leaves_no_stray_file_when_it_cannot_write(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if (ro / "probe").exists() or _writable(ro):
+            pytest.skip("running as a user that can write into a read-only directory (root)")
+        with pytest.raises(AMQConfigError, match="cannot write it"):
+            write_json_atomic(ro / "x.json", {"a": 1})
+        assert not list(ro.iterdir())
+    finally:
+        ro.chmod(0o700)
+
+
+def _writable(d: Path) -> bool:
+    try:
+        (d / "probe").write_text("")
+    except OSError:
+        return False
+    (d / "probe").unlink()
+    return True
+
+
+def test_write_json_atomic_round_trips(tmp_path):
+    write_json_atomic(tmp_path / "a.json", {"x": [1, 2]})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": [1, 2]}
+    assert not list(tmp_path.glob("*.tmp"))
