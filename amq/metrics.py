@@ -42,6 +42,28 @@ class DivergenceEvaluator:
         # log-probs are stored in the model's 16-bit dtype on GPU (half the memory), fp32 on CPU
         self.store_dtype = torch.float32 if self.device.type == "cpu" else torch.bfloat16
         self.reference = [self._logp(b).to(self.store_dtype) for b in self.batches]
+        self.prefix = None  # BlockPrefix, made on the first score_from
+
+    @torch.inference_mode()
+    def score_from(self, block: int) -> float:
+        """`score()` when the model differs from full precision only in blocks >= `block`: those
+        blocks run on cached full-precision inputs (amq.prefix), the same numbers for less work."""
+        from amq.prefix import BlockPrefix
+
+        if self.prefix is None:
+            self.prefix = BlockPrefix(self.model, self.batches)
+        self.prefix.advance(block)
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
+        count = 0
+        for i, ref in enumerate(self.reference):
+            d = self.divergence(ref.float(), torch.log_softmax(self.prefix.logits(i).float(), dim=-1))
+            total += d.sum(dtype=torch.float64)
+            count += d.numel()
+        return float(total.item() / count)
+
+    def drop_prefix(self) -> None:
+        """Free the cached block inputs (one block's activations for the whole calibration set)."""
+        self.prefix = None
 
     @torch.inference_mode()
     def _logp(self, batch: torch.Tensor) -> torch.Tensor:

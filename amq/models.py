@@ -87,6 +87,13 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
     return biggest
 
 
+def layer_blocks(model: nn.Module, names: list[str]) -> list[int]:
+    """The decoder block index of each named searchable layer."""
+    blocks = decoder_blocks(model)
+    prefix = next(n for n, m in model.named_modules() if m is blocks)
+    return [int(n.removeprefix(prefix + ".").split(".", 1)[0]) for n in names]
+
+
 def searchable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     """Qualified name -> nn.Linear for every linear layer inside the decoder blocks, in order."""
     blocks = decoder_blocks(model)

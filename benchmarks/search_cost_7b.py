@@ -31,8 +31,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "kernels")]
 from amq.config import OptimizerConfig, PredictorConfig, ProxyConfig, SearchConfig  # noqa: E402
 from amq.cost import build_cost_model  # noqa: E402
 from amq.metrics import DivergenceEvaluator  # noqa: E402
-from amq.models import layer_infos, searchable_linears  # noqa: E402
+from amq.models import decoder_blocks, layer_blocks, layer_infos, searchable_linears  # noqa: E402
 from amq.predictor import make_predictor  # noqa: E402
+from amq.prefix import BlockPrefix  # noqa: E402
 from amq.quant.bank import FULL, ProxyBank  # noqa: E402
 from amq.search.nsga import pick_spread, propose  # noqa: E402
 from amq.search.space import SearchSpace  # noqa: E402
@@ -136,6 +137,39 @@ def main() -> None:
     ph.run(f"sensitivity: {args.sens_evals} of {3 * len(names)} evaluations", sens, "extrapolated below")
     sens_eval_s = ph.rows[-1]["seconds"] / args.sens_evals
 
+    # the same from cached block inputs (amq.prefix, what the search does now): a layer in block b runs blocks b.. only
+    n_blocks = len(decoder_blocks(model))
+    blocks = layer_blocks(model, names)
+    tail_s: dict[int, float] = {}
+    advance_s = 0.0
+    for b in (0, n_blocks // 2, n_blocks - 1):
+        bank.restore()
+        t0 = time.perf_counter()
+        ev.prefix = ev.prefix or BlockPrefix(model, ev.batches)
+        ev.prefix.advance(b)
+        torch.cuda.synchronize()
+        advance_s += time.perf_counter() - t0
+        plan = [FULL] * len(names)
+        plan[blocks.index(b)] = 2
+        bank.apply(plan)
+        ph.run(f"sensitivity from cached inputs of block {b} (one evaluation)", lambda b=b: ev.score_from(b))
+        tail_s[b] = ph.rows[-1]["seconds"]
+    bank.restore()
+    ev.drop_prefix()
+    first, last = tail_s[0], tail_s[n_blocks - 1]
+    tail_at = lambda b: first + (last - first) * b / (n_blocks - 1)  # noqa: E731  linear in the blocks run
+    per_bit_pass_s = sum(tail_at(b) for b in blocks)
+    ph.rows.append(
+        {
+            "phase": "sensitivity pass from cached inputs, one bit-width (projected)",
+            "seconds": per_bit_pass_s,
+            "gpu_peak_gb": gpu_peak_gb(),
+            "host_peak_gb": host_peak_gb(),
+            "note": f"sum over {len(names)} layers of the cost at their block, linear between blocks 0 ({first:.2f} s) and "
+            f"{n_blocks - 1} ({last:.2f} s); a full forward: {sens_eval_s:.2f} s",
+        }
+    )
+
     rng = np.random.default_rng(0)
     space = SearchSpace(tuple(names), (2, 3, 4))
     plans = space.random_plans(3, rng)
@@ -198,6 +232,7 @@ def main() -> None:
     our_evals = ours.initial_random + 3 + (len(ours.budgets) + ours.ilp_seeds) + ours.iterations * ours.candidates
     our_sens = 3 * len(names)
     setup_s = sum(r["seconds"] for r in ph.rows[:3])
+    fast_eval_s = small.get("32x2048", eval_s)
     proj = {
         "amq_defaults": {
             "evaluations": amq_evals,
@@ -208,6 +243,22 @@ def main() -> None:
             "evaluations": our_evals,
             "sensitivity_evaluations": our_sens,
             "hours": (setup_s + our_evals * eval_s + our_sens * sens_eval_s + ours.iterations * (fit_s + propose_s)) / 3600,
+        },
+        "ours_prefix": {
+            "evaluations": our_evals,
+            "sensitivity_evaluations": our_sens,
+            "hours": (setup_s + our_evals * eval_s + 3 * per_bit_pass_s + ours.iterations * (fit_s + propose_s)) / 3600,
+        },
+        "ours_prefix_lowest": {
+            "evaluations": our_evals,
+            "sensitivity_evaluations": len(names),
+            "hours": (setup_s + our_evals * eval_s + per_bit_pass_s + ours.iterations * (fit_s + propose_s)) / 3600,
+        },
+        "ours_prefix_lowest_32x2048": {  # sensitivity and candidates at 32 x 2048 (scaled by the measured candidate ratio)
+            "evaluations": our_evals,
+            "sensitivity_evaluations": len(names),
+            "hours": (setup_s + our_evals * fast_eval_s + per_bit_pass_s * fast_eval_s / eval_s + ours.iterations * (fit_s + propose_s))
+            / 3600,
         },
     }
     dev = torch.cuda.get_device_name()
@@ -247,7 +298,12 @@ def main() -> None:
             f"| AMQ's defaults (250 initial, 200 x 50, lowest-bit sensitivity) | {amq_evals} | {amq_sens} | "
             f"{proj['amq_defaults']['hours']:.1f} h |",
             f"| ours (`conf/search/default.yaml`: {ours.initial_random} random + uniform + ILP seeds, {ours.iterations} x "
-            f"{ours.candidates}, sensitivity at every bit-width) | {our_evals} | {our_sens} | {proj['ours']['hours']:.2f} h |",
+            f"{ours.candidates}, sensitivity at every bit-width, full forwards) | {our_evals} | {our_sens} | {proj['ours']['hours']:.2f} h |",
+            f"| ours, sensitivity from cached block inputs (the search now) | {our_evals} | {our_sens} | {proj['ours_prefix']['hours']:.2f} h |",
+            f"| ours, cached inputs, `search.sensitivity_bits=lowest` | {our_evals} | {len(names)} | "
+            f"{proj['ours_prefix_lowest']['hours']:.2f} h |",
+            f"| ours, cached inputs, lowest, everything at 32 x 2048 (projected from the candidate ratio) | {our_evals} | "
+            f"{len(names)} | {proj['ours_prefix_lowest_32x2048']['hours']:.2f} h |",
         ]
         args.out.write_text("\n".join(lines) + "\n")
 

@@ -21,7 +21,7 @@ from amq.config import PREDICTORS, AMQConfigError, Config, QuantizerConfig
 from amq.cost import CostModel, build_cost_model
 from amq.data import calibration_ids, check_data
 from amq.metrics import DivergenceEvaluator
-from amq.models import load_config, load_model, load_tokenizer, resolve_model_path, searchable_linears, shapes_from_config
+from amq.models import layer_blocks, load_config, load_model, load_tokenizer, resolve_model_path, searchable_linears, shapes_from_config
 from amq.plotting import plot_front
 from amq.predictor import make_predictor, select
 from amq.quant.apply import BlockHessians
@@ -154,7 +154,10 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         show_progress,
         SearchSpace(tuple(names), tuple(cfg.bits.choices), ties=ties).units,
         weight_error_estimate(bank.sq_error, cfg.bits.choices[0]) if cfg.search.sensitivity_bits == "lowest" else None,
+        evaluator.score_from,  # each layer alone: only its block and those after it run (amq.prefix)
+        layer_blocks(evaluator.model, names),
     )
+    evaluator.drop_prefix()
     sens = lowest_column(per_bits)
     timings["sensitivity"] = time.perf_counter() - t0
     budgets_bytes = {b: cost.budget_to_bytes(b, cfg.search.budget_unit) for b in cfg.search.budgets}

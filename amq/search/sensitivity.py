@@ -27,13 +27,19 @@ def measure_sensitivity(
     score: Callable[[], float],
     show_progress: bool = True,
     units: Sequence[Sequence[int]] | None = None,
+    score_from: Callable[[int], float] | None = None,
+    blocks: Sequence[int] | None = None,
 ) -> dict[str, dict[int, float]]:
     """Divergence with one layer at each of `choices` and every other layer at full precision.
 
     `units` measures tied layers together (all at b at once); each member is credited an equal
-    share, so the table's sum over a group is the group's measured loss."""
+    share, so the table's sum over a group is the group's measured loss. With `score_from` and
+    each layer's decoder block in `blocks`, a unit in block k is scored by `score_from(k)`: the
+    same number from blocks k.. on cached inputs (amq.prefix), units taken in block order."""
     out: dict[str, dict[int, float]] = {n: {} for n in names}
     units = units or [(i,) for i in range(len(names))]
+    if score_from is not None and blocks is not None:
+        units = sorted(units, key=lambda u: min(blocks[i] for i in u))
     bar = tqdm(total=len(units) * len(choices), desc="sensitivity", unit="eval", disable=not show_progress)
     for unit in units:
         for b in choices:
@@ -41,7 +47,7 @@ def measure_sensitivity(
             for i in unit:
                 plan[i] = b
             apply(plan)
-            value = score()
+            value = score_from(min(blocks[i] for i in unit)) if score_from is not None and blocks is not None else score()
             for i in unit:
                 out[names[i]][b] = value / len(unit)
             bar.update()
@@ -81,6 +87,8 @@ def load_or_measure(
     show_progress: bool = True,
     units: Sequence[Sequence[int]] | None = None,
     estimate: Callable[[str, int, float], float] | None = None,
+    score_from: Callable[[int], float] | None = None,
+    blocks: Sequence[int] | None = None,
 ) -> dict[str, dict[int, float]]:
     """Read the per-layer table from `reuse` or `path` when its key matches; else measure and save.
 
@@ -96,7 +104,7 @@ def load_or_measure(
                 return {n: {int(b): float(v) for b, v in d.items()} for n, d in data["per_bits"].items()}
             log.warning("sensitivity in %s was measured under other settings; measuring again", candidate)
     lowest = min(choices)
-    per_bits = measure_sensitivity(names, [lowest] if estimate else choices, apply, score, show_progress, units)
+    per_bits = measure_sensitivity(names, [lowest] if estimate else choices, apply, score, show_progress, units, score_from, blocks)
     estimated = [b for b in choices if b != lowest] if estimate else []
     for n in names:
         for b in estimated:
