@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -47,3 +49,58 @@ def test_logger_none_is_a_no_op(tmp_path):
     tracker.log({"a": 1})
     tracker.finish()
     assert not (tmp_path / "wandb").exists()
+
+
+def test_wandb_gets_every_iteration_from_step_0(tmp_path, small_model_dir, monkeypatch):
+    """A step-less log before step 0 made W&B drop iteration 0 ("ignoring partial history
+    record"): every history call of a search carries its iteration, from 0, never going back."""
+    from hydra import compose, initialize_config_dir
+
+    import amq.search.loop as loop
+    from amq.config import register_configs, to_object
+
+    calls: list[tuple[str, int | None]] = []
+
+    class Recorder:
+        run_id = "rec"
+        run = True  # as an active W&B run
+
+        def __init__(self, *a, **k) -> None:
+            pass
+
+        def log(self, metrics, step=None):
+            calls.append(("log", step))
+
+        def table(self, key, columns, rows, step=None):
+            calls.append(("table", step))
+
+        def image(self, key, path, step=None):
+            calls.append(("image", step))
+
+        def summary(self, values):
+            pass
+
+        def finish(self):
+            pass
+
+    monkeypatch.setattr(loop, "Tracker", Recorder)
+    register_configs()
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        dcfg = compose(
+            "config",
+            [
+                f"model.path={small_model_dir}",
+                "search.initial_random=6",
+                "search.iterations=2",
+                "search.candidates=4",
+                "optimizer.generations=3",
+                "final=none",
+            ],
+        )
+    loop.run_search(to_object(dcfg), tmp_path / "run", show_progress=False)
+    stepped = [s for _, s in calls if s is not None]
+    last_stepped = max(i for i, (_, s) in enumerate(calls) if s is not None)
+    assert calls[0][1] == 0, calls[:3]  # nothing step-less before iteration 0
+    assert all(s is not None for _, s in calls[: last_stepped + 1])  # step-less calls only after the iterations
+    assert stepped == sorted(stepped) and set(stepped) == {0, 1, 2}

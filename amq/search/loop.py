@@ -198,7 +198,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     tracker = Tracker(cfg.logger, run_dir, _flat(asdict(cfg)), cfg.run_name, state.get("wandb_id"))
     state["wandb_id"] = tracker.run_id
     write_json_atomic(state_path, state)
-    tracker.log(
+    tracker.summary(  # not history: a step-less log here made W&B drop iteration 0 ("partial history record")
         {
             "space/log10_size": space.log10_size(False),
             "space/log10_size_pruned": space.log10_size(True),
