@@ -51,6 +51,16 @@ def resolve_model_path(path: str) -> str:
     return path  # a Hugging Face id: org/name
 
 
+def model_fingerprint(hf_config) -> str:
+    """What identifies a model's architecture and shapes for a worker's check against the
+    driver's: its HF config, less where it was loaded from and by which transformers."""
+    import hashlib
+    import json
+
+    doc = {k: v for k, v in hf_config.to_dict().items() if k not in ("_name_or_path", "transformers_version", "name_or_path")}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def load_config(path: str, trust_remote_code: bool = False):
     """The model's HF config only (cheap): shapes are known before any weight is read."""
     from transformers import AutoConfig

@@ -1,7 +1,11 @@
-"""`python -m amq.worker storage=<url> study=<name>`: evaluate a search's candidates on this device.
+"""`python -m amq.worker storage=<url> study=<name> model=<path or id>`: evaluate a search's candidates on this device.
 
-A worker reads the driver's config from the study (so it scores plans exactly as the driver
-does), builds its own model, reference outputs and proxy bank, then takes waiting trials one at
+A worker reads the driver's plan-evaluation settings from the study (so it scores plans exactly
+as the driver does), but what code it loads comes from its own command line: `model=` (a local
+directory, hub id or builtin:<name>) and `trust_remote_code=` (default false). The model must be
+the one the driver searches (same HF config, checked by fingerprint), else the worker refuses:
+whoever can write the shared database cannot make a worker load another model or run its code.
+It builds its own model, reference outputs and proxy bank, then takes waiting trials one at
 a time until the driver marks the study done. Start as many as there are GPUs (SLURM array
 tasks, or local processes with `device=cuda:1` ...). With a database storage, a worker sends
 heartbeats while it evaluates; if it dies, its trial is failed and queued again (Optuna's
@@ -22,7 +26,7 @@ from omegaconf import OmegaConf
 
 from amq.config import AMQConfigError, Config, register_configs, to_object
 from amq.cost import build_cost_model
-from amq.models import load_config, shapes_from_config
+from amq.models import load_config, model_fingerprint, resolve_model_path, shapes_from_config
 from amq.search.archive import Archive, open_storage
 from amq.search.loop import build_scorer, scorer
 
@@ -32,21 +36,44 @@ log = logging.getLogger("amq.worker")
 def parse(argv: list[str]) -> argparse.Namespace:
     """key=value arguments, as Hydra users type them."""
     ap = argparse.ArgumentParser(prog="python -m amq.worker", description=__doc__.splitlines()[0])
-    ap.add_argument("args", nargs="*", help="storage=<url or journal file> study=<name> [device=cuda:0] [poll_s=1] [heartbeat_s=30]")
+    ap.add_argument(
+        "args",
+        nargs="*",
+        help="storage=<url or .journal file> study=<name> model=<path, hub id or builtin:name> [trust_remote_code=false] "
+        "[device=cuda:0] [poll_s=1] [heartbeat_s=30] [wait_s=600]",
+    )
     ns = ap.parse_args(argv)
-    opts = {"storage": None, "study": None, "device": None, "poll_s": "1.0", "heartbeat_s": None, "wait_s": "600"}
+    opts = {
+        "storage": None,
+        "study": None,
+        "model": None,
+        "trust_remote_code": "false",
+        "device": None,
+        "poll_s": "1.0",
+        "heartbeat_s": None,
+        "wait_s": "600",
+    }
     for a in ns.args:
         key, sep, value = a.partition("=")
         if not sep or key not in opts:
             ap.error(f"unknown argument {a!r}; expected key=value with key in {sorted(opts)}")
         opts[key] = value
-    if not opts["storage"] or not opts["study"]:
-        ap.error("storage=<url> and study=<name> are required")
+    if not opts["storage"] or not opts["study"] or not opts["model"]:
+        ap.error("storage=<url>, study=<name> and model=<the driver's model> are required")
+    if opts["trust_remote_code"] not in ("true", "false"):
+        ap.error("trust_remote_code must be true or false")
     return argparse.Namespace(**opts)
 
 
 def run_worker(
-    storage_url: str, study: str, device: str | None = None, poll_s: float = 1.0, heartbeat_s: int | None = None, wait_s: float = 600
+    storage_url: str,
+    study: str,
+    model: str,
+    device: str | None = None,
+    poll_s: float = 1.0,
+    heartbeat_s: int | None = None,
+    wait_s: float = 600,
+    trust_remote_code: bool = False,
 ) -> int:
     """Evaluate until the driver says done; returns how many plans this worker scored."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -64,10 +91,18 @@ def run_worker(
         time.sleep(poll_s)
     register_configs()
     cfg: Config = to_object(OmegaConf.merge(OmegaConf.structured(Config), attrs["config"]))
+    # what code runs is this command line's, never the study's
+    cfg.model.path, cfg.model.trust_remote_code = model, trust_remote_code
     if device:
         cfg.model.device = device
-    model_path = attrs["model_path"]
-    layers, total = shapes_from_config(load_config(model_path, cfg.model.trust_remote_code), cfg.model.trust_remote_code)
+    model_path = resolve_model_path(model)
+    hf_config = load_config(model_path, trust_remote_code)
+    if model_fingerprint(hf_config) != attrs.get("model_fingerprint"):
+        raise AMQConfigError(
+            f"model={model} is not the model study {study!r} searches ({attrs.get('model_path')}): their configs differ; "
+            "give the driver's model"
+        )
+    layers, total = shapes_from_config(hf_config, trust_remote_code)
     cost = build_cost_model(layers, cfg.bits.choices, cfg.bits.group_size, total)
     bank, evaluator, _ = build_scorer(cfg, model_path, show_progress=False)
     archive = Archive(storage, bank.names, cfg.bits.choices, None, study)
@@ -92,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
         hb = int(args.heartbeat_s) if args.heartbeat_s else None
-        run_worker(args.storage, args.study, args.device, float(args.poll_s), hb, float(args.wait_s))
+        run_worker(
+            args.storage, args.study, args.model, args.device, float(args.poll_s), hb, float(args.wait_s), args.trust_remote_code == "true"
+        )
     except AMQConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

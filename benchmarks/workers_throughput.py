@@ -27,7 +27,7 @@ PLANS = 48
 def run(n_workers: int, url: str) -> tuple[float, int]:
     study = f"throughput-{n_workers}"
     run_dir = Path(tempfile.mkdtemp(prefix="amq-tp-"))
-    worker = [sys.executable, "-m", "amq.worker", f"storage={url}", f"study={study}", "poll_s=0.2"]
+    worker = [sys.executable, "-m", "amq.worker", f"storage={url}", f"study={study}", "model=builtin:tiny-llama", "poll_s=0.2"]
     # the machine's cores are shared out: each worker gets cores / N threads (a GPU node gives each its own GPU)
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n_workers))}
     workers = [subprocess.Popen(worker, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n_workers)]

@@ -51,6 +51,7 @@ def postgres():
 def _storage(url: str):
     """One storage (one connection pool) per server for the test's own reads: a new one for every
     poll leaves pooled connections open until the server refuses more ("too many clients")."""
+
     import optuna
 
     return optuna.storages.RDBStorage(url)
@@ -62,6 +63,7 @@ def _archive(run_dir: Path) -> dict[tuple, float]:
 
 
 def _running_of(url: str, study: str, worker_pid: int) -> bool:
+
     import optuna
     from optuna.trial import TrialState
 
@@ -77,7 +79,9 @@ def test_driver_and_three_workers_with_one_killed_equal_a_single_process_run(tmp
     assert r.returncode == 0, r.stderr[-3000:]
 
     study = "dist-test"
-    worker_cmd = [sys.executable, "-m", "amq.worker", f"storage={postgres}", f"study={study}", "heartbeat_s=2", "poll_s=0.2"]
+    worker_cmd = [
+        sys.executable, "-m", "amq.worker", f"storage={postgres}", f"study={study}", f"model={small_model_dir}", "heartbeat_s=2", "poll_s=0.2",
+    ]  # fmt: skip
     workers = [subprocess.Popen(worker_cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     dist = tmp_path / "dist"
     driver = subprocess.Popen(
@@ -117,6 +121,7 @@ def test_driver_and_three_workers_with_one_killed_equal_a_single_process_run(tmp
 
 
 def _count_iteration(url: str, study: str, it: int) -> int:
+
     import optuna
     from optuna.trial import TrialState
 
@@ -142,6 +147,7 @@ def test_killed_driver_resumes_from_the_database(tmp_path, small_model_dir, post
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
     import optuna
 
     before = {
@@ -160,3 +166,29 @@ def test_killed_driver_resumes_from_the_database(tmp_path, small_model_dir, post
     assert len(plans) == len(set(plans))  # every plan evaluated exactly once
     assert all(t.number in before and before[t.number] == t.values for t in done if t.number in before)
     assert len(before) < len(done) and sum(t.user_attrs["iteration"] == 2 for t in done) == 6  # and it ran to the end
+
+
+def test_a_worker_loads_only_the_model_it_is_given_and_refuses_another(tmp_path, small_model_dir, small_qwen2_dir):
+    """The study says which model the driver searches (a fingerprint of its config); the worker
+    loads the model of its own command line and refuses one that is not it."""
+    import dataclasses
+
+    import optuna
+    from hydra import compose, initialize_config_dir
+
+    from amq.config import AMQConfigError, register_configs, to_object
+    from amq.models import load_config, model_fingerprint
+    from amq.search.archive import open_storage
+    from amq.worker import run_worker
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = to_object(compose("config", ["model.path=/driver/only/path", "model.trust_remote_code=true"]))
+    url = str(tmp_path / "shared.journal")
+    study = optuna.create_study(study_name="s", storage=open_storage(None, url), directions=["minimize", "minimize"])
+    study.set_user_attr("model_fingerprint", model_fingerprint(load_config(str(small_model_dir))))
+    study.set_user_attr("config", dataclasses.asdict(cfg))
+    study.set_user_attr("done", True)
+    with pytest.raises(AMQConfigError, match="is not the model study 's' searches"):
+        run_worker(url, "s", str(small_qwen2_dir), wait_s=5)
+    assert run_worker(url, "s", str(small_model_dir), wait_s=5) == 0  # the right model: it starts, finds the study done, exits

@@ -21,7 +21,16 @@ from amq.config import PREDICTORS, AMQConfigError, Config, QuantizerConfig
 from amq.cost import CostModel, build_cost_model
 from amq.data import calibration_ids, check_data
 from amq.metrics import DivergenceEvaluator
-from amq.models import layer_blocks, load_config, load_model, load_tokenizer, resolve_model_path, searchable_linears, shapes_from_config
+from amq.models import (
+    layer_blocks,
+    load_config,
+    load_model,
+    load_tokenizer,
+    model_fingerprint,
+    resolve_model_path,
+    searchable_linears,
+    shapes_from_config,
+)
 from amq.plotting import plot_front
 from amq.predictor import make_predictor, select
 from amq.quant.apply import BlockHessians
@@ -188,8 +197,9 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     storage = storage or open_storage(run_dir)  # the journal file is created only once the model loaded
     archive = Archive(storage, names, cfg.bits.choices, run_dir / ARCHIVE, study_name(cfg, run_dir))
     # what a worker needs to score plans exactly as the driver does: `python -m amq.worker storage=... study=...`
-    archive.study.set_user_attr("config", asdict(cfg))
-    archive.study.set_user_attr("model_path", prep.model_path)
+    archive.study.set_user_attr("model_path", prep.model_path)  # for information: workers load the model they are given
+    archive.study.set_user_attr("model_fingerprint", model_fingerprint(load_config(prep.model_path, cfg.model.trust_remote_code)))
+    archive.study.set_user_attr("config", asdict(cfg))  # last: a waiting worker starts when it sees this
     archive.study.set_user_attr("done", False)
     archive.requeue_stale()
     archive.rewrite_jsonl()
