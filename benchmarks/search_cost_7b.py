@@ -173,7 +173,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     space = SearchSpace(tuple(names), (2, 3, 4))
     plans = space.random_plans(3, rng)
-    ph.run("candidate: swap a full plan in", lambda: bank.apply(plans[0]), "all 224 layers change")
+    ph.run("candidate: swap a full plan in", lambda: bank.apply(plans[0]), f"all {len(names)} layers change")
 
     def one_eval():
         bank.apply(plans[1])
