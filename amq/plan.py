@@ -21,6 +21,7 @@ from amq.config import AMQConfigError
 from amq.cost import build_cost_model
 from amq.models import load_config, shapes_from_config
 from amq.plans import read_sensitivity
+from amq.rundir import read_json
 from amq.search.ilp import allocate, fit_additive, loss_table, repair
 from amq.search.space import SearchSpace
 from amq.search.ties import tie_groups
@@ -31,9 +32,14 @@ def replan(run_dir: Path, budget: float, unit: str = "bits") -> dict:
     front_path, archive_path = run_dir / "pareto.json", run_dir / "archive.jsonl"
     if not front_path.is_file() or not archive_path.is_file():
         raise AMQConfigError(f"run_dir {str(run_dir)!r}: no finished search there (pareto.json, archive.jsonl)")
-    front = json.loads(front_path.read_text())["front"]
+    front = read_json(front_path, "the search's front").get("front")
+    if not isinstance(front, list):
+        raise AMQConfigError(f"{front_path}: has no 'front' list; not a search's pareto.json")
     if not front:
         raise AMQConfigError(f"{front_path}: the front is empty")
+    missing = [k for k in ("model", "layers", "choices", "group_size", "version") if not isinstance(front[0], dict) or k not in front[0]]
+    if missing:
+        raise AMQConfigError(f"{front_path}: its plans lack {', '.join(missing)}; not a search's pareto.json")
     model_path = front[0]["model"]
     names = list(front[0]["layers"])
     choices = tuple(front[0]["choices"])
@@ -42,8 +48,14 @@ def replan(run_dir: Path, budget: float, unit: str = "bits") -> dict:
     cost.check_budget(budget, unit)
     cap = cost.budget_to_bytes(budget, unit)
 
-    rows = [json.loads(line) for line in archive_path.read_text().splitlines()]
-    plans = [tuple(r["plan"]) for r in rows]
+    try:
+        rows = [json.loads(line) for line in archive_path.read_text().splitlines() if line.strip()]
+        plans = [tuple(r["plan"]) for r in rows]
+        _ = [float(r["divergence"]) for r in rows]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise AMQConfigError(f"{archive_path}: not the archive of a search (JSON lines with plan and divergence)") from None
+    if len(rows) < 2:
+        raise AMQConfigError(f"{archive_path}: {len(rows)} evaluated plans; a plan for a new budget needs the search's archive")
     table = fit_additive(plans, np.array([r["divergence"] for r in rows]), loss_table(read_sensitivity(run_dir), names, choices), choices)
     space = SearchSpace(tuple(names), choices, ties=tie_groups(names, front[0].get("tie", [])))
     measured = {tuple(r["plan"]): r["divergence"] for r in rows}

@@ -12,6 +12,7 @@ from amq.plan import main, replan
 
 
 def _fake_run(tmp_path, model_dir):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -59,3 +60,21 @@ def test_plan_cli_writes_the_plan_and_refuses_bad_budgets(tmp_path, small_model_
     assert main([f"run_dir={run}", "budget=12"]) == 2
     assert "outside the achievable range" in capsys.readouterr().err
     assert main([f"run_dir={tmp_path / 'nope'}", "budget=3"]) == 2
+
+
+def test_plan_cli_names_the_broken_file(tmp_path, small_model_dir, capsys):
+    """Garbled or wrong-shaped run-dir files: one line naming the file, exit 2 (never a traceback)."""
+    cases = [
+        ("pareto.json", "{garbled", "pareto.json: not valid JSON"),
+        ("pareto.json", '{"plans": []}', "pareto.json: has no 'front' list"),
+        ("pareto.json", '{"front": [{"layers": {}}]}', "its plans lack model, choices, group_size, version"),
+        ("archive.jsonl", "", "archive.jsonl: 0 evaluated plans"),
+        ("archive.jsonl", '{"x": 1}\n', "archive.jsonl: not the archive of a search"),
+    ]
+    for i, (name, text, message) in enumerate(cases):
+        run, *_ = _fake_run(tmp_path / str(i), small_model_dir)
+        (run / name).write_text(text)
+        capsys.readouterr()  # the fake run's own loading output
+        assert main([f"run_dir={run}", "budget=3"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
