@@ -199,6 +199,7 @@ class SearchConfig:
     budget_unit: str = "bits"  # bits: average bits per quantized weight | gb: whole model in GB
     sensitivity_path: str | None = None  # reuse a sensitivity.json from another run
     sensitivity_bits: str = "all"  # all: measure every bit-width | lowest: measure the lowest (AMQ), scale the rest by weight error
+    sensitivity_samples: int | None = None  # calibration windows the sensitivity pass scores on (the first ones); None: all
     storage: str | None = (
         None  # archive storage: None = Optuna journal file in the run dir; or a DB URL (postgresql://...) shared with workers
     )
@@ -215,6 +216,7 @@ class SearchConfig:
         _check(self.local_moves >= 0, "search.local_moves must be >= 0")
         _check(self.sensitivity_bits in ("all", "lowest"), f"search.sensitivity_bits must be all or lowest, got {self.sensitivity_bits!r}")
         _check(self.prune_threshold >= 0, "search.prune_threshold must be >= 0")
+        _check(self.sensitivity_samples is None or self.sensitivity_samples > 0, "search.sensitivity_samples must be positive")
         _check(self.prune_to in ("highest", "no_lowest"), f"search.prune_to must be highest or no_lowest, got {self.prune_to!r}")
         _check(len(self.budgets) > 0 and all(b > 0 for b in self.budgets), "search.budgets must be a non-empty list of positive numbers")
         if self.storage is not None:

@@ -61,6 +61,27 @@ class DivergenceEvaluator:
             count += d.numel()
         return float(total.item() / count)
 
+    def first(self, n_samples: int) -> DivergenceEvaluator:
+        """The same evaluator on the first `n_samples` calibration windows (views of these
+        batches and references: nothing recomputed or copied)."""
+        sub = object.__new__(DivergenceEvaluator)
+        sub.model, sub.device, sub.divergence, sub.store_dtype, sub.prefix = (
+            self.model,
+            self.device,
+            self.divergence,
+            self.store_dtype,
+            None,
+        )
+        sub.batches, sub.reference = [], []
+        left = n_samples
+        for batch, ref in zip(self.batches, self.reference, strict=True):
+            if left <= 0:
+                break
+            sub.batches.append(batch[:left])
+            sub.reference.append(ref[:left])
+            left -= batch.shape[0]
+        return sub
+
     def drop_prefix(self) -> None:
         """Free the cached block inputs (one block's activations for the whole calibration set)."""
         self.prefix = None

@@ -151,6 +151,10 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         "tie": list(cfg.search.tie),
         "sensitivity_bits": cfg.search.sensitivity_bits,
     }
+    sens_evaluator = evaluator
+    if cfg.search.sensitivity_samples and cfg.search.sensitivity_samples < cfg.data.num_samples:
+        key["sensitivity_samples"] = cfg.search.sensitivity_samples  # (absent otherwise: earlier sensitivity.json files stay valid)
+        sens_evaluator = evaluator.first(cfg.search.sensitivity_samples)
     ties = tie_groups(names, cfg.search.tie)
     per_bits = load_or_measure(
         run_dir / "sensitivity.json",
@@ -158,15 +162,15 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         names,
         cfg.bits.choices,
         bank.apply,
-        evaluator.score,
+        sens_evaluator.score,
         cfg.search.sensitivity_path,
         show_progress,
         SearchSpace(tuple(names), tuple(cfg.bits.choices), ties=ties).units,
         weight_error_estimate(bank.sq_error, cfg.bits.choices[0]) if cfg.search.sensitivity_bits == "lowest" else None,
-        evaluator.score_from,  # each layer alone: only its block and those after it run (amq.prefix)
+        sens_evaluator.score_from,  # each layer alone: only its block and those after it run (amq.prefix)
         layer_blocks(evaluator.model, names),
     )
-    evaluator.drop_prefix()
+    sens_evaluator.drop_prefix()
     sens = lowest_column(per_bits)
     timings["sensitivity"] = time.perf_counter() - t0
     budgets_bytes = {b: cost.budget_to_bytes(b, cfg.search.budget_unit) for b in cfg.search.budgets}
