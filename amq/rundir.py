@@ -98,8 +98,9 @@ def check_run_dir(run_dir: Path, resume: bool, shared_storage: bool) -> None:
     resumed must hold a study that still has every evaluation its archive.jsonl lists."""
     journal, state = run_dir / JOURNAL, run_dir / STATE
     rows = archive_rows(run_dir)
+    started = journal.exists() and journal.stat().st_size > 0  # a worker opening the journal first leaves it empty
     if not resume:
-        if journal.exists() or rows:
+        if started or rows:
             raise AMQConfigError(f"{run_dir} already holds a search; pass resume=true to continue it")
         return
     if state.exists():

@@ -141,3 +141,12 @@ def test_write_json_atomic_round_trips(tmp_path):
     write_json_atomic(tmp_path / "a.json", {"x": [1, 2]})
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": [1, 2]}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_worker_that_opened_the_journal_first_does_not_block_the_driver(tmp_path):
+    """`amq.worker storage=<run dir>/optuna.journal` started before the driver creates the file, empty."""
+    from amq.search.archive import open_storage
+
+    open_storage(None, str(tmp_path / "optuna.journal"))
+    assert (tmp_path / "optuna.journal").exists()
+    check_run_dir(tmp_path, resume=False, shared_storage=False)  # no error: nothing was searched there
