@@ -100,9 +100,14 @@ def test_killed_search_resumes_with_every_evaluation_exactly_once(tmp_path, smal
 def test_existing_run_dir_needs_resume(tmp_path, small_model_dir):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "optuna.journal").write_text("")
+    (run / "optuna.journal").write_text('{"op_code":0,"worker_id":"w","study_name":"archive","directions":[1,1]}\n')
     r = subprocess.run(_cmd(small_model_dir, run), capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 2 and "pass resume=true" in r.stderr
+    (run / "optuna.journal").write_text("")  # what a worker opening it first leaves: not a search, the run goes ahead
+    r = subprocess.run(
+        _cmd(small_model_dir, run, "search.budget_unit=gb", "search.budgets=[9.0]"), capture_output=True, text=True, cwd=ROOT
+    )
+    assert r.returncode == 2 and "achievable range" in r.stderr  # stopped later, by the GB budget check, not by the run dir
 
 
 def test_resume_of_a_dir_without_a_search_says_so(tmp_path, small_model_dir):
