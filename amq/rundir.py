@@ -60,13 +60,19 @@ def archive_rows(run_dir: Path) -> int:
 def drop_cut_last_line(path: Path) -> None:
     """A crash while appending leaves a journal's last line cut short. Optuna skips it when
     reading but appends after it, garbling the next line: cut it off before resuming."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        keep = data[: data.rfind(b"\n") + 1]
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(keep)
-        tmp.replace(path)
-        log.warning("%s: dropped its last line, cut short by a crash while writing (%d bytes)", path, len(data) - len(keep))
+    from optuna.storages.journal import JournalFileSymlinkLock
+    from optuna.storages.journal._file import get_lock_file
+
+    if path.read_bytes().endswith(b"\n") or path.stat().st_size == 0:
+        return
+    with get_lock_file(JournalFileSymlinkLock(str(path))):  # Optuna's own lock: no worker appends meanwhile
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data[: data.rfind(b"\n") + 1]
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_bytes(keep)
+            tmp.replace(path)
+            log.warning("%s: dropped its last line, cut short by a crash while writing (%d bytes)", path, len(data) - len(keep))
 
 
 def journal_completed(path: Path) -> int:
