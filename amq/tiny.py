@@ -182,14 +182,9 @@ def _held_out_loss(model, windows: torch.Tensor) -> float:
     return sum(losses) / len(losses)
 
 
-# models that ship with the package (amq/assets/<name>-<recipe key>): the default's 2 MB, so a first run trains nothing
-ASSETS = Path(__file__).resolve().parent / "assets"
-
-
 def resolve_builtin(path: str) -> Path:
-    """Map `builtin:<name>` (tiny-llama, tiny-qwen2) to its directory: the packaged copy when one
-    ships for this recipe, else the cache, building it there on first use (one process builds,
-    others wait for it)."""
+    """Map `builtin:<name>` (tiny-llama, tiny-qwen2) to its cached directory, building it there on
+    first use (one process builds, others wait for it)."""
     from filelock import FileLock, Timeout
 
     name = path[len(BUILTIN_PREFIX) :]
@@ -197,9 +192,6 @@ def resolve_builtin(path: str) -> Path:
         known = ", ".join(f"'builtin:{k}'" for k in BUILTIN_RECIPES)
         raise ValueError(f"unknown builtin model {name!r}; the embedded ones are {known}")
     recipe = BUILTIN_RECIPES[name]
-    packaged = ASSETS / f"{name}-{recipe.key()}"
-    if (packaged / "config.json").exists():
-        return packaged
     target = cache_root() / f"{name}-{recipe.key()}"
     if (target / "config.json").exists():
         return target

@@ -41,7 +41,7 @@ hv() { tail -n 1 "$1/iterations.jsonl" | python -c "import json,sys; d=json.load
   echo
   echo "| run | wall time |"
   echo "|---|---|"
-  echo "| first (empty cache: the embedded model ships with the package, nothing is trained) | ${first} s |"
+  echo "| first (empty cache: trains and caches the embedded model, then searches) | ${first} s |"
   echo "| cached (same cache again) | ${cached} s |"
   echo "| busy: two first runs at once on the same cores | ${busy_a} s and ${busy_b} s |"
   echo

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import signal
 import subprocess
@@ -131,11 +130,3 @@ def test_a_second_process_waits_for_the_cache_build_instead_of_repeating_it(tmp_
     assert len(builds) == 1
     assert results[0] == results[1] == tmp_path / f"lock-test-{recipe.key()}"
     assert any("another process is building lock-test; waiting" in r.message for r in caplog.records)
-
-
-def test_the_default_model_ships_with_the_package():
-    recipe = tiny.BUILTIN_RECIPES["tiny-llama"]
-    shipped = tiny.ASSETS / f"tiny-llama-{recipe.key()}"
-    assert (shipped / "config.json").exists() and (shipped / "model.safetensors").exists()
-    assert tiny.resolve_builtin("builtin:tiny-llama") == shipped
-    assert os.path.getsize(shipped / "model.safetensors") < 4e6
