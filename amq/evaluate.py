@@ -25,9 +25,10 @@ from amq.config import AMQConfigError, DataConfig, EvaluateConfig, register_conf
 from amq.cost import build_cost_model
 from amq.data import calibration_ids, check_data, load_text
 from amq.metrics import compare_to_reference
-from amq.models import load_config, load_model, load_tokenizer, resolve_model_path, shapes_from_config
+from amq.models import load_config, load_model, load_tokenizer, model_fingerprint, resolve_model_path, shapes_from_config
 from amq.perplexity import perplexity, token_stream
-from amq.plans import build_plan
+from amq.plan_document import PLAN_FILE, PlanDocument
+from amq.plan_sources import build_plan
 from amq.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,13 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
     run_dir.mkdir(parents=True, exist_ok=True)
     # cheap checks first: paths, plan, budget, test files
     path = resolve_model_path(cfg.model.path)
-    layers, total = shapes_from_config(load_config(path, cfg.model.trust_remote_code), cfg.model.trust_remote_code)
+    hf_config = load_config(path, cfg.model.trust_remote_code)
+    layers, total = shapes_from_config(hf_config, cfg.model.trust_remote_code)
     choices = sorted({*cfg.plan.choices, cfg.plan.bits})
     cost = build_cost_model(layers, choices, cfg.quantizer.group_size, total)
     names = [lay.name for lay in layers]
-    plan = build_plan(cfg.plan, names, cost)
+    fingerprint = model_fingerprint(hf_config)
+    plan = build_plan(cfg.plan, names, cost, fingerprint)
     needs_data = bool(plan) and cfg.quantizer.method in ("gptq", "awq")
     if needs_data:
         check_data(cfg.data)
@@ -93,12 +96,25 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
         "plan_source": cfg.plan.source,
         "budget": cfg.plan.budget,
         "group_size": cfg.quantizer.group_size,
-        "plan": plan,
+        "plan": None,
     }
     reference = copy.deepcopy(model) if plan and cfg.eval.vs_16bit_windows else None  # the 16-bit model to compare with
+    doc = None
     if plan:
         bits = [plan[n] for n in names]
         result.update(avg_bits=cost.avg_bits(bits), bytes=cost.plan_bytes(bits), model_gb=cost.model_gb(bits))
+        doc = PlanDocument(
+            model=path,
+            model_fingerprint=fingerprint,
+            layers=plan,
+            group_size=cfg.quantizer.group_size,
+            choices=choices,
+            source=cfg.plan.source,
+            avg_bits=result["avg_bits"],
+            bytes=result["bytes"],
+            model_gb=result["model_gb"],
+        )
+        result["plan"] = doc.to_json()
         t0 = time.perf_counter()
         ids = calibration_ids(cfg.data, tokenizer) if needs_data else None
         quantize_model(model, plan, cfg.quantizer, ids, show_progress, pack_layers=cfg.export)
@@ -137,6 +153,7 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
         predicted = round(result["model_gb"] * 1e9)
         if "amq" in cfg.export_formats:
             out = save_quantized(model, run_dir / "export", cfg.quantizer.method, {"avg_bits": result["avg_bits"]}, tokenizer, dtype)
+            doc.save(out / PLAN_FILE)
             size, payload = (out / "model.safetensors").stat().st_size, payload_bytes(out / "model.safetensors")
             result["export"] = {"dir": str(out), "file_bytes": size, "tensor_bytes": payload, "cost_model_bytes": predicted}
             result["export"]["size_ratio"] = size / predicted
@@ -149,6 +166,7 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
                 save_compressed_tensors(model, target, tokenizer, dtype)
             else:
                 save_gptq(model, target, tokenizer, dtype, checkpoint_format=fmt)
+            doc.save(target / PLAN_FILE)
             result.setdefault("engine_exports", {})[fmt] = str(target)
 
     (run_dir / "result.json").write_text(json.dumps(result, indent=1))

@@ -20,14 +20,15 @@ import numpy as np
 from amq.config import AMQConfigError
 from amq.cost import build_cost_model
 from amq.models import load_config, shapes_from_config
-from amq.plans import read_sensitivity
+from amq.plan_document import PlanBudget, PlanDocument, schema_json
+from amq.plan_sources import read_sensitivity
 from amq.rundir import read_json
 from amq.search.ilp import allocate, fit_additive, loss_table, repair
 from amq.search.space import SearchSpace
 from amq.search.ties import tie_groups
 
 
-def replan(run_dir: Path, budget: float, unit: str = "bits") -> dict:
+def replan(run_dir: Path, budget: float, unit: str = "bits") -> PlanDocument:
     """The plan document for `budget`, chosen among measured and ILP plans by the refitted table."""
     front_path, archive_path = run_dir / "pareto.json", run_dir / "archive.jsonl"
     if not front_path.is_file() or not archive_path.is_file():
@@ -37,14 +38,11 @@ def replan(run_dir: Path, budget: float, unit: str = "bits") -> dict:
         raise AMQConfigError(f"{front_path}: has no 'front' list; not a search's pareto.json")
     if not front:
         raise AMQConfigError(f"{front_path}: the front is empty")
-    missing = [k for k in ("model", "layers", "choices", "group_size", "version") if not isinstance(front[0], dict) or k not in front[0]]
-    if missing:
-        raise AMQConfigError(f"{front_path}: its plans lack {', '.join(missing)}; not a search's pareto.json")
-    model_path = front[0]["model"]
-    names = list(front[0]["layers"])
-    choices = tuple(front[0]["choices"])
-    layers, total = shapes_from_config(load_config(model_path))
-    cost = build_cost_model(layers, choices, front[0]["group_size"], total)
+    first = PlanDocument.from_json(front[0], f"{front_path} (front[0])")
+    names = list(first.layers)
+    choices = tuple(first.choices)
+    layers, total = shapes_from_config(load_config(first.model))
+    cost = build_cost_model(layers, choices, first.group_size, total)
     cost.check_budget(budget, unit)
     cap = cost.budget_to_bytes(budget, unit)
 
@@ -57,7 +55,7 @@ def replan(run_dir: Path, budget: float, unit: str = "bits") -> dict:
     if len(rows) < 2:
         raise AMQConfigError(f"{archive_path}: {len(rows)} evaluated plans; a plan for a new budget needs the search's archive")
     table = fit_additive(plans, np.array([r["divergence"] for r in rows]), loss_table(read_sensitivity(run_dir), names, choices), choices)
-    space = SearchSpace(tuple(names), choices, ties=tie_groups(names, front[0].get("tie", [])))
+    space = SearchSpace(tuple(names), choices, ties=tie_groups(names, first.search.get("tie", [])))
     measured = {tuple(r["plan"]): r["divergence"] for r in rows}
     fits = [p for p in plans if cost.plan_bytes(p) <= cap]
     candidates: dict[tuple, str] = {p: "archive" for p in fits}
@@ -77,27 +75,31 @@ def replan(run_dir: Path, budget: float, unit: str = "bits") -> dict:
         return measured.get(p, float(sum(table[i, choices.index(b)] for i, b in enumerate(p))))
 
     plan = min(candidates, key=estimate)
-    return {
-        "version": front[0]["version"],
-        "model": model_path,
-        "group_size": front[0]["group_size"],
-        "choices": list(choices),
-        "avg_bits": cost.avg_bits(plan),
-        "bytes": cost.plan_bytes(plan),
-        "model_gb": cost.model_gb(plan),
-        "divergence": measured.get(plan),
-        "predicted_divergence": estimate(plan),
-        "from": candidates[plan],
-        "budget": {"value": budget, "unit": unit, "bytes": cap},
-        "layers": dict(zip(names, plan, strict=True)),
-    }
+    return first.model_copy(
+        update={
+            "layers": dict(zip(names, plan, strict=True)),
+            "source": f"amq.plan:{candidates[plan]}",
+            "avg_bits": cost.avg_bits(plan),
+            "bytes": cost.plan_bytes(plan),
+            "model_gb": cost.model_gb(plan),
+            "divergence": measured.get(plan),
+            "predicted_divergence": estimate(plan),
+            "budget": PlanBudget(value=budget, unit=unit, bytes=cap),
+            "chosen_by": None,
+        }
+    )
 
 
 def parse(argv: list[str]) -> dict[str, str]:
     """key=value arguments, as Hydra users type them; --help prints usage (exit 0), bad ones exit 2."""
     ap = argparse.ArgumentParser(prog="python -m amq.plan", description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("args", nargs="*", metavar="key=value", help="run_dir=<search run dir> budget=<number> [unit=bits|gb]")
-    args = dict(a.partition("=")[::2] for a in ap.parse_args(argv).args)
+    ap.add_argument("--schema", action="store_true", help="print the plan document's JSON schema and exit")
+    ns = ap.parse_args(argv)
+    if ns.schema:
+        print(schema_json())
+        raise SystemExit(0)
+    args = dict(a.partition("=")[::2] for a in ns.args)
     unknown = sorted(set(args) - {"run_dir", "budget", "unit"})
     if unknown:
         ap.error(f"unknown argument(s) {', '.join(unknown)}; expected run_dir=, budget= and unit=")
@@ -119,11 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args["run_dir"]) / "plans" / f"{float(args['budget']):g}{unit}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1))
-    measured = f"measured {doc['divergence']:.4g}" if doc["divergence"] is not None else f"estimated {doc['predicted_divergence']:.4g}"
-    print(
-        f"{out}: {doc['avg_bits']:.3f} bits, {doc['model_gb']:.4f} GB, divergence {measured} ({doc['from']}), {time.perf_counter() - t0:.1f}s"
-    )
+    doc.save(out)
+    measured = f"measured {doc.divergence:.4g}" if doc.divergence is not None else f"estimated {doc.predicted_divergence:.4g}"
+    print(f"{out}: {doc.avg_bits:.3f} bits, {doc.model_gb:.4f} GB, divergence {measured} ({doc.source}), {time.perf_counter() - t0:.1f}s")
     return 0
 
 

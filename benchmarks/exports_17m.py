@@ -27,7 +27,7 @@ from amq.engine_export import layer_bits_from_gptq_config, load_gptq, save_compr
 from amq.export import load_quantized, payload_bytes, save_quantized
 from amq.models import load_model, load_tokenizer
 from amq.perplexity import token_stream
-from amq.plans import read_plan_file
+from amq.plan_document import PlanDocument
 from amq.quant.apply import quantize_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def main() -> None:
         sys.exit("set AMQ_SHARED to the folder holding models/amq-llama-17m and data/")
     from transformers import AutoModelForCausalLM
 
-    plan = read_plan_file(str(args.plan))
+    plan = PlanDocument.load(args.plan).layers
     doc = json.loads(args.plan.read_text())
     mcfg = ModelConfig(name="amq-llama-17m", path=str(mpath), dtype="float32", device="cpu")
     model = load_model(mcfg, str(mpath))

@@ -29,7 +29,8 @@ from amq.cost import build_cost_model
 from amq.data import calibration_ids
 from amq.models import layer_infos, load_model, load_tokenizer, searchable_linears
 from amq.perplexity import perplexity, token_stream
-from amq.plans import read_plan_file, read_sensitivity
+from amq.plan_document import PlanDocument
+from amq.plan_sources import read_sensitivity
 from amq.quant.apply import quantize_model
 from amq.search.ilp import allocate, loss_table
 from amq.search.space import SearchSpace
@@ -67,7 +68,7 @@ def main() -> None:
     for proxy, run in (("hqq", args.hqq_run), ("gptq", args.gptq_run)):
         loss = loss_table(read_sensitivity(run), names, (2, 3, 4))
         for b in BUDGETS:
-            jobs.append((f"AMQ, {proxy} proxy", b, read_plan_file(run / "plans" / f"{b:g}bits.json")))
+            jobs.append((f"AMQ, {proxy} proxy", b, PlanDocument.load(run / "plans" / f"{b:g}bits.json").layers))
             jobs.append(
                 (
                     f"ILP, {proxy} sensitivity",

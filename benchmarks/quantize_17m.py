@@ -32,7 +32,8 @@ from amq.export import load_quantized, payload_bytes, save_quantized
 from amq.metrics import DivergenceEvaluator
 from amq.models import layer_infos, load_model, load_tokenizer, searchable_linears
 from amq.perplexity import perplexity, token_stream
-from amq.plans import read_plan_file, read_sensitivity
+from amq.plan_document import PlanDocument
+from amq.plan_sources import read_sensitivity
 from amq.quant.apply import quantize_model
 from amq.quant.bank import ProxyBank
 from amq.report import plot, table
@@ -93,7 +94,7 @@ def main() -> None:
     per_bits = read_sensitivity(args.search_run)
     loss = loss_table(per_bits, names, (2, 3, 4))
     for b in BUDGETS:
-        plans[("amq", b)] = read_plan_file(args.search_run / "plans" / f"{b:g}bits.json")
+        plans[("amq", b)] = PlanDocument.load(args.search_run / "plans" / f"{b:g}bits.json").layers
         plans[("ilp", b)] = dict(zip(names, allocate(loss, cost.table(), caps[b], space), strict=True))
         plans[("greedy", b)] = dict(zip(names, greedy(loss, cost.table(), caps[b], space), strict=True))
     n_archive = len((args.search_run / "archive.jsonl").read_text().splitlines())

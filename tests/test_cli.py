@@ -57,9 +57,9 @@ SMALL = ["logger=none", "search.initial_random=10", "search.iterations=2", "sear
 
 
 @pytest.mark.slow
-def test_ctrl_c_says_how_to_resume_and_the_resume_finishes(tmp_path):
+def test_ctrl_c_says_how_to_resume_and_the_resume_finishes(tmp_path, small_model_dir):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "amq.run", *SMALL, f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, "-m", "amq.run", f"model.path={small_model_dir}", *SMALL, f"hydra.run.dir={run_dir}"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while _archive_lines(run_dir) < 3 and proc.poll() is None and time.time() < deadline:
@@ -83,11 +83,10 @@ def test_ctrl_c_says_how_to_resume_and_the_resume_finishes(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_second_ctrl_c_exits_at_once(tmp_path):
+def test_a_second_ctrl_c_exits_at_once(tmp_path, small_model_dir):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "amq.run", *SMALL, f"hydra.run.dir={run_dir}"], cwd=tmp_path, stderr=subprocess.PIPE, text=True
-    )
+    cmd = [sys.executable, "-m", "amq.run", f"model.path={small_model_dir}", *SMALL, f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while _archive_lines(run_dir) < 1 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)

@@ -16,6 +16,7 @@ from amq.cost import build_cost_model
 from amq.export import load_quantized, payload_bytes, quantized_layers, save_quantized
 from amq.models import layer_infos, searchable_linears
 from amq.perplexity import perplexity
+from amq.plan_document import PLAN_FILE, PlanDocument
 from amq.quant.apply import quantize_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,6 +128,8 @@ def test_evaluate_cli_uniform_and_ilp_plans(tmp_path, small_model_dir):
     assert (tmp_path / "u" / "export" / "model.safetensors").is_file()
     assert (tmp_path / "u" / "export-compressed-tensors" / "config.json").is_file()
     assert (tmp_path / "u" / "export-gptq_v2" / "quantize_config.json").is_file()
+    for export in ("export", "export-compressed-tensors", "export-gptq_v2"):  # every export carries the plan it was made to
+        assert PlanDocument.load(tmp_path / "u" / export / PLAN_FILE) == PlanDocument.from_json(res["plan"], "result.json")
     vs = res["vs_16bit"]  # the comparison users make, with its context stated
     assert vs["seq_len"] == 128 and vs["windows"] == 3 and vs["test"] == "builtin"
     assert 0 < vs["jsd"] < vs["kl"] and 0.5 < vs["same_top_token"] < 1
@@ -140,7 +143,7 @@ def test_evaluate_cli_uniform_and_ilp_plans(tmp_path, small_model_dir):
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((tmp_path / "i" / "result.json").read_text())
     assert 2.5 < res["avg_bits"] <= 2.75 + 1e-9
-    assert res["plan"][names[0]] == 2  # the least sensitive layer takes the lowest bits
+    assert res["plan"]["layers"][names[0]] == 2  # the least sensitive layer takes the lowest bits
 
 
 @pytest.mark.parametrize(
@@ -163,7 +166,7 @@ def test_evaluate_cli_bad_input_is_one_line(tmp_path, small_model_dir, args, mes
 def test_a_searched_plan_is_repaired_to_a_new_budget(tmp_path):
     from amq.config import PlanConfig
     from amq.models import LayerInfo
-    from amq.plans import build_plan
+    from amq.plan_sources import build_plan
 
     layers = [LayerInfo(f"model.layers.0.l{i}", 128, 128 * (1 + i % 2)) for i in range(6)]
     cost = build_cost_model(layers, [2, 3, 4], 128, sum(lay.numel for lay in layers) + 1000)
@@ -174,7 +177,12 @@ def test_a_searched_plan_is_repaired_to_a_new_budget(tmp_path):
         json.dumps({"per_bits": {n: {"2": 0.1 * (i + 1), "3": 0.01, "4": 0.001} for i, n in enumerate(names)}})
     )
     start = dict(zip(names, [4, 4, 3, 3, 4, 4], strict=True))
-    (run / "plans" / "3.5bits.json").write_text(json.dumps({"layers": start}))
+    bits = list(start.values())
+    doc = PlanDocument(
+        model="m", layers=start, group_size=128, choices=[2, 3, 4], source="search",
+        avg_bits=cost.avg_bits(bits), bytes=cost.plan_bytes(bits), model_gb=cost.model_gb(bits),
+    )  # fmt: skip
+    doc.save(run / "plans" / "3.5bits.json")
     plan = build_plan(PlanConfig(source="file", path=str(run / "plans" / "3.5bits.json"), budget=3.0), names, cost)
     assert cost.avg_bits([plan[n] for n in names]) <= 3.0 + 1e-9
     assert all(abs(plan[n] - start[n]) <= 1 for n in names)

@@ -19,9 +19,14 @@ SMALL = ["logger=none", "search.initial_random=8", "search.iterations=1", "searc
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
+def finished_run(tmp_path_factory, small_model_dir) -> Path:
     run = tmp_path_factory.mktemp("faults") / "run"
-    r = subprocess.run([sys.executable, "-m", "amq.run", *SMALL, f"hydra.run.dir={run}"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "amq.run", f"model.path={small_model_dir}", *SMALL, f"hydra.run.dir={run}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return run
 
@@ -33,9 +38,12 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 
 
 def _resume(run: Path):
+    """The run's own command line again (its model included), with resume=true."""
+    overrides = [o for o in (run / ".hydra" / "overrides.yaml").read_text().splitlines() if o.startswith("- ")]
+    model = next(o[2:] for o in overrides if o.startswith("- model.path="))
     t0 = time.perf_counter()
     r = subprocess.run(
-        [sys.executable, "-m", "amq.run", *SMALL, f"hydra.run.dir={run}", "resume=true"], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "amq.run", model, *SMALL, f"hydra.run.dir={run}", "resume=true"], capture_output=True, text=True, timeout=600
     )
     return r, time.perf_counter() - t0
 

@@ -9,6 +9,7 @@ import numpy as np
 from amq.cost import build_cost_model
 from amq.models import layer_infos
 from amq.plan import main, replan
+from amq.plan_document import PlanDocument
 
 
 def _fake_run(tmp_path, model_dir):
@@ -31,14 +32,18 @@ def _fake_run(tmp_path, model_dir):
         rows.append({"plan": plan, "divergence": div, "avg_bits": cost.avg_bits(plan)})
     (run / "archive.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     best = min(rows, key=lambda r: r["divergence"])
-    doc = {
-        "version": 1,
-        "model": str(model_dir),
-        "group_size": 128,
-        "choices": [2, 3, 4],
-        "layers": dict(zip(names, best["plan"], strict=True)),
-    }
-    (run / "pareto.json").write_text(json.dumps({"front": [doc]}))
+    doc = PlanDocument(
+        model=str(model_dir),
+        layers=dict(zip(names, best["plan"], strict=True)),
+        group_size=128,
+        choices=[2, 3, 4],
+        source="search",
+        avg_bits=cost.avg_bits(best["plan"]),
+        bytes=cost.plan_bytes(best["plan"]),
+        model_gb=cost.model_gb(best["plan"]),
+        divergence=best["divergence"],
+    )
+    (run / "pareto.json").write_text(json.dumps({"front": [doc.to_json()]}))
     return run, rows, cost, names
 
 
@@ -46,17 +51,17 @@ def test_replan_fits_the_budget_and_is_no_worse_than_the_archive(tmp_path, small
     run, rows, cost, names = _fake_run(tmp_path, small_model_dir)
     for budget in (2.6, 3.1):
         doc = replan(run, budget)
-        plan = [doc["layers"][n] for n in names]
-        assert cost.avg_bits(plan) <= budget + 1e-9 and doc["bytes"] <= doc["budget"]["bytes"]
-        fitting = [r["divergence"] for r in rows if cost.plan_bytes(r["plan"]) <= doc["budget"]["bytes"]]
-        assert doc["predicted_divergence"] <= min(fitting, default=np.inf) + 1e-12
-        assert doc["from"] in ("archive", "ilp", "repair")
+        plan = [doc.layers[n] for n in names]
+        assert cost.avg_bits(plan) <= budget + 1e-9 and doc.bytes <= doc.budget.bytes
+        fitting = [r["divergence"] for r in rows if cost.plan_bytes(r["plan"]) <= doc.budget.bytes]
+        assert doc.predicted_divergence <= min(fitting, default=np.inf) + 1e-12
+        assert doc.source in ("amq.plan:archive", "amq.plan:ilp", "amq.plan:repair")
 
 
 def test_plan_cli_writes_the_plan_and_refuses_bad_budgets(tmp_path, small_model_dir, capsys):
     run, *_ = _fake_run(tmp_path, small_model_dir)
     assert main([f"run_dir={run}", "budget=2.75"]) == 0
-    assert json.loads((run / "plans" / "2.75bits.json").read_text())["budget"]["value"] == 2.75
+    assert PlanDocument.load(run / "plans" / "2.75bits.json").budget.value == 2.75
     assert main([f"run_dir={run}", "budget=12"]) == 2
     assert "outside the achievable range" in capsys.readouterr().err
     assert main([f"run_dir={tmp_path / 'nope'}", "budget=3"]) == 2
@@ -67,7 +72,7 @@ def test_plan_cli_names_the_broken_file(tmp_path, small_model_dir, capsys):
     cases = [
         ("pareto.json", "{garbled", "pareto.json: not valid JSON"),
         ("pareto.json", '{"plans": []}', "pareto.json: has no 'front' list"),
-        ("pareto.json", '{"front": [{"layers": {}}]}', "its plans lack model, choices, group_size, version"),
+        ("pareto.json", '{"front": [{"layers": {}}]}', "pareto.json (front[0]): not a valid plan document: model: Field required"),
         ("archive.jsonl", "", "archive.jsonl: 0 evaluated plans"),
         ("archive.jsonl", '{"x": 1}\n', "archive.jsonl: not the archive of a search"),
     ]

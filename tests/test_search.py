@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from test_readme import check_run_dir_against_readme
 
+from amq.plan_document import PlanDocument
+
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
     "logger=none",
@@ -60,12 +62,13 @@ def test_search_writes_every_output_and_beats_uniform(tmp_path, small_model_dir)
     assert 1 <= n_ilp <= 3 + 5
     assert len(archive) == 3 + 10 + n_ilp + 3 * 6
     assert len({tuple(a["plan"]) for a in archive}) == len(archive)
-    pareto = json.loads((run / "pareto.json").read_text())["front"]
-    assert pareto and all(set(p) >= {"layers", "avg_bits", "bytes", "divergence", "predicted_divergence"} for p in pareto)
-    plan3 = json.loads((run / "plans" / "3bits.json").read_text())
-    assert plan3["avg_bits"] <= 3.0 + 1e-9 and len(plan3["layers"]) == 14
+    pareto = [PlanDocument.from_json(p, "pareto.json") for p in json.loads((run / "pareto.json").read_text())["front"]]
+    assert pareto and all(p.divergence is not None and p.predicted_divergence is not None for p in pareto)
+    plan3 = PlanDocument.load(run / "plans" / "3bits.json")
+    assert plan3.avg_bits <= 3.0 + 1e-9 and len(plan3.layers) == 14 and plan3.budget.value == 3.0
+    assert plan3.group_size == 128 and plan3.model_fingerprint and plan3.search["metric"] == "jsd"
     uniform = {int(k): v for k, v in json.loads((run / "baselines.json").read_text()).items()}
-    assert plan3["divergence"] < uniform[3], (plan3["divergence"], uniform)
+    assert plan3.divergence < uniform[3], (plan3.divergence, uniform)
 
 
 @pytest.mark.slow
@@ -141,7 +144,7 @@ def test_tied_search_keeps_every_group_at_one_bit_width(tmp_path, small_model_di
     archive = _archive(run)
     assert archive and all(len({a["plan"][i] for i in g}) == 1 for a in archive for g in groups)
     plan3 = json.loads((run / "plans" / "3bits.json").read_text())
-    assert plan3["tie"] == ["qkv", "gate_up"] and plan3["metric_context"]["seq_len"] > 0
+    assert plan3["search"]["tie"] == ["qkv", "gate_up"] and plan3["search"]["metric_context"]["seq_len"] > 0
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ from amq.models import (
     searchable_linears,
     shapes_from_config,
 )
+from amq.plan_document import PLAN_FORMAT, PlanBudget, PlanDocument
 from amq.plotting import plot_front
 from amq.predictor import make_predictor, select
 from amq.quant.apply import BlockHessians
@@ -48,7 +49,6 @@ from amq.search.ties import tie_groups
 from amq.tracking import Tracker
 
 log = logging.getLogger(__name__)
-PLAN_VERSION = 1
 
 
 @dataclass
@@ -57,6 +57,7 @@ class Prepared:
 
     model_path: str
     cost: CostModel
+    fingerprint: str  # of the model's architecture and shapes (amq.models.model_fingerprint)
 
 
 def prepare(cfg: Config) -> Prepared:
@@ -70,7 +71,7 @@ def prepare(cfg: Config) -> Prepared:
     cost = build_cost_model(layers, cfg.bits.choices, cfg.bits.group_size, total)
     for b in cfg.search.budgets:
         cost.check_budget(b, cfg.search.budget_unit)
-    return Prepared(path, cost)
+    return Prepared(path, cost, model_fingerprint(hf_config))
 
 
 @dataclass
@@ -202,7 +203,7 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     archive = Archive(storage, names, cfg.bits.choices, run_dir / ARCHIVE, study_name(cfg, run_dir))
     # what a worker needs to score plans exactly as the driver does: `python -m amq.worker storage=... study=...`
     archive.study.set_user_attr("model_path", prep.model_path)  # for information: workers load the model they are given
-    archive.study.set_user_attr("model_fingerprint", model_fingerprint(load_config(prep.model_path, cfg.model.trust_remote_code)))
+    archive.study.set_user_attr("model_fingerprint", prep.fingerprint)
     archive.study.set_user_attr("config", asdict(cfg))  # last: a waiting worker starts when it sees this
     archive.study.set_user_attr("done", False)
     archive.requeue_stale()
@@ -539,24 +540,28 @@ def _final_choice(
     return choices
 
 
-def plan_document(cfg: Config, model_path: str, names: list[str], rec: Record, cost: CostModel, predicted: float | None) -> dict:
-    """A plan as saved in JSON: versioned, self-describing, reloadable."""
-    return {
-        "version": PLAN_VERSION,
-        "model": model_path,
-        "group_size": cfg.bits.group_size,
-        "choices": list(cfg.bits.choices),
-        "proxy": cfg.proxy.name,
-        "metric": cfg.search.metric,
-        "metric_context": {"seq_len": cfg.data.seq_len, "samples": cfg.data.num_samples},
-        "tie": list(cfg.search.tie),
-        "avg_bits": rec.avg_bits,
-        "bytes": rec.bytes,
-        "model_gb": cost.model_gb(rec.plan),
-        "divergence": rec.divergence,
-        "predicted_divergence": predicted,
-        "layers": dict(zip(names, rec.plan, strict=True)),
-    }
+def plan_document(cfg: Config, prep: Prepared, names: list[str], rec: Record, predicted: float | None, **extra) -> PlanDocument:
+    """A searched plan as saved: the measured record with the settings it was measured with."""
+    return PlanDocument(
+        model=prep.model_path,
+        model_fingerprint=prep.fingerprint,
+        layers=dict(zip(names, rec.plan, strict=True)),
+        group_size=cfg.bits.group_size,
+        choices=list(cfg.bits.choices),
+        source=rec.source,
+        avg_bits=rec.avg_bits,
+        bytes=rec.bytes,
+        model_gb=prep.cost.model_gb(rec.plan),
+        divergence=rec.divergence,
+        predicted_divergence=predicted,
+        search={
+            "proxy": cfg.proxy.name,
+            "metric": cfg.search.metric,
+            "metric_context": {"seq_len": cfg.data.seq_len, "samples": cfg.data.num_samples},
+            "tie": list(cfg.search.tie),
+        },
+        **extra,
+    )
 
 
 def _write_outputs(
@@ -566,8 +571,8 @@ def _write_outputs(
     names = list(space.names)
     front = _front(records)
     pred = predictor.predict(space.encode([r.plan for r in front])) if front else []
-    docs = [plan_document(cfg, prep.model_path, names, r, cost, float(p)) for r, p in zip(front, pred, strict=True)]
-    write_json_atomic(run_dir / "pareto.json", {"version": PLAN_VERSION, "predictor": pm, "front": docs})
+    docs = [plan_document(cfg, prep, names, r, float(p)).to_json() for r, p in zip(front, pred, strict=True)]
+    write_json_atomic(run_dir / "pareto.json", {"format": PLAN_FORMAT, "predictor": pm, "front": docs})
 
     plans_dir = run_dir / "plans"
     plans_dir.mkdir(exist_ok=True)
@@ -581,16 +586,22 @@ def _write_outputs(
         source = "+".join(best.sources)
         rec = by_plan.get(best.plan) or Record(best.plan, best.proxy, best.bytes, best.avg_bits, -1, source, -1, 0.0)
         chosen[ch.budget] = rec
-        doc = plan_document(cfg, prep.model_path, names, rec, cost, float(predictor.predict(space.encode([best.plan]))[0]))
-        doc["budget"] = {"value": ch.budget, "unit": cfg.search.budget_unit, "bytes": ch.cap}
-        doc["chosen_by"] = {
-            "method": cfg.final.method,
-            "sources": best.sources,
-            "divergence": best.final,
-            "competitors": len(ch.candidates) - 1,
-            "data": "held-out calibration windows" if cfg.final.method != "none" else "the search's calibration windows",
-        }
-        write_json_atomic(plans_dir / f"{ch.budget:g}{cfg.search.budget_unit}.json", doc)
+        doc = plan_document(
+            cfg,
+            prep,
+            names,
+            rec,
+            float(predictor.predict(space.encode([best.plan]))[0]),
+            budget=PlanBudget(value=ch.budget, unit=cfg.search.budget_unit, bytes=ch.cap),
+            chosen_by={
+                "method": cfg.final.method,
+                "sources": best.sources,
+                "divergence": best.final,
+                "competitors": len(ch.candidates) - 1,
+                "data": "held-out calibration windows" if cfg.final.method != "none" else "the search's calibration windows",
+            },
+        )
+        doc.save(plans_dir / f"{ch.budget:g}{cfg.search.budget_unit}.json")
 
     full = {b: (cost.avg_bits([b] * len(names)), d) for b, d in uniform.items()}
     plot_front(

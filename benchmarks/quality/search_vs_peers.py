@@ -42,7 +42,7 @@ from amq.evaluate import test_name
 from amq.metrics import compare_to_reference
 from amq.models import load_model, load_tokenizer, searchable_linears
 from amq.perplexity import perplexity, token_stream
-from amq.plans import build_plan
+from amq.plan_sources import build_plan
 from amq.search.final import FinalScorer
 from amq.search.loop import SearchResult, prepare, run_search
 

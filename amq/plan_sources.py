@@ -8,21 +8,10 @@ from pathlib import Path
 
 from amq.config import AMQConfigError, PlanConfig
 from amq.cost import CostModel
+from amq.plan_document import PlanDocument
 from amq.search.ilp import allocate, greedy, loss_table, repair
 from amq.search.space import SearchSpace
 from amq.search.ties import tie_groups
-
-
-def read_plan_file(path: str | Path) -> dict[str, int]:
-    """Per-layer bits from a plan JSON written by a search (plans/<b>bits.json or a pareto entry)."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise AMQConfigError(f"plan.path {str(path)!r}: no such plan file")
-    try:
-        doc = json.loads(p.read_text())
-        return {str(k): int(v) for k, v in doc["layers"].items()}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise AMQConfigError(f"plan.path {str(path)!r}: not a plan file ({type(exc).__name__}: {exc})") from None
 
 
 def _sensitivity_doc(path: str | Path) -> dict:
@@ -64,14 +53,15 @@ def repair_to_budget(plan: dict[str, int], run_dir: Path, names: list[str], cost
     raise AMQConfigError(f"no plan fits the budget {cfg.budget} {cfg.budget_unit}")
 
 
-def build_plan(cfg: PlanConfig, names: list[str], cost: CostModel) -> dict[str, int]:
-    """The layer -> bits plan that `cfg` describes, for a model with searchable layers `names`."""
+def build_plan(cfg: PlanConfig, names: list[str], cost: CostModel, fingerprint: str | None = None) -> dict[str, int]:
+    """The layer -> bits plan that `cfg` describes, for a model with searchable layers `names`
+    (and, when given, the architecture `fingerprint` a plan file must have been made for)."""
     if cfg.source == "none":
         return {}
     if cfg.source == "uniform":
         return {n: cfg.bits for n in names}
     if cfg.source == "file":
-        plan = read_plan_file(str(cfg.path))
+        plan = PlanDocument.load(str(cfg.path)).bits_for(names, cost.group_size, fingerprint, where=f"plan.path {cfg.path}")
         if cfg.budget is not None:
             plan = repair_to_budget(plan, Path(str(cfg.path)).expanduser().parent.parent, names, cost, cfg)
     else:
