@@ -52,6 +52,14 @@ class Tracker:
         if self.run:
             self.run.log({key: self.wandb.Image(str(path))}, step=step)
 
+    def artifact(self, name: str, kind: str, files: list[Path], metadata: dict[str, Any] | None = None) -> None:
+        """Files as one versioned W&B artifact (e.g. the plan documents a search chose)."""
+        if self.run:
+            art = self.wandb.Artifact(name, type=kind, metadata=metadata)
+            for f in files:
+                art.add_file(str(f), name=f.name)
+            self.run.log_artifact(art)
+
     def summary(self, values: dict[str, Any]) -> None:
         if self.run:
             self.run.summary.update(values)

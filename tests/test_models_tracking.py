@@ -80,6 +80,10 @@ def test_wandb_gets_every_iteration_from_step_0(tmp_path, small_model_dir, monke
         def summary(self, values):
             pass
 
+        def artifact(self, name, kind, files, metadata=None):
+            calls.append(("artifact", None))
+            assert kind == "amq-plan" and {f.name for f in files} >= {"3bits.json", "pareto.json"}
+
         def finish(self):
             pass
 
@@ -104,3 +108,4 @@ def test_wandb_gets_every_iteration_from_step_0(tmp_path, small_model_dir, monke
     assert calls[0][1] == 0, calls[:3]  # nothing step-less before iteration 0
     assert all(s is not None for _, s in calls[: last_stepped + 1])  # step-less calls only after the iterations
     assert stepped == sorted(stepped) and set(stepped) == {0, 1, 2}
+    assert ("artifact", None) in calls  # the chosen plan documents, as one W&B artifact

@@ -293,6 +293,8 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         result = _write_outputs(cfg, run_dir, prep, space, records, choices, final_predictor, uniform, predictor_metrics)
         tracker.summary({"predictor/kendall_tau": predictor_metrics.get("kendall_tau"), "archive/size": len(records)})
         tracker.image("search/front_plot", run_dir / "front.png")
+        plan_files = sorted((run_dir / "plans").glob("*.json"))
+        tracker.artifact(f"plans-{tracker.run_id}", "amq-plan", [*plan_files, run_dir / "pareto.json"], {"format": PLAN_FORMAT})
         archive.study.set_user_attr("done", True)  # workers exit
         return result
     finally:
