@@ -148,7 +148,7 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
         )
         log.info("zero-shot (0-shot, lm-eval): %s", result["zero_shot"])
 
-    if cfg.export:
+    if cfg.export and doc is not None:  # (export=true without a plan was refused above)
         dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float16
         predicted = round(result["model_gb"] * 1e9)
         if "amq" in cfg.export_formats:

@@ -20,7 +20,7 @@ import numpy as np
 from amq.config import AMQConfigError
 from amq.cost import build_cost_model
 from amq.models import load_config, shapes_from_config
-from amq.plan_document import PlanBudget, PlanDocument, schema_json
+from amq.plan_document import PlanDocument, schema_json
 from amq.plan_sources import read_sensitivity
 from amq.rundir import read_json
 from amq.search.ilp import allocate, fit_additive, loss_table, repair
@@ -75,8 +75,9 @@ def replan(run_dir: Path, budget: float, unit: str = "bits") -> PlanDocument:
         return measured.get(p, float(sum(table[i, choices.index(b)] for i, b in enumerate(p))))
 
     plan = min(candidates, key=estimate)
-    return first.model_copy(
-        update={
+    return PlanDocument.from_json(
+        {
+            **first.to_json(),
             "layers": dict(zip(names, plan, strict=True)),
             "source": f"amq.plan:{candidates[plan]}",
             "avg_bits": cost.avg_bits(plan),
@@ -84,9 +85,10 @@ def replan(run_dir: Path, budget: float, unit: str = "bits") -> PlanDocument:
             "model_gb": cost.model_gb(plan),
             "divergence": measured.get(plan),
             "predicted_divergence": estimate(plan),
-            "budget": PlanBudget(value=budget, unit=unit, bytes=cap),
+            "budget": {"value": budget, "unit": unit, "bytes": cap},
             "chosen_by": None,
-        }
+        },
+        "amq.plan",
     )
 
 
