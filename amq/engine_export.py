@@ -20,10 +20,14 @@ import logging
 import re
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 from amq.config import AMQConfigError
 from amq.export import quantized_layers
@@ -45,7 +49,7 @@ def integer_zeros(name: str, layer: QuantLinear) -> torch.Tensor:
     return zi.to(torch.int64)
 
 
-def dequantized_copy(model: nn.Module, dtype: torch.dtype = torch.float16) -> nn.Module:
+def dequantized_copy(model: PreTrainedModel, dtype: torch.dtype = torch.float16) -> PreTrainedModel:
     """A plain HF model: every QuantLinear back to nn.Linear holding its dequantized weight."""
     out = copy.deepcopy(model)
     for name, q in quantized_layers(out).items():
@@ -55,13 +59,13 @@ def dequantized_copy(model: nn.Module, dtype: torch.dtype = torch.float16) -> nn
             lin.bias.data = q.bias.data.float()
         parent, _, child = name.rpartition(".")
         setattr(out.get_submodule(parent) if parent else out, child, lin)
-    return out.to(dtype)
+    return out.to(dtype)  # type: ignore[arg-type]  # (transformers types `to` by its wrapper)
 
 
 # --- compressed-tensors ----------------------------------------------------------------------
 
 
-def save_compressed_tensors(model: nn.Module, out_dir: str | Path, tokenizer=None, dtype: torch.dtype = torch.float16) -> Path:
+def save_compressed_tensors(model: PreTrainedModel, out_dir: str | Path, tokenizer=None, dtype: torch.dtype = torch.float16) -> Path:
     """Write a compressed-tensors `pack-quantized` checkpoint (per-layer bits) to `out_dir`."""
     from compressed_tensors.compressors import ModelCompressor
     from compressed_tensors.quantization import (
@@ -88,7 +92,7 @@ def save_compressed_tensors(model: nn.Module, out_dir: str | Path, tokenizer=Non
     qcfg = QuantizationConfig(config_groups=groups, quantization_status=QuantizationStatus.FROZEN)
     apply_quantization_config(plain, qcfg)
     for n, q in layers.items():
-        mod = plain.get_submodule(n)
+        mod: Any = plain.get_submodule(n)  # with compressed-tensors' weight_scale and weight_zero_point
         mod.weight_scale.data = q.scales.t().to(mod.weight_scale.dtype).contiguous()
         # the package's codes are signed: q - 2^(b-1), zero-point likewise
         mod.weight_zero_point.data = (zeros[n].t() - 2 ** (q.bits - 1)).to(mod.weight_zero_point.dtype).contiguous()
@@ -184,7 +188,7 @@ def layer_bits_from_gptq_config(cfg: dict, names: list[str]) -> dict[str, int]:
 
 
 def save_gptq(
-    model: nn.Module, out_dir: str | Path, tokenizer=None, dtype: torch.dtype = torch.float16, checkpoint_format: str = "gptq"
+    model: PreTrainedModel, out_dir: str | Path, tokenizer=None, dtype: torch.dtype = torch.float16, checkpoint_format: str = "gptq"
 ) -> Path:
     """Write a GPTQ checkpoint with per-module bits (GPTQModel's `dynamic`) to `out_dir`."""
     if checkpoint_format not in GPTQ_FORMATS:

@@ -19,10 +19,14 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 from amq.config import AMQConfigError
 from amq.models import shared_input_groups
@@ -45,7 +49,7 @@ def quantized_layers(model: nn.Module) -> dict[str, QuantLinear]:
 
 
 def save_quantized(
-    model: nn.Module,
+    model: PreTrainedModel,
     out_dir: str | Path,
     method: str,
     extra: Mapping | None = None,
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
     from collections import Counter
 
-    ap = argparse.ArgumentParser(prog="python -m amq.export", description=main.__doc__.split("\n")[0].strip("`").strip())
+    ap = argparse.ArgumentParser(prog="python -m amq.export", description=(main.__doc__ or "").split("\n")[0].strip("`").strip())
     ap.add_argument("path", help="an export directory (written by python -m amq.evaluate ... export=true)")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     try:

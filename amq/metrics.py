@@ -8,9 +8,13 @@ token of JSD(p_ref, q) (bounded, symmetric; AMQ's choice) or KL(p_ref || q).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from amq.prefix import BlockPrefix
 
 
 def jsd(ref_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
@@ -42,7 +46,7 @@ class DivergenceEvaluator:
         # log-probs are stored in the model's 16-bit dtype on GPU (half the memory), fp32 on CPU
         self.store_dtype = torch.float32 if self.device.type == "cpu" else torch.bfloat16
         self.reference = [self._logp(b).to(self.store_dtype) for b in self.batches]
-        self.prefix = None  # BlockPrefix, made on the first score_from
+        self.prefix: BlockPrefix | None = None  # made on the first score_from
 
     @torch.inference_mode()
     def score_from(self, block: int) -> float:

@@ -10,9 +10,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 from amq.config import AMQConfigError, ModelConfig
 from amq.tiny import BUILTIN_PREFIX, resolve_builtin
@@ -146,7 +150,7 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_model(cfg: ModelConfig, path: str) -> nn.Module:
+def load_model(cfg: ModelConfig, path: str) -> PreTrainedModel:
     """Load the causal LM in its reference dtype on its device, in eval mode."""
     from transformers import AutoModelForCausalLM
 
@@ -155,7 +159,7 @@ def load_model(cfg: ModelConfig, path: str) -> nn.Module:
     if device.type == "cpu" and dtype == torch.float16:
         dtype = torch.float32  # fp16 matmuls on CPU are slow and not more faithful
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # (transformers' typing of `to`)
     model.requires_grad_(False)
     log.info("loaded %s (%s, %s)", path, dtype, device)
     return model

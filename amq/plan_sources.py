@@ -42,6 +42,7 @@ def repair_to_budget(plan: dict[str, int], run_dir: Path, names: list[str], cost
     """Fit a searched plan to a new budget exactly: the ILP over the run's per-layer table,
     each layer allowed one step of the choice set away from the plan (two if one is not enough)."""
     table = read_sensitivity(run_dir)
+    assert cfg.budget is not None
     cost.check_budget(float(cfg.budget), cfg.budget_unit)
     cap = cost.budget_to_bytes(float(cfg.budget), cfg.budget_unit)
     space = SearchSpace(tuple(names), tuple(cost.choices), ties=run_ties(run_dir, names, cfg.tie))
@@ -71,6 +72,8 @@ def build_plan(cfg: PlanConfig, names: list[str], cost: CostModel, fingerprint: 
         missing = [b for b in cost.choices if any(b not in d for d in table.values())]
         if missing:
             raise AMQConfigError(f"the sensitivity table has no {missing} bits entries; plan.choices must match the search")
+        if cfg.budget is None:
+            raise AMQConfigError(f"plan={cfg.source} needs plan.budget=<bits or GB>")
         cost.check_budget(float(cfg.budget), cfg.budget_unit)
         cap = cost.budget_to_bytes(float(cfg.budget), cfg.budget_unit)
         space = SearchSpace(tuple(names), tuple(cost.choices), ties=run_ties(str(cfg.path), names, cfg.tie))

@@ -25,11 +25,11 @@ def plot_front(
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     ax.scatter(archive_bits, archive_div, s=10, c="0.6", label="evaluated plans")
     ax.plot(front_bits, front_div, "-o", ms=4, c="tab:blue", label="AMQ front (measured)")
-    for b, (x, y) in sorted(uniform.items()):
-        ax.scatter([x], [y], marker="*", s=140, c="tab:red", zorder=5)
-        ax.annotate(f"uniform {b}-bit", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    for b in budgets:
-        ax.axvline(b, ls=":", c="0.4", lw=0.8)
+    for b, (ux, uy) in sorted(uniform.items()):
+        ax.scatter([ux], [uy], marker="*", s=140, c="tab:red", zorder=5)
+        ax.annotate(f"uniform {b}-bit", (ux, uy), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    for budget in budgets:
+        ax.axvline(budget, ls=":", c="0.4", lw=0.8)
     ax.set_yscale("log")
     ax.set_xlabel("average bits per quantized weight")
     ax.set_ylabel("divergence from 16-bit (nats/token)")

@@ -140,7 +140,7 @@ def build_tiny_model(
         eval_ids = torch.tensor(tokenizer(eval_text)["input_ids"], dtype=torch.long)
         n = min(64, len(eval_ids) // (recipe.seq_len + 1))
         held_out = eval_ids[: n * recipe.seq_len].view(n, recipe.seq_len).to(device)
-    best = (math.inf, -1, None)  # held-out loss, step, weights
+    best: tuple[float, int, dict[str, torch.Tensor] | None] = (math.inf, -1, None)  # held-out loss, step, weights
 
     gen = torch.Generator().manual_seed(recipe.seed)
     bar = tqdm(range(recipe.steps), desc="train tiny model", unit="step")

@@ -29,7 +29,7 @@ class Tracker:
             tags=list(cfg.tags),
             name=name,
             dir=str(run_dir),
-            mode=cfg.mode,
+            mode=cfg.mode,  # type: ignore[arg-type]  # (one of wandb's modes: checked in LoggerConfig)
             config=config,
             id=resume_id,
             resume="allow" if resume_id else None,
@@ -46,7 +46,7 @@ class Tracker:
 
     def table(self, key: str, columns: list[str], rows: list[list[Any]], step: int | None = None) -> None:
         if self.run:
-            self.run.log({key: self.wandb.Table(columns=columns, data=rows)}, step=step)
+            self.run.log({key: self.wandb.Table(columns=list[str | int](columns), data=rows)}, step=step)
 
     def image(self, key: str, path: Path, step: int | None = None) -> None:
         if self.run:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -126,7 +127,7 @@ def _set(lin: nn.Linear, gq: GroupQuant) -> None:
     lin.weight.data = gq.dequantize(lin.weight.dtype).to(lin.weight.device)
 
 
-def _awq_groups(block: nn.Module, prefix: str, planned: set[str]) -> list[tuple[nn.Module, list[str]]]:
+def _awq_groups(block: Any, prefix: str, planned: set[str]) -> list[tuple[nn.Module, list[str]]]:
     """(op producing the input, consumer layer names) for a Llama-family block."""
     need = ("input_layernorm", "post_attention_layernorm", "self_attn", "mlp")
     if not all(hasattr(block, n) for n in need):
@@ -149,8 +150,9 @@ def _fold_scale(op: nn.Module, layers: list[nn.Linear], s: torch.Tensor) -> None
         op.weight.div_(s.to(op.weight.dtype).unsqueeze(1))
         if op.bias is not None:
             op.bias.div_(s.to(op.bias.dtype))
-    else:
-        op.weight.div_(s.to(op.weight.dtype))
+    else:  # a norm
+        weight = cast(torch.Tensor, op.weight)
+        weight.div_(s.to(weight.dtype))
     for lin in layers:
         lin.weight.mul_(s.to(lin.weight.dtype).unsqueeze(0))
 
@@ -177,9 +179,10 @@ def quantize_model(
     quants: dict[str, GroupQuant] = {}
     if cfg.method in ("hqq", "rtn"):
         for name in tqdm(list(plan), desc=cfg.method, unit="layer", disable=not show_progress):
-            quants[name] = quantize(linears[name].weight.data, int(plan[name]), cfg.group_size, cfg.method, cfg.integer_zeros)
+            quants[name] = quantize(linears[name].weight.data, int(plan[name]), cfg.group_size, cfg.method, int_zero=cfg.integer_zeros)
             _set(linears[name], quants[name])
     else:
+        assert calib_ids is not None  # (checked above for gptq and awq)
         blocks = decoder_blocks(model)
         prefix = next(n for n, m in model.named_modules() if m is blocks)
         inputs = capture_block_inputs(model, calib_ids, cfg.batch_size)
@@ -246,7 +249,7 @@ def _awq_block(block, bp: str, mine: dict[str, nn.Linear], plan, inputs, cfg: Qu
 def replace_with_quant_linears(model: nn.Module, quants: Mapping[str, GroupQuant]) -> nn.Module:
     """Swap each named nn.Linear for a QuantLinear holding its packed weight (bias kept)."""
     for name, gq in quants.items():
-        lin = model.get_submodule(name)
+        lin = cast(nn.Linear, model.get_submodule(name))
         bias = lin.bias.data if lin.bias is not None else None
         ql = QuantLinear(pack(gq.codes, gq.scale, gq.zero, gq.bits, gq.group_size), bias)
         parent, _, child = name.rpartition(".")

@@ -60,16 +60,18 @@ class ProxyBank:
         self.original: dict[str, torch.Tensor] = {}
         self.dense: dict[tuple[str, int], torch.Tensor] = {}
         self.codes: dict[tuple[str, int], GroupQuant] = {}
-        hqq_kwargs = {"iters": cfg.iters, "lp_norm": cfg.lp_norm, "beta": cfg.beta, "kappa": cfg.kappa}
+        hqq_kwargs: dict[str, float] = {"iters": cfg.iters, "lp_norm": cfg.lp_norm, "beta": cfg.beta, "kappa": cfg.kappa}
         kwargs = hqq_kwargs if cfg.name == "hqq" else {}
 
         total = len(self.names) * len(self.choices)
         bar = tqdm(total=total, desc=f"proxy bank ({cfg.name})", unit="layer", disable=not show_progress)
         for name in self.names:
             w = linears[name].weight.data
-            h = hessians(name) if cfg.name == "gptq" else None
+            h = hessians(name) if hessians is not None and cfg.name == "gptq" else None
             for b in self.choices:
-                gq = gptq_quantize(w, h, b, group_size, damp=cfg.damp) if h is not None else quantize(w, b, group_size, cfg.name, **kwargs)
+                gq = (
+                    gptq_quantize(w, h, b, group_size, damp=cfg.damp) if h is not None else quantize(w, b, group_size, cfg.name, hqq=kwargs)
+                )
                 if cfg.storage == "dense":
                     t = gq.dequantize(self.dtype).to(bank_dev)
                     self.dense[(name, b)] = t.pin_memory() if pin else t

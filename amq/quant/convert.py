@@ -18,5 +18,5 @@ def convert_to_plan(model: nn.Module, plan: Mapping[str, int], group_size: int, 
     missing = set(plan) - set(linears)
     if missing:
         raise ValueError(f"plan names layers the model does not have: {sorted(missing)[:3]}")
-    quants = {name: quantize(linears[name].weight.data, int(bits), group_size, method, **kwargs) for name, bits in plan.items()}
+    quants = {name: quantize(linears[name].weight.data, int(bits), group_size, method, hqq=kwargs) for name, bits in plan.items()}
     return replace_with_quant_linears(model, quants)

@@ -14,6 +14,7 @@ milliseconds on a GPU, which is why it is the search proxy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -109,10 +110,12 @@ def quantize_hqq(
     return GroupQuant(q.to(torch.uint8).view(w.shape), scale.squeeze(-1).half(), best_zero.squeeze(-1).half(), bits, group_size)
 
 
-def quantize(w: torch.Tensor, bits: int, group_size: int, method: str = "hqq", int_zero: bool = False, **hqq_kwargs: float) -> GroupQuant:
+def quantize(
+    w: torch.Tensor, bits: int, group_size: int, method: str = "hqq", *, int_zero: bool = False, hqq: Mapping[str, float] | None = None
+) -> GroupQuant:
     """Quantize with the named data-free method (hqq | rtn)."""
     if method == "rtn":
         return quantize_rtn(w, bits, group_size, int_zero)
     if method == "hqq":
-        return quantize_hqq(w, bits, group_size, int_zero=int_zero, **hqq_kwargs)  # type: ignore[arg-type]
+        return quantize_hqq(w, bits, group_size, int_zero=int_zero, **(hqq or {}))  # type: ignore[arg-type]
     raise ValueError(f"unknown proxy quantizer {method!r}")

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import optuna
 from optuna.distributions import CategoricalDistribution
@@ -127,9 +128,12 @@ class Archive:
         out = []
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             ua = t.user_attrs
+            plan = self._plan_of(t)
+            if plan is None:  # (a complete trial has every parameter; never the case)
+                continue
             out.append(
                 Record(
-                    self._plan_of(t),
+                    plan,
                     float(t.values[0]),
                     int(t.values[1]),
                     float(ua["avg_bits"]),
@@ -235,7 +239,7 @@ class Archive:
         """A process killed between taking a trial and its first heartbeat leaves a RUNNING trial
         that heartbeats can never mark stale: fail and re-queue those once they are older than
         the grace period."""
-        grace = 2 * (self.study._storage.get_heartbeat_interval() or 30)
+        grace = 2 * (cast(RDBStorage, self.study._storage).get_heartbeat_interval() or 30)  # (heartbeats: database storage)
         now = datetime.datetime.now()
         n = 0
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -253,7 +257,7 @@ class Archive:
         self, evaluate: Callable[[Plan], tuple[float, int, float]], progress: Callable[[Record], None] | None = None
     ) -> list[Record]:
         """Take and score every waiting trial; `evaluate(plan) -> (divergence, bytes, seconds)`."""
-        done = []
+        done: list[Record] = []
         while True:
             rec = self.take_one(evaluate)  # checks for a waiting trial itself
             if rec is None:
@@ -306,7 +310,7 @@ class _Heartbeat:
     """Records a trial's heartbeat every interval while its evaluation runs."""
 
     def __init__(self, study: optuna.Study, trial_id: int) -> None:
-        self.storage = study._storage
+        self.storage = cast(RDBStorage, study._storage)  # heartbeats: database storage only
         self.trial_id = trial_id
         self.interval = self.storage.get_heartbeat_interval() or 30
         self.stopped = threading.Event()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 import optuna
-from optuna.distributions import IntDistribution
+from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.samplers import NSGAIISampler
 from optuna.samplers.nsgaii import (
     BLXAlphaCrossover,
@@ -101,7 +101,7 @@ def propose(
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     free = space.free
     opts = {i: space.options(i) for i in free}
-    dists = {f"l{i}": _SharedIntDistribution(0, len(opts[i]) - 1) for i in free}
+    dists: dict[str, BaseDistribution] = {f"l{i}": _SharedIntDistribution(0, len(opts[i]) - 1) for i in free}
     for plan in (seeds or [])[: cfg.population]:
         study.enqueue_trial({f"l{i}": opts[i].index(plan[i]) for i in free})
 

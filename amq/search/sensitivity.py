@@ -106,9 +106,10 @@ def load_or_measure(
     lowest = min(choices)
     per_bits = measure_sensitivity(names, [lowest] if estimate else choices, apply, score, show_progress, units, score_from, blocks)
     estimated = [b for b in choices if b != lowest] if estimate else []
-    for n in names:
-        for b in estimated:
-            per_bits[n][b] = estimate(n, b, per_bits[n][lowest])
+    if estimate is not None:
+        for n in names:
+            for b in estimated:
+                per_bits[n][b] = estimate(n, b, per_bits[n][lowest])
     tmp = path.with_suffix(".tmp")
     doc = {"key": key, "sensitivity": lowest_column(per_bits), "per_bits": per_bits, "estimated_bits": estimated}
     tmp.write_text(json.dumps(doc, indent=1))

@@ -83,8 +83,9 @@ def group_shared_inputs(model: nn.Module, groups: list[list[str]]) -> int:
     group size, or of more than 3 layers, are left as they are. Returns how many were linked."""
     linked = 0
     for names in groups:
-        mods = [model.get_submodule(n) for n in names]
-        if not 2 <= len(mods) <= 3 or not all(isinstance(q, QuantLinear) for q in mods):
+        found = [model.get_submodule(n) for n in names]
+        mods = [q for q in found if isinstance(q, QuantLinear)]
+        if not 2 <= len(mods) <= 3 or len(mods) != len(found):
             continue
         if len({(q.in_features, q.group_size) for q in mods}) != 1 or any(q.bits > 4 for q in mods):
             continue
@@ -106,6 +107,8 @@ class QuantLinear(nn.Module):
         self.n_planes = len(packed.planes)
         for i, plane in enumerate(packed.planes):
             self.register_buffer(f"plane{i}", plane)
+        self.scales: torch.Tensor
+        self.zeros: torch.Tensor
         self.register_buffer("scales", packed.scales)
         self.register_buffer("zeros", packed.zeros)
         self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
@@ -133,9 +136,11 @@ class QuantLinear(nn.Module):
     def _from_group(self, x: torch.Tensor) -> torch.Tensor | None:
         """This layer's output from its group's one launch, or None (then it computes its own)."""
         group = self.group
+        assert group is not None
         if self.slot == 0:
             first, *rest = group.outputs(x)
-            group.pending = (x, rest)
+            others: list[torch.Tensor | None] = list(rest)
+            group.pending = (x, others)
             return first
         if group.pending is None or group.pending[0] is not x or group.pending[1][self.slot - 1] is None:
             return None

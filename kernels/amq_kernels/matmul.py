@@ -30,6 +30,7 @@ M = 1, kernels_gemv_sweep.md, kernels_reduce_sweep.md).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -330,7 +331,7 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
     if (config or {}).get("DEQUANT") or (config is None and m >= DEQUANT_MIN_M):
         w = dequantize_triton(packed, x.dtype)
         return (torch.mm(x2, w, out=out) if out is not None else x2 @ w).reshape(*lead, n)
-    cfg = config or _tiling(m, n, k, packed.bits, packed.group_size, x.device)
+    cfg: dict[str, Any] = config or _tiling(m, n, k, packed.bits, packed.group_size, x.device)
     if m == 1 or cfg.get("ROWS4"):
         y = _gemv(x2, packed, widths, cfg, out)
     else:
