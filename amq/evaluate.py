@@ -43,7 +43,7 @@ def test_name(source: str) -> str:
     return f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
 
 
-def _test_text(source: str) -> str:
+def test_text(source: str) -> str:
     """A test split by name (wikitext2, c4 from the hub; builtin: the embedded held-out text) or a local file."""
     if source == "builtin":
         from amq.tiny import builtin_corpus
@@ -125,7 +125,7 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
     result["perplexity"] = {}
     for k, source in enumerate(cfg.eval.tests):
         name = test_name(source)
-        ids = token_stream(_test_text(source), tokenizer)
+        ids = token_stream(test_text(source), tokenizer)
         ppl, windows = perplexity(model, ids, cfg.eval.seq_len, cfg.eval.batch_size, cfg.eval.max_windows, f"ppl {name}", show_progress)
         result["perplexity"][name] = {"ppl": ppl, "seq_len": cfg.eval.seq_len, "windows": windows, "tokens": int(ids.numel())}
         log.info("%s: perplexity %.3f (%d windows of %d tokens)", name, ppl, windows, cfg.eval.seq_len)

@@ -28,13 +28,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "kernels")]
 
-from amq.config import OptimizerConfig, PredictorConfig, ProxyConfig, SearchConfig  # noqa: E402
+from amq.config import FinalConfig, OptimizerConfig, PredictorConfig, ProxyConfig, QuantizerConfig, SearchConfig  # noqa: E402
 from amq.cost import build_cost_model  # noqa: E402
 from amq.metrics import DivergenceEvaluator  # noqa: E402
 from amq.models import decoder_blocks, layer_blocks, layer_infos, searchable_linears  # noqa: E402
 from amq.predictor import make_predictor  # noqa: E402
 from amq.prefix import BlockPrefix  # noqa: E402
 from amq.quant.bank import FULL, ProxyBank  # noqa: E402
+from amq.search.final import FinalScorer  # noqa: E402
 from amq.search.nsga import pick_spread, propose  # noqa: E402
 from amq.search.space import SearchSpace  # noqa: E402
 
@@ -96,6 +97,7 @@ def main() -> None:
     ap.add_argument("--bank-device", choices=["model", "cpu"], default="model")
     ap.add_argument("--sens-evals", type=int, default=4, help="sensitivity evaluations timed (then extrapolated)")
     ap.add_argument("--small", default="32x2048,128x512,16x512", help="smaller calibration settings to time, SAMPLESxLEN")
+    ap.add_argument("--final", default="128x2048", help="the final step's GPTQ and held-out windows, SAMPLESxLEN ('' to skip)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -199,6 +201,24 @@ def main() -> None:
         gc.collect()
         torch.cuda.empty_cache()
 
+    # the final step (final.method=gptq): per candidate plan, sequential GPTQ of the whole model on
+    # the calibration windows, then its divergence on as many held-out ones
+    final_s = None
+    if args.final:
+        n, length = (int(x) for x in args.final.split("x"))
+        bank.restore()  # the full-precision weights, as the final step starts from
+        calib, held = (torch.randint(0, vocab, (n, length), generator=g) for _ in range(2))
+        gptq = QuantizerConfig(method="gptq", group_size=128, batch_size=args.batch_size)
+        fs = ph.run(
+            f"final step: reference log-probs of the held-out windows ({n} x {length})",
+            lambda: FinalScorer(model, linears, calib, held, gptq, "jsd"),
+        )
+        ph.run(f"final step: one candidate plan, GPTQ on {n} x {length} + score", lambda: fs.score(dict(zip(names, plans[0], strict=True))))
+        final_s = ph.rows[-1]["seconds"]
+        del fs
+        gc.collect()
+        torch.cuda.empty_cache()
+
     # predictor and NSGA-II on an archive of AMQ's initial size (divergences synthetic: the cost
     # of fitting and proposing does not depend on them)
     cost = build_cost_model(layer_infos(model), (2, 3, 4), 128, n_params)
@@ -261,6 +281,10 @@ def main() -> None:
             / 3600,
         },
     }
+    if final_s is not None:  # at most top_k search plans + ILP, greedy and uniform per budget (duplicates are scored once)
+        for k in (FinalConfig().top_k, 1):
+            plans_n = len(ours.budgets) * (k + 3)
+            proj[f"final_step_top{k}"] = {"evaluations": plans_n, "sensitivity_evaluations": 0, "hours": plans_n * final_s / 3600}
     dev = torch.cuda.get_device_name()
     result = {
         "model": args.model,
@@ -270,6 +294,7 @@ def main() -> None:
         "bank_gb": bank_gb,
         "phases": ph.rows,
         "eval_s": eval_s,
+        "final_plan_s": final_s,
         "sens_eval_s": sens_eval_s,
         "small": small,
         "projection": proj,
@@ -304,6 +329,12 @@ def main() -> None:
             f"{proj['ours_prefix_lowest']['hours']:.2f} h |",
             f"| ours, cached inputs, lowest, everything at 32 x 2048 (projected from the candidate ratio) | {our_evals} | "
             f"{len(names)} | {proj['ours_prefix_lowest_32x2048']['hours']:.2f} h |",
+            *[
+                f"| then the final step, `final.top_k={k.removeprefix('final_step_top')}`: at most {v['evaluations']} plans x "
+                f"{final_s:.0f} s (GPTQ + score, {args.final}) | {v['evaluations']} | 0 | +{v['hours']:.2f} h |"
+                for k, v in proj.items()
+                if k.startswith("final_step_top") and final_s is not None
+            ],
         ]
         args.out.write_text("\n".join(lines) + "\n")
 
