@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 
 import optuna
 import pytest
@@ -43,7 +44,10 @@ def test_a_killed_trial_is_requeued_with_its_whole_plan():
     driver, worker = _archive(storage), _archive(storage)
     driver.enqueue([(3, 2, 4)], iteration=0, source="random", avg_bits=lambda p: 3.0)
     trial = worker.study.ask()
+    trial.set_user_attr("lease_until", time.time() + 60)  # (what take_one's lease sets)
     trial.suggest_categorical("p0", [2, 3, 4])  # killed here
+    assert driver.requeue_stale() == 0  # its lease still runs: it may be evaluating
+    trial.set_user_attr("lease_until", time.time() - 1)  # no renewal came
     assert driver.requeue_stale() == 1
     rec = driver.take_one(lambda plan: (0.5, 100, 0.1))
     assert rec is not None and rec.plan == (3, 2, 4)

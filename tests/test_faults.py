@@ -4,6 +4,7 @@ is loaded, or a clean resume; never a silent restart that loses evaluations."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -158,3 +159,45 @@ def test_a_worker_that_opened_the_journal_first_does_not_block_the_driver(tmp_pa
     open_storage(None, str(tmp_path / "optuna.journal"))
     assert (tmp_path / "optuna.journal").exists()
     check_run_dir(tmp_path, resume=False, shared_storage=False)  # no error: nothing was searched there
+
+
+def test_a_killed_worker_on_a_journal_file_has_its_trial_queued_again(tmp_path):
+    """Journal storage has no heartbeat: a worker killed mid-evaluation leaves a RUNNING trial.
+    The driver re-queues it when its holder is a dead process of this host, or when its lease
+    runs out (another host); a live lease is left alone. Every plan ends evaluated exactly once."""
+    import multiprocessing as mp
+
+    from amq.search.archive import Archive, open_storage
+
+    url = str(tmp_path / "shared.journal")
+    names = ["a", "b", "c"]
+    driver = Archive(open_storage(None, url), names, [2, 3, 4], tmp_path / "archive.jsonl", "s")
+    plans = [(2, 2, 2), (3, 3, 3), (4, 4, 4), (2, 3, 4)]
+    driver.enqueue(plans, 0, "test", lambda p: sum(p) / 3)
+
+    def taken_by_a_process_that_dies() -> None:  # ask a trial in a child process, which then exits
+        ctx = mp.get_context("spawn")
+        proc = ctx.Process(target=_take_and_die, args=(url,))
+        proc.start()
+        proc.join(60)
+        assert proc.exitcode == 0
+
+    taken_by_a_process_that_dies()
+    assert driver.running() == 1
+    other_host = driver.study.ask()  # as if another machine holds it: only its lease can tell
+    driver.study._storage.set_trial_user_attr(other_host._trial_id, "holder", "elsewhere:1")
+    driver.study._storage.set_trial_user_attr(other_host._trial_id, "lease_until", time.time() + 3600)
+    assert driver.requeue_stale() == 1  # the dead local holder's, at once; the live lease stays
+    assert driver.running() == 1
+    driver.study._storage.set_trial_user_attr(other_host._trial_id, "lease_until", time.time() - 1)
+    scored = []
+    driver.drain(lambda p: (scored.append(p) or float(sum(p)), 100 * sum(p), 0.01), poll_s=0.05)
+    assert sorted(scored) == sorted(plans) and len(driver.records()) == len(plans)
+    assert driver.running() == 0 and driver.waiting() == 0
+
+
+def _take_and_die(url: str) -> None:
+    from amq.search.archive import Archive, open_storage
+
+    worker = Archive(open_storage(None, url), ["a", "b", "c"], [2, 3, 4], None, "s")
+    worker.take_one(lambda p: os._exit(0))  # killed mid-evaluation: no tell, its lease stays RUNNING

@@ -12,6 +12,7 @@ import datetime
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import warnings
@@ -32,6 +33,7 @@ from amq.search.space import Plan
 
 log = logging.getLogger(__name__)
 STUDY_NAME = "archive"
+LEASE_S = 60.0  # journal storages: a trial whose lease was not renewed for this long is failed and queued again
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Archive:
         self.names = list(names)
         self.choices = list(choices)
         self.jsonl = jsonl
+        self.lease_s = LEASE_S
         self.dist = CategoricalDistribution(self.choices)
 
     # --- reading -------------------------------------------------------------------------
@@ -183,19 +186,35 @@ class Archive:
         return n
 
     def requeue_stale(self) -> int:
-        """Trials left RUNNING by a killed process are failed and their plans queued again.
-        With heartbeats (DB storages), only trials whose worker stopped beating."""
+        """Trials left RUNNING by a killed process are failed and their plans queued again: with
+        heartbeats (DB storages) those whose process stopped beating, else (journal files) those
+        whose lease ran out (a live worker renews its lease while it evaluates)."""
         if self.heartbeat:
             fail_stale_trials(self.study)
             return self._requeue_unbeaten()
+        return self._requeue_expired()
+
+    def _requeue_expired(self) -> int:
+        now = time.time()
         n = 0
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            self.study.tell(t.number, state=TrialState.FAIL)
+            lease, holder = t.user_attrs.get("lease_until"), t.user_attrs.get("holder")
+            if lease is None:  # no lease (yet): alive only while it was just asked (its lease follows at once)
+                alive = t.datetime_start is not None and t.datetime_start.timestamp() > now - 10
+            else:
+                alive = lease > now and _holder_alive(holder)
+            if alive:
+                continue  # its process is (or may still be) evaluating it
+            try:
+                self.study.tell(t.number, state=TrialState.FAIL)
+            except (RuntimeError, ValueError):  # finished meanwhile
+                continue
             if self._requeueable(t):
-                self.study.enqueue_trial(self._params_of(t), user_attrs=dict(t.user_attrs))
+                attrs = {k: v for k, v in t.user_attrs.items() if k not in ("lease_until", "holder")}
+                self.study.enqueue_trial(self._params_of(t), user_attrs=attrs)
                 n += 1
         if n:
-            log.info("re-queued %d evaluation(s) interrupted by the previous run", n)
+            log.info("re-queued %d evaluation(s) whose process stopped (lease expired)", n)
         return n
 
     def take_one(self, evaluate: Callable[[Plan], tuple[float, int, float]], worker: str = "driver") -> Record | None:
@@ -209,9 +228,10 @@ class Archive:
         with warnings.catch_warnings():  # we send the heartbeats ourselves (_Heartbeat), not through optimize
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
             trial = self.study.ask()
-        beat = _Heartbeat(self.study, trial._trial_id) if self.heartbeat else None  # first: a trial with no beat never goes stale
+        # first: a trial with no beat (or lease) is never taken for dead
+        beat = _Heartbeat(self.study, trial._trial_id) if self.heartbeat else _Lease(self.study, trial._trial_id, self.lease_s)
         try:
-            if beat:
+            if self.heartbeat:
                 trial.set_user_attr("beating", True)
             plan = tuple(int(trial.suggest_categorical(f"p{i}", self.choices)) for i in range(len(self.names)))
             if trial.user_attrs.get("iteration") is None:  # asked with no waiting trial left (another worker was faster)
@@ -225,8 +245,7 @@ class Archive:
         except UpdateFinishedTrialError:
             state = TrialState.FAIL
         finally:
-            if beat:
-                beat.stop()
+            beat.stop()
         if state != TrialState.COMPLETE:
             log.warning("trial %d was failed as stale and given to another worker; dropping this result", trial.number)
             return None
@@ -274,9 +293,7 @@ class Archive:
         while True:
             if driver_evaluates:
                 self.evaluate_waiting(evaluate, progress)
-            if self.heartbeat:
-                fail_stale_trials(self.study)
-                self._requeue_unbeaten()
+            self.requeue_stale()
             if not self.waiting() and not self.running():
                 return
             time.sleep(poll_s)
@@ -304,6 +321,49 @@ class Archive:
             for rec in self.records():
                 f.write(json.dumps(self._row(rec)) + "\n")
         tmp.replace(self.jsonl)
+
+
+def _holder_alive(holder: str | None) -> bool:
+    """False only when the holder is a process of this host that no longer exists."""
+    host, _, pid = (holder or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's (or unknown): only its lease can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Lease:
+    """Journal storages have no heartbeat: while a trial is evaluated, its `lease_until` user
+    attribute is pushed forward every third of the lease; the driver re-queues it once expired."""
+
+    def __init__(self, study: optuna.Study, trial_id: int, lease_s: float) -> None:
+        self.storage, self.trial_id, self.lease_s = study._storage, trial_id, lease_s
+        self.stopped = threading.Event()
+        self.storage.set_trial_user_attr(
+            trial_id, "holder", f"{socket.gethostname()}:{os.getpid()}"
+        )  # a dead one on this host is seen at once
+        self._renew()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _renew(self) -> None:
+        self.storage.set_trial_user_attr(self.trial_id, "lease_until", time.time() + self.lease_s)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.lease_s / 3):
+            try:
+                self._renew()
+            except (UpdateFinishedTrialError, RuntimeError):  # the driver took it back: stop renewing
+                return
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
 
 
 class _Heartbeat:
