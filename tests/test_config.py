@@ -43,11 +43,16 @@ def test_experiments_compose(exp):
     to_object(cfg)
 
 
-def test_llama2_7b_experiment_is_the_paper_setting():
+def test_llama2_7b_experiments_one_gpu_and_the_paper():
     cfg = to_object(_compose(["+experiment=llama2_7b"]))
     assert cfg.model.path == "meta-llama/Llama-2-7b-hf"
     assert cfg.bits.choices == [2, 3, 4] and cfg.bits.group_size == 128
-    assert (cfg.data.num_samples, cfg.data.seq_len) == (128, 2048)
+    assert (cfg.data.num_samples, cfg.data.seq_len) == (32, 2048) and cfg.search.sensitivity_bits == "lowest"
+    assert (cfg.final.samples, cfg.final.seq_len) == (128, 2048)  # the final choice quantizes as amq.evaluate does
+    paper = to_object(_compose(["+experiment=llama2_7b_paper"]))
+    assert (paper.data.num_samples, paper.data.seq_len) == (128, 2048)
+    assert (paper.search.initial_random, paper.search.iterations, paper.search.candidates) == (250, 200, 50)
+    assert to_object(_compose(["+experiment=llama2_13b"])).model.path == "meta-llama/Llama-2-13b-hf"
 
 
 @pytest.mark.parametrize(
