@@ -36,7 +36,7 @@ class TinyRecipe:
     num_heads: int = 4
     seq_len: int = 128
     batch_size: int = 16
-    steps: int = 700
+    steps: int = 500  # 700 before 2026-12-02: held-out loss was lowest near step 450 and rose after (memorizing); 500 ends lower
     lr: float = 3e-3
     seed: int = 0
     version: int = 1
@@ -53,7 +53,7 @@ class TinyRecipe:
 
 
 # the embedded models: `builtin:<name>`; the Llama is the default, the Qwen2 a second family for tests and benchmarks
-BUILTIN_RECIPES = {"tiny-llama": TinyRecipe(), "tiny-qwen2": TinyRecipe(arch="qwen2", num_kv_heads=2)}
+BUILTIN_RECIPES = {"tiny-llama": TinyRecipe(), "tiny-qwen2": TinyRecipe(arch="qwen2", num_kv_heads=2, steps=700)}  # (its benchmarks' model)
 
 
 def builtin_corpus() -> tuple[str, str]:
@@ -126,7 +126,7 @@ def build_tiny_model(
     )
     model = model_cls(config).to(device)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, fused=True)  # one kernel per step, CPU and GPU
     warmup = max(1, recipe.steps // 20)
 
     def lr_at(step: int) -> float:
