@@ -19,19 +19,28 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from amq.config import AMQConfigError, QuantizerConfig
+from amq.config import AMQConfigError, Config, QuantizerConfig
+from amq.data import calibration_ids
 from amq.metrics import DivergenceEvaluator
+from amq.models import load_tokenizer
 from amq.quant.apply import quantize_model
+from amq.quant.bank import ProxyBank
 from amq.rundir import write_json_atomic
 from amq.search.archive import Record
-from amq.search.space import Plan
+from amq.search.ilp import allocate, greedy, loss_table
+from amq.search.space import Plan, SearchSpace
+
+if TYPE_CHECKING:
+    from amq.search.loop import Prepared
+    from amq.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -204,4 +213,74 @@ def choose(
         for c in ch.candidates:
             c.final, c.seconds = scores[c.plan]
         ch.candidates.sort(key=lambda c: (c.final, c.bytes))
+    return choices
+
+
+def final_choice(
+    cfg: Config,
+    run_dir: Path,
+    prep: Prepared,
+    bank: ProxyBank,
+    evaluator: DivergenceEvaluator,
+    ties,
+    records: list[Record],
+    per_bits: dict,
+    budgets_bytes: dict[float, int],
+    tracker: Tracker,
+    show_progress: bool,
+) -> list[BudgetChoice]:
+    """Each budget's candidates (the search's best `final.top_k` and the peers' plans), ranked
+    after the final quantizer on held-out calibration windows (`final.method=none`: by the
+    proxy); scores are kept in final.json, so a resumed run does not redo them."""
+    names, cost, n = bank.names, prep.cost, len(bank.names)
+    peer_space = SearchSpace(tuple(names), tuple(cfg.bits.choices), ties=ties)  # the peers know no pruning
+    table = loss_table(per_bits, names, cfg.bits.choices)
+
+    def proxy_score(plan: Plan) -> float:
+        bank.apply(plan)
+        return float(f"{evaluator.score():.6e}")
+
+    choices = []
+    for b, cap in budgets_bytes.items():
+        peers: dict[str, Plan | None] = {}
+        if cfg.final.peers:
+            peers = {"ilp": allocate(table, cost.table(), cap, peer_space), "greedy": greedy(table, cost.table(), cap, peer_space)}
+            fitting = [u for u in cfg.bits.choices if cost.plan_bytes([u] * n) <= cap]
+            if fitting:
+                peers[f"uniform-{max(fitting)}"] = (max(fitting),) * n
+        cands = budget_candidates(cap, records, peers, cfg.final.top_k, cost.plan_bytes, cost.avg_bits, proxy_score)
+        choices.append(BudgetChoice(b, cap, cands))
+    if cfg.final.method == "none":
+        for ch in choices:
+            ch.candidates.sort(key=lambda c: (c.proxy, c.bytes))
+        return choices
+
+    data = replace(cfg.data, num_samples=cfg.final.samples or cfg.data.num_samples, seq_len=cfg.final.seq_len or cfg.data.seq_len)
+    key = {"method": cfg.final.method, "group_size": cfg.bits.group_size, "data": asdict(data), "metric": cfg.search.metric}
+    record = FinalRecord(run_dir / "final.json", key, names)
+    bank.restore()
+    tokenizer = load_tokenizer(prep.model_path, cfg.model.trust_remote_code)
+    calib = calibration_ids(data, tokenizer)  # the windows `amq.evaluate` quantizes with, for the same data settings
+    held_out = calibration_ids(replace(data, seed=data.seed + 1), tokenizer)
+    quantizer = QuantizerConfig(method=cfg.final.method, group_size=cfg.bits.group_size, batch_size=cfg.data.batch_size)
+    scorer = FinalScorer(evaluator.model, bank.linears, calib, held_out, quantizer, cfg.search.metric)
+    choose(choices, names, scorer, record, show_progress)
+    record.write(choices, cfg.search.budget_unit)
+    seconds = record.seconds
+    rows = []
+    for ch in choices:
+        best = ch.best
+        if best is None:
+            continue
+        peers_said = ", ".join(f"{'+'.join(c.sources)} {c.final:.4g}" for c in ch.candidates[1:] if not c.sources[0].startswith("search"))
+        log.info(
+            "budget %g %s: %s after %s, divergence %.4g%s",
+            ch.budget, cfg.search.budget_unit, "+".join(best.sources), cfg.final.method, best.final,
+            f" (peers: {peers_said})" if peers_said else "",
+        )  # fmt: skip
+        rows += [[ch.budget, "+".join(c.sources), c.avg_bits, c.proxy, c.final, c is best] for c in ch.candidates]
+    n_plans = len({c.plan for ch in choices for c in ch.candidates})
+    log.info("final choice: %d plans quantized with %s and scored in %.1f s", n_plans, cfg.final.method, seconds)
+    tracker.summary({"final/seconds": seconds, "final/plans": n_plans})
+    tracker.table("final/candidates", ["budget", "sources", "avg_bits", "proxy_divergence", "final_divergence", "chosen"], rows)
     return choices

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,3 +28,9 @@ def hypervolume(memory: Sequence[float], loss: Sequence[float], ref: tuple[float
         right = memory[idx[k + 1]] if k + 1 < len(idx) else ref[0]
         area += (right - memory[i]) * (ref[1] - loss[i])
     return float(area)
+
+
+def front_records(records: Sequence[Any]) -> list[Any]:
+    """The non-dominated ones of records with `.bytes` and `.divergence`, by memory ascending."""
+    idx = front_indices([r.bytes for r in records], [r.divergence for r in records])
+    return [records[i] for i in idx]
