@@ -11,17 +11,13 @@ import copy
 import importlib.util
 import json
 import logging
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
 
-from amq.config import AMQConfigError, DataConfig, EvaluateConfig, register_configs, to_object
+from amq.config import AMQConfigError, DataConfig, EvaluateConfig, register_configs
 from amq.cost import build_cost_model
 from amq.data import calibration_ids, check_data, load_text
 from amq.metrics import compare_to_reference
@@ -178,18 +174,7 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
     return result
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-def main(dcfg: DictConfig) -> float | None:
-    """One evaluation; returns the first test set's perplexity (for sweepers)."""
-    try:
-        cfg = to_object(dcfg)
-        result = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except AMQConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    first = next(iter(result["perplexity"].values()), None)
-    return first["ppl"] if first else None
+if __name__ == "__main__":  # python -m amq.evaluate: the command line lives in amq.cli.evaluate
+    import runpy
 
-
-if __name__ == "__main__":
-    main()
+    runpy.run_module("amq.cli.evaluate", run_name="__main__")

@@ -9,10 +9,7 @@ ranks them; the chosen plan is written to DIR/plans/<budget><unit>.json like the
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ import numpy as np
 from amq.config import AMQConfigError
 from amq.cost import build_cost_model
 from amq.models import load_config, shapes_from_config
-from amq.plan_document import PlanDocument, schema_json
+from amq.plan_document import PlanDocument
 from amq.plan_sources import read_sensitivity
 from amq.rundir import read_json
 from amq.search.ilp import allocate, fit_additive, loss_table, repair
@@ -92,42 +89,7 @@ def replan(run_dir: Path, budget: float, unit: str = "bits") -> PlanDocument:
     )
 
 
-def parse(argv: list[str]) -> dict[str, str]:
-    """key=value arguments, as Hydra users type them; --help prints usage (exit 0), bad ones exit 2."""
-    ap = argparse.ArgumentParser(prog="python -m amq.plan", description=__doc__.split("\n\n")[0].replace("\n", " "))
-    ap.add_argument("args", nargs="*", metavar="key=value", help="run_dir=<search run dir> budget=<number> [unit=bits|gb]")
-    ap.add_argument("--schema", action="store_true", help="print the plan document's JSON schema and exit")
-    ns = ap.parse_args(argv)
-    if ns.schema:
-        print(schema_json())
-        raise SystemExit(0)
-    args = dict(a.partition("=")[::2] for a in ns.args)
-    unknown = sorted(set(args) - {"run_dir", "budget", "unit"})
-    if unknown:
-        ap.error(f"unknown argument(s) {', '.join(unknown)}; expected run_dir=, budget= and unit=")
-    if "run_dir" not in args or "budget" not in args:
-        ap.error("run_dir=<search run dir> and budget=<number> are required")
-    return args
+if __name__ == "__main__":  # python -m amq.plan: the command line lives in amq.cli.plan
+    import runpy
 
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
-    t0 = time.perf_counter()
-    try:
-        unit = args.get("unit", "bits")
-        if unit not in ("bits", "gb"):
-            raise AMQConfigError(f"unit must be bits or gb, got {unit!r}")
-        doc = replan(Path(args["run_dir"]), float(args["budget"]), unit)
-    except (AMQConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args["run_dir"]) / "plans" / f"{float(args['budget']):g}{unit}.json"
-    out.parent.mkdir(exist_ok=True)
-    doc.save(out)
-    measured = f"measured {doc.divergence:.4g}" if doc.divergence is not None else f"estimated {doc.predicted_divergence:.4g}"
-    print(f"{out}: {doc.avg_bits:.3f} bits, {doc.model_gb:.4f} GB, divergence {measured} ({doc.source}), {time.perf_counter() - t0:.1f}s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    runpy.run_module("amq.cli.plan", run_name="__main__")

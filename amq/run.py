@@ -1,80 +1,8 @@
-"""`python -m amq.run`: the AMQ search, composed by Hydra. Prints the run dir's outputs."""
+"""`python -m amq.run`: the AMQ search (amq.cli.run)."""
 
-from __future__ import annotations
+from amq.cli.run import interrupted_message, main
 
-import logging
-import os
-import shlex
-import signal
-import sys
-from pathlib import Path
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from amq.config import AMQConfigError, register_configs, to_object
-
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(dcfg: DictConfig) -> float | None:
-    """Run one search; returns the first budget's plan divergence (after the final quantizer; for sweepers)."""
-    from amq.search.loop import run_search
-
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    signal.signal(signal.SIGINT, _first_interrupt)
-    try:
-        cfg = to_object(dcfg)
-        result = run_search(cfg, run_dir)
-    except AMQConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        _close_progress_bars()  # else they redraw after the message, at exit
-        print(interrupted_message(run_dir, sys.argv[1:]), file=sys.stderr)
-        sys.exit(130)
-    for choice in result.choices:
-        best = choice.best
-        if best is not None:
-            after = f", {best.final:.4g} after {cfg.final.method}" if best.final is not None else ""
-            logging.getLogger("amq").info(
-                "budget %g: %.3f bits from %s, divergence %.4g by the proxy%s -> %s",
-                choice.budget, best.avg_bits, "+".join(best.sources), best.proxy, after, result.run_dir / "plans",
-            )  # fmt: skip
-    first = result.choices[0].best if result.choices else None
-    if first is None:
-        return None
-    return first.final if first.final is not None else first.proxy
-
-
-def _first_interrupt(signum, frame) -> None:
-    """Ctrl-C: unwind (what is saved stays saved) and say how to resume; a second one exits at once."""
-    signal.signal(signal.SIGINT, _exit_now)
-    raise KeyboardInterrupt
-
-
-def _exit_now(signum, frame) -> None:
-    print("interrupted again: exiting now", file=sys.stderr)
-    os._exit(130)
-
-
-def _close_progress_bars() -> None:
-    from tqdm import tqdm
-
-    for bar in list(getattr(tqdm, "_instances", ())):
-        bar.close()
-
-
-def interrupted_message(run_dir: Path, argv: list[str]) -> str:
-    """One line: what the run dir keeps and the exact command that continues the search."""
-    archive = run_dir / "archive.jsonl"
-    saved = sum(1 for line in archive.read_text().splitlines() if line.strip()) if archive.exists() else 0
-    args = [a for a in argv if not a.startswith(("hydra.run.dir=", "resume=", "++resume=", "+resume="))]
-    command = shlex.join(["python", "-m", "amq.run", *args, f"hydra.run.dir={run_dir}", "resume=true"])
-    return f"interrupted: {saved} evaluated plans are saved in {run_dir}; continue with: {command}"
-
+__all__ = ["interrupted_message", "main"]
 
 if __name__ == "__main__":
     main()

@@ -14,11 +14,9 @@ RetryHeartbeatStaleTrialCallback) and another worker takes it: only that evaluat
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import socket
-import sys
 import time
 
 import optuna
@@ -31,38 +29,6 @@ from amq.search.archive import Archive, open_storage
 from amq.search.loop import build_scorer, scorer
 
 log = logging.getLogger("amq.worker")
-
-
-def parse(argv: list[str]) -> argparse.Namespace:
-    """key=value arguments, as Hydra users type them."""
-    ap = argparse.ArgumentParser(prog="python -m amq.worker", description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "args",
-        nargs="*",
-        help="storage=<url or .journal file> study=<name> model=<path, hub id or builtin:name> [trust_remote_code=false] "
-        "[device=cuda:0] [poll_s=1] [heartbeat_s=30] [wait_s=600]",
-    )
-    ns = ap.parse_args(argv)
-    opts = {
-        "storage": None,
-        "study": None,
-        "model": None,
-        "trust_remote_code": "false",
-        "device": None,
-        "poll_s": "1.0",
-        "heartbeat_s": None,
-        "wait_s": "600",
-    }
-    for a in ns.args:
-        key, sep, value = a.partition("=")
-        if not sep or key not in opts:
-            ap.error(f"unknown argument {a!r}; expected key=value with key in {sorted(opts)}")
-        opts[key] = value
-    if not opts["storage"] or not opts["study"] or not opts["model"]:
-        ap.error("storage=<url>, study=<name> and model=<the driver's model> are required")
-    if opts["trust_remote_code"] not in ("true", "false"):
-        ap.error("trust_remote_code must be true or false")
-    return argparse.Namespace(**opts)
 
 
 def run_worker(
@@ -122,19 +88,7 @@ def run_worker(
         time.sleep(poll_s)
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = parse(sys.argv[1:] if argv is None else argv)
-    try:
-        hb = int(args.heartbeat_s) if args.heartbeat_s else None
-        run_worker(
-            args.storage, args.study, args.model, args.device, float(args.poll_s), hb, float(args.wait_s), args.trust_remote_code == "true"
-        )
-    except AMQConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+if __name__ == "__main__":  # python -m amq.worker: the command line lives in amq.cli.worker
+    import runpy
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    runpy.run_module("amq.cli.worker", run_name="__main__")

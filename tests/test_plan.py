@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 
+from amq.cli.plan import main
 from amq.cost import build_cost_model
 from amq.models import layer_infos
-from amq.plan import main, replan
+from amq.plan import replan
 from amq.plan_document import PlanDocument
 
 
@@ -47,6 +48,14 @@ def _fake_run(tmp_path, model_dir):
     return run, rows, cost, names
 
 
+def _exit_code(argv: list[str]) -> int:
+    """What `python -m amq.plan ...` exits with: bad input is one line and exit code 2."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
 def test_replan_fits_the_budget_and_is_no_worse_than_the_archive(tmp_path, small_model_dir):
     run, rows, cost, names = _fake_run(tmp_path, small_model_dir)
     for budget in (2.6, 3.1):
@@ -62,9 +71,9 @@ def test_plan_cli_writes_the_plan_and_refuses_bad_budgets(tmp_path, small_model_
     run, *_ = _fake_run(tmp_path, small_model_dir)
     assert main([f"run_dir={run}", "budget=2.75"]) == 0
     assert PlanDocument.load(run / "plans" / "2.75bits.json").budget.value == 2.75
-    assert main([f"run_dir={run}", "budget=12"]) == 2
+    assert _exit_code([f"run_dir={run}", "budget=12"]) == 2
     assert "outside the achievable range" in capsys.readouterr().err
-    assert main([f"run_dir={tmp_path / 'nope'}", "budget=3"]) == 2
+    assert _exit_code([f"run_dir={tmp_path / 'nope'}", "budget=3"]) == 2
 
 
 def test_plan_cli_names_the_broken_file(tmp_path, small_model_dir, capsys):
@@ -80,6 +89,6 @@ def test_plan_cli_names_the_broken_file(tmp_path, small_model_dir, capsys):
         run, *_ = _fake_run(tmp_path / str(i), small_model_dir)
         (run / name).write_text(text)
         capsys.readouterr()  # the fake run's own loading output
-        assert main([f"run_dir={run}", "budget=3"]) == 2
+        assert _exit_code([f"run_dir={run}", "budget=3"]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from amq.report import main
+import pytest
+
+from amq.cli.report import main
 
 
 def _result(d, method, source, bits, ppl, budget=None):
@@ -37,5 +39,7 @@ def test_report_writes_table_plot_and_wandb_offline(tmp_path, capsys):
 
 
 def test_report_refuses_an_empty_folder(tmp_path, capsys):
-    assert main([str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path)])
+    assert exc.value.code == 2
     assert "no result.json" in capsys.readouterr().err

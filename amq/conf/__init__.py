@@ -1,0 +1,1 @@
+"""The Hydra config groups (a package: Hydra finds them as pkg://amq.conf from amq.cli)."""
