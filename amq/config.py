@@ -98,7 +98,7 @@ class ProxyConfig:
     beta: float = 10.0
     kappa: float = 1.01
     damp: float = 0.01  # gptq: Hessian dampening, fraction of the mean diagonal
-    storage: str = "dense"  # dense: 16-bit dequantized weights | codes: uint8 codes + scales
+    storage: str = "dense"  # dense: 16-bit dequantized weights | codes: uint8 codes + scales (README: memory plan)
     bank_device: str = "model"  # model: same device as the model | cpu (pinned when on GPU)
 
     def __post_init__(self) -> None:
@@ -148,7 +148,7 @@ class OptimizerConfig:
 
     name: str = "nsga2"
     population: int = 100
-    generations: int = 20
+    generations: int = 20  # 40 gave no better front on the default (benchmarks/default_run.md)
     crossover: str = "uniform"  # uniform | blxalpha | sbx | vsbx | undx | spx (Optuna's crossovers)
     crossover_prob: float = 0.9
     swapping_prob: float = 0.5
@@ -189,7 +189,7 @@ class SearchConfig:
     ilp_seeds: int = 5  # integer-programming plans (per-layer estimates) at the budgets + this many caps; 0 = none
     tie: list[str] = field(default_factory=list)  # layers sharing one bit-width: qkv, gate_up, or q_proj+k_proj style
     local_moves: int = 2  # each iteration, per budget: predictor-ranked bit swaps of the best plan under it; 0 = off
-    iterations: int = 6
+    iterations: int = 6  # the default front stops growing by iteration 5-6 (benchmarks/default_run.md)
     candidates: int = 12  # real evaluations per iteration
     metric: str = "jsd"  # jsd | kl
     prune_threshold: float = 2.0  # prune layers above this multiple of the median sensitivity; 0 = off
@@ -312,7 +312,9 @@ class PlanConfig:
     source: str = "uniform"  # none (16-bit reference) | uniform | file | ilp | greedy
     bits: int = 3  # uniform
     path: str | None = None  # file: plans/<b>bits.json; ilp/greedy: a run dir or its sensitivity.json
-    budget: float | None = None  # ilp/greedy
+    budget: float | None = (
+        None  # ilp/greedy: the budget; file: fit the plan to this new budget exactly (ILP repair over the run's sensitivity table)
+    )
     budget_unit: str = "bits"
     choices: list[int] = field(default_factory=lambda: [2, 3, 4])  # ilp/greedy
     tie: list[str] | None = None  # ilp/greedy/repair: tied groups (qkv, gate_up); None = as the search run had them
