@@ -1,6 +1,7 @@
 """One search, many evaluating processes: a driver and 3 workers on a real PostgreSQL server
-(launchers/postgres_local.sh; .ci/run installs Debian's postgresql), one worker SIGKILLed in the
-middle of an evaluation. The final archive must equal a single-process run's."""
+(launchers/postgres_local.sh; .ci/run installs Debian's postgresql) or on a journal file (a shared
+filesystem), one worker SIGKILLed in the middle of an evaluation. The final archive must equal a
+single-process run's."""
 
 from __future__ import annotations
 
@@ -51,10 +52,9 @@ def postgres():
 def _storage(url: str):
     """One storage (one connection pool) per server for the test's own reads: a new one for every
     poll leaves pooled connections open until the server refuses more ("too many clients")."""
+    from amq.search.archive import open_storage
 
-    import optuna
-
-    return optuna.storages.RDBStorage(url)
+    return open_storage(None, url)
 
 
 def _archive(run_dir: Path) -> dict[tuple, float]:
@@ -73,6 +73,16 @@ def _running_of(url: str, study: str, worker_pid: int) -> bool:
 
 @pytest.mark.slow
 def test_driver_and_three_workers_with_one_killed_equal_a_single_process_run(tmp_path, small_model_dir, postgres):
+    _driver_and_three_workers_one_killed(tmp_path, small_model_dir, postgres, ["heartbeat_s=2"], ["search.heartbeat_s=2"])
+
+
+@pytest.mark.slow
+def test_the_same_on_a_journal_file_without_heartbeats(tmp_path, small_model_dir):
+    """Journal storage has no heartbeat: the killed worker's trial is found by its dead holder (a lease)."""
+    _driver_and_three_workers_one_killed(tmp_path, small_model_dir, str(tmp_path / "shared" / "search.journal"), [], [])
+
+
+def _driver_and_three_workers_one_killed(tmp_path, small_model_dir, url: str, worker_extra: list[str], driver_extra: list[str]) -> None:
     base = [sys.executable, "-m", "amq.run", f"model.path={small_model_dir}", *SETTINGS]
     single = tmp_path / "single"
     r = subprocess.run([*base, f"hydra.run.dir={single}"], capture_output=True, text=True, cwd=ROOT, timeout=900)
@@ -80,12 +90,12 @@ def test_driver_and_three_workers_with_one_killed_equal_a_single_process_run(tmp
 
     study = "dist-test"
     worker_cmd = [
-        sys.executable, "-m", "amq.worker", f"storage={postgres}", f"study={study}", f"model={small_model_dir}", "heartbeat_s=2", "poll_s=0.2",
+        sys.executable, "-m", "amq.worker", f"storage={url}", f"study={study}", f"model={small_model_dir}", "poll_s=0.2", *worker_extra,
     ]  # fmt: skip
     workers = [subprocess.Popen(worker_cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     dist = tmp_path / "dist"
     driver = subprocess.Popen(
-        [*base, f"hydra.run.dir={dist}", f"search.storage={postgres}", f"search.study={study}", "search.heartbeat_s=2"],
+        [*base, f"hydra.run.dir={dist}", f"search.storage={url}", f"search.study={study}", *driver_extra],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -97,7 +107,7 @@ def test_driver_and_three_workers_with_one_killed_equal_a_single_process_run(tmp
     deadline = time.time() + 600
     while victim is None and time.time() < deadline and driver.poll() is None:
         with contextlib.suppress(KeyError):  # the study is not created yet
-            victim = next((w for w in workers if _running_of(postgres, study, w.pid)), None)
+            victim = next((w for w in workers if _running_of(url, study, w.pid)), None)
         time.sleep(0.02)
     assert victim is not None, "no worker ever held an evaluation"
     victim.send_signal(signal.SIGKILL)
@@ -109,7 +119,7 @@ def test_driver_and_three_workers_with_one_killed_equal_a_single_process_run(tmp
 
     import optuna
 
-    trials = optuna.load_study(study_name=study, storage=_storage(postgres)).get_trials()
+    trials = optuna.load_study(study_name=study, storage=_storage(url)).get_trials() if "://" in url else _reload(url, study)
     assert any(t.state.name == "FAIL" and str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}") for t in trials)
     by_worker = {t.user_attrs.get("worker", "").split(":")[-1] for t in trials if t.state.name == "COMPLETE"}
     assert len(by_worker - {"driver"}) >= 2  # workers did real work
@@ -118,6 +128,15 @@ def test_driver_and_three_workers_with_one_killed_equal_a_single_process_run(tmp
     assert set(a) == set(b)  # the same plans, each exactly once
     for plan, div in a.items():
         assert b[plan] == pytest.approx(div, rel=1e-5)
+
+
+def _reload(journal: str, study: str):
+    """A journal's trials as they are on disk now (a fresh storage replays the whole file)."""
+    import optuna
+
+    from amq.search.archive import open_storage
+
+    return optuna.load_study(study_name=study, storage=open_storage(None, journal)).get_trials()
 
 
 def _count_iteration(url: str, study: str, it: int) -> int:
