@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "kernels" / "README.md", *sorted((ROOT / "benchmarks").rglob("README.md"))]
+DOCS = [ROOT / "README.md", ROOT / "kernels" / "README.md", *sorted((ROOT / "benchmarks").rglob("*.md"))]  # every benchmark page too
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FILE_LIKE = re.compile(r"^[\w.<>/-]+\.(png|json|jsonl|log|yaml)$|^[\w.-]+/$")
 

@@ -1,7 +1,7 @@
 """Every kernel variant compiles for Hopper (sm_90) to a cubin, on the CPU: Triton's compiler and
 its bundled ptxas need no GPU. This covers what the interpreter cannot run: the inline-PTX inner
 loops, 16-bit atomics and the grouped launch (their numerics are tested by the interpreter test,
-the PTX emulator in test_pair_ptx.py, and benchmarks/gpu_check.py on a GPU)."""
+the PTX emulator in test_pair_ptx.py, and benchmarks/kernels/gpu_check.py on a GPU)."""
 
 from __future__ import annotations
 

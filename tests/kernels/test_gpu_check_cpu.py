@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py, the GPU correctness sweep, run end to end on the CPU under Triton's
+"""benchmarks/kernels/gpu_check.py, the GPU correctness sweep, run end to end on the CPU under Triton's
 interpreter with small shapes, so that the script's own code (its configs, case loop and checks)
 cannot rot between the rare GPU calls. Every config it names runs here; the inline-PTX variants
 take the interpreter's exact loop, their PTX is covered by test_pair_ptx and test_compile_sm90."""
@@ -20,7 +20,16 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_gpu_check_runs_every_path_on_cpu_without_a_failure():
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT / "kernels")}
-    cmd = [sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--shapes", "128x256g128,72x256g64", "--group-nk", "128x256"]
+    cmd = [
+        sys.executable,
+        "benchmarks/kernels/gpu_check.py",
+        "--device",
+        "cpu",
+        "--shapes",
+        "128x256g128,72x256g64",
+        "--group-nk",
+        "128x256",
+    ]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     cases, failed = map(int, re.search(r"(\d+) cases, (\d+) failed", r.stdout).groups())
