@@ -12,13 +12,13 @@ import importlib.util
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from amq.config import AMQConfigError, DataConfig, EvaluateConfig, register_configs
-from amq.cost import build_cost_model
+from amq.cost import CostModel, build_cost_model
 from amq.data import calibration_ids, check_data, load_text
 from amq.metrics import compare_to_reference
 from amq.models import load_config, load_model, load_tokenizer, model_fingerprint, resolve_model_path, shapes_from_config
@@ -50,21 +50,92 @@ def test_text(source: str) -> str:
     return Path(source).expanduser().read_text(encoding="utf-8", errors="replace")  # checked in evaluate()
 
 
+@dataclass
+class _Checked:
+    """What the cheap checks found: the model's path and shapes, the plan, what needs data, the exports."""
+
+    path: str
+    fingerprint: str
+    layers: list
+    total: int
+    cost: CostModel
+    choices: list[int]
+    plan: dict[str, int]
+    needs_data: bool
+    engine_formats: list[str]
+
+
 def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> dict:
     """Quantize `cfg.model` to `cfg.plan` with `cfg.quantizer`; return (and save) the results."""
-    from amq.export import payload_bytes, save_quantized
     from amq.quant.apply import quantize_model
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    # cheap checks first: paths, plan, budget, test files
+    ok = _check(cfg)  # cheap checks first: paths, plan, budget, test files, exports
+    torch.manual_seed(cfg.seed)
+    model = load_model(cfg.model, ok.path)
+    tokenizer = load_tokenizer(ok.path, cfg.model.trust_remote_code)
+    result: dict = {
+        "model": cfg.model.name,
+        "method": cfg.quantizer.method if ok.plan else "fp16",
+        "plan_source": cfg.plan.source,
+        "budget": cfg.plan.budget,
+        "group_size": cfg.quantizer.group_size,
+        "plan": None,
+    }
+    reference = copy.deepcopy(model) if ok.plan and cfg.eval.vs_16bit_windows else None  # the 16-bit model to compare with
+    doc = None
+    if ok.plan:
+        bits = [ok.plan[lay.name] for lay in ok.layers]
+        result.update(avg_bits=ok.cost.avg_bits(bits), bytes=ok.cost.plan_bytes(bits), model_gb=ok.cost.model_gb(bits))
+        doc = PlanDocument(
+            model=ok.path,
+            model_fingerprint=ok.fingerprint,
+            layers=ok.plan,
+            group_size=cfg.quantizer.group_size,
+            choices=ok.choices,
+            source=cfg.plan.source,
+            avg_bits=result["avg_bits"],
+            bytes=result["bytes"],
+            model_gb=result["model_gb"],
+        )
+        result["plan"] = doc.to_json()
+        t0 = time.perf_counter()
+        ids = calibration_ids(cfg.data, tokenizer) if ok.needs_data else None
+        quantize_model(model, ok.plan, cfg.quantizer, ids, show_progress, pack_layers=cfg.export)
+        result["quantize_s"] = time.perf_counter() - t0
+    else:
+        result.update(avg_bits=16.0, bytes=2 * sum(lay.numel for lay in ok.layers), model_gb=2 * ok.total / 1e9)
+
+    result.update(_perplexities(cfg, model, reference, tokenizer, show_progress))
+    del reference
+    if cfg.eval.zero_shot:
+        from amq.zeroshot import zero_shot
+
+        result["zero_shot"] = zero_shot(
+            model, tokenizer, cfg.eval.zero_shot, cfg.eval.batch_size, cfg.eval.zero_shot_limit, cfg.eval.tasks_path
+        )
+        log.info("zero-shot (0-shot, lm-eval): %s", result["zero_shot"])
+    if cfg.export and doc is not None:  # (export=true without a plan was refused by the checks)
+        result.update(_export(cfg, run_dir, model, tokenizer, doc, round(result["model_gb"] * 1e9), ok.engine_formats))
+
+    (run_dir / "result.json").write_text(json.dumps(result, indent=1))
+    tracker = Tracker(cfg.logger, run_dir, {k: v for k, v in asdict(cfg).items() if k != "plan"}, cfg.run_name)
+    summary = {"avg_bits": result["avg_bits"], **{f"ppl/{k}": v["ppl"] for k, v in result["perplexity"].items()}}
+    summary.update({f"vs_16bit/{k}": v for k, v in result.get("vs_16bit", {}).items() if isinstance(v, float)})
+    tracker.summary(summary)
+    tracker.finish()
+    return result
+
+
+def _check(cfg: EvaluateConfig) -> _Checked:
+    """Everything checkable without weights: the model's config, the plan, data, test files, exports."""
     path = resolve_model_path(cfg.model.path)
     hf_config = load_config(path, cfg.model.trust_remote_code)
     layers, total = shapes_from_config(hf_config, cfg.model.trust_remote_code)
     choices = sorted({*cfg.plan.choices, cfg.plan.bits})
     cost = build_cost_model(layers, choices, cfg.quantizer.group_size, total)
-    names = [lay.name for lay in layers]
     fingerprint = model_fingerprint(hf_config)
-    plan = build_plan(cfg.plan, names, cost, fingerprint)
+    plan = build_plan(cfg.plan, [lay.name for lay in layers], cost, fingerprint)
     needs_data = bool(plan) and cfg.quantizer.method in ("gptq", "awq")
     if needs_data:
         check_data(cfg.data)
@@ -82,96 +153,54 @@ def evaluate(cfg: EvaluateConfig, run_dir: Path, show_progress: bool = True) -> 
         raise AMQConfigError(f"export_formats {engine_formats} store integer zero-points: add quantizer.integer_zeros=true")
     if "compressed-tensors" in engine_formats and importlib.util.find_spec("compressed_tensors") is None:
         raise AMQConfigError("export_formats compressed-tensors needs the compressed-tensors package: pip install 'amq[export]'")
+    return _Checked(path, fingerprint, layers, total, cost, choices, plan, needs_data, engine_formats)
 
-    torch.manual_seed(cfg.seed)
-    model = load_model(cfg.model, path)
-    tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
-    result: dict = {
-        "model": cfg.model.name,
-        "method": cfg.quantizer.method if plan else "fp16",
-        "plan_source": cfg.plan.source,
-        "budget": cfg.plan.budget,
-        "group_size": cfg.quantizer.group_size,
-        "plan": None,
-    }
-    reference = copy.deepcopy(model) if plan and cfg.eval.vs_16bit_windows else None  # the 16-bit model to compare with
-    doc = None
-    if plan:
-        bits = [plan[n] for n in names]
-        result.update(avg_bits=cost.avg_bits(bits), bytes=cost.plan_bytes(bits), model_gb=cost.model_gb(bits))
-        doc = PlanDocument(
-            model=path,
-            model_fingerprint=fingerprint,
-            layers=plan,
-            group_size=cfg.quantizer.group_size,
-            choices=choices,
-            source=cfg.plan.source,
-            avg_bits=result["avg_bits"],
-            bytes=result["bytes"],
-            model_gb=result["model_gb"],
-        )
-        result["plan"] = doc.to_json()
-        t0 = time.perf_counter()
-        ids = calibration_ids(cfg.data, tokenizer) if needs_data else None
-        quantize_model(model, plan, cfg.quantizer, ids, show_progress, pack_layers=cfg.export)
-        result["quantize_s"] = time.perf_counter() - t0
-    else:
-        result.update(avg_bits=16.0, bytes=2 * sum(lay.numel for lay in layers), model_gb=2 * total / 1e9)
 
-    result["perplexity"] = {}
+def _perplexities(cfg: EvaluateConfig, model, reference, tokenizer, show_progress: bool) -> dict:
+    """Perplexity on every test text; on the first, the distance from the 16-bit `reference` too."""
+    out: dict = {"perplexity": {}}
     for k, source in enumerate(cfg.eval.tests):
         name = test_name(source)
         ids = token_stream(test_text(source), tokenizer)
         ppl, windows = perplexity(model, ids, cfg.eval.seq_len, cfg.eval.batch_size, cfg.eval.max_windows, f"ppl {name}", show_progress)
-        result["perplexity"][name] = {"ppl": ppl, "seq_len": cfg.eval.seq_len, "windows": windows, "tokens": int(ids.numel())}
+        out["perplexity"][name] = {"ppl": ppl, "seq_len": cfg.eval.seq_len, "windows": windows, "tokens": int(ids.numel())}
         log.info("%s: perplexity %.3f (%d windows of %d tokens)", name, ppl, windows, cfg.eval.seq_len)
         if k == 0 and reference is not None:
             n = min(windows, cfg.eval.vs_16bit_windows)
             w = ids[: n * cfg.eval.seq_len].view(n, cfg.eval.seq_len)
             vs = compare_to_reference(model, reference, w, cfg.eval.batch_size)
-            result["vs_16bit"] = {**vs, "test": name, "seq_len": cfg.eval.seq_len, "windows": n}
+            out["vs_16bit"] = {**vs, "test": name, "seq_len": cfg.eval.seq_len, "windows": n}
             log.info(
                 "vs 16-bit on %s (%d windows of %d tokens): KL %.5f, JSD %.5f, same top token %.2f%%",
                 name, n, cfg.eval.seq_len, vs["kl"], vs["jsd"], 100 * vs["same_top_token"],
             )  # fmt: skip
-    del reference
+    return out
 
-    if cfg.eval.zero_shot:
-        from amq.zeroshot import zero_shot
 
-        result["zero_shot"] = zero_shot(
-            model, tokenizer, cfg.eval.zero_shot, cfg.eval.batch_size, cfg.eval.zero_shot_limit, cfg.eval.tasks_path
-        )
-        log.info("zero-shot (0-shot, lm-eval): %s", result["zero_shot"])
+def _export(cfg: EvaluateConfig, run_dir: Path, model, tokenizer, doc: PlanDocument, predicted: int, engine_formats: list[str]) -> dict:
+    """The packed checkpoint(s), each with the plan document beside its weights."""
+    from amq.export import payload_bytes, save_quantized
 
-    if cfg.export and doc is not None:  # (export=true without a plan was refused above)
-        dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float16
-        predicted = round(result["model_gb"] * 1e9)
-        if "amq" in cfg.export_formats:
-            out = save_quantized(model, run_dir / "export", cfg.quantizer.method, {"avg_bits": result["avg_bits"]}, tokenizer, dtype)
-            doc.save(out / PLAN_FILE)
-            size, payload = (out / "model.safetensors").stat().st_size, payload_bytes(out / "model.safetensors")
-            result["export"] = {"dir": str(out), "file_bytes": size, "tensor_bytes": payload, "cost_model_bytes": predicted}
-            result["export"]["size_ratio"] = size / predicted
-            log.info("export: %d bytes on disk (%d of tensors) vs %d by the cost model", size, payload, predicted)
-        for fmt in engine_formats:
-            from amq.engine_export import save_compressed_tensors, save_gptq
+    out: dict = {}
+    dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float16
+    if "amq" in cfg.export_formats:
+        target = save_quantized(model, run_dir / "export", cfg.quantizer.method, {"avg_bits": doc.avg_bits}, tokenizer, dtype)
+        doc.save(target / PLAN_FILE)
+        size, payload = (target / "model.safetensors").stat().st_size, payload_bytes(target / "model.safetensors")
+        out["export"] = {"dir": str(target), "file_bytes": size, "tensor_bytes": payload, "cost_model_bytes": predicted}
+        out["export"]["size_ratio"] = size / predicted
+        log.info("export: %d bytes on disk (%d of tensors) vs %d by the cost model", size, payload, predicted)
+    for fmt in engine_formats:
+        from amq.engine_export import save_compressed_tensors, save_gptq
 
-            target = run_dir / f"export-{fmt}"
-            if fmt == "compressed-tensors":
-                save_compressed_tensors(model, target, tokenizer, dtype)
-            else:
-                save_gptq(model, target, tokenizer, dtype, checkpoint_format=fmt)
-            doc.save(target / PLAN_FILE)
-            result.setdefault("engine_exports", {})[fmt] = str(target)
-
-    (run_dir / "result.json").write_text(json.dumps(result, indent=1))
-    tracker = Tracker(cfg.logger, run_dir, {k: v for k, v in asdict(cfg).items() if k != "plan"}, cfg.run_name)
-    summary = {"avg_bits": result["avg_bits"], **{f"ppl/{k}": v["ppl"] for k, v in result["perplexity"].items()}}
-    summary.update({f"vs_16bit/{k}": v for k, v in result.get("vs_16bit", {}).items() if isinstance(v, float)})
-    tracker.summary(summary)
-    tracker.finish()
-    return result
+        target = run_dir / f"export-{fmt}"
+        if fmt == "compressed-tensors":
+            save_compressed_tensors(model, target, tokenizer, dtype)
+        else:
+            save_gptq(model, target, tokenizer, dtype, checkpoint_format=fmt)
+        doc.save(target / PLAN_FILE)
+        out.setdefault("engine_exports", {})[fmt] = str(target)
+    return out
 
 
 if __name__ == "__main__":  # python -m amq.evaluate: the command line lives in amq.cli.evaluate
