@@ -1,0 +1,150 @@
+"""Issue 20's first question, answered without a GPU: is the M = 1 kernel bound by instructions?
+
+    python benchmarks/kernels/sass_count.py     # writes benchmarks/kernels/sass_count.md
+
+Compiles `gemv_kernel` for sm_90 exactly as `matmul` launches it at M = 1 (per bit-width: the
+tiling of `_tiling`, the inline PTX of `pair_dot_ptx`, FUSE), disassembles the cubin with the
+nvdisasm Triton bundles, finds the K loop (the largest block ending in a backward branch) and
+counts its SASS instructions by kind. From that, per byte of packed weights streamed: warp
+instructions issued, and the time that issue alone needs on an H200 (132 SMs x 4 schedulers x
+1 warp instruction per cycle at 1.98 GHz) against the time HBM needs for the same bytes (4.8 TB/s):
+a ratio above 1 means the kernel cannot reach the byte ceiling whatever the memory system does.
+(An upper bound on speed: latency, occupancy and dual issue are not modelled; ncu on the GPU
+measures them.)
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "kernels")]
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from amq_kernels import jit  # noqa: E402
+from amq_kernels.matmul import FUSE, _few_shifts  # noqa: E402
+from amq_kernels.packing import plane_widths  # noqa: E402
+from amq_kernels.ptx import pair_dot_ptx  # noqa: E402
+
+SMS, SCHEDULERS, CLOCK_HZ, HBM_BPS = 132, 4, 1.98e9, 4.8e12
+GROUP, BLOCK_N, BLOCK_K = 128, 256, 128
+KINDS = {  # opcode prefix -> what it is
+    "LDG": "global load", "LDS": "shared load", "STS": "shared store", "LOP3": "logic (mask/merge)", "SHF": "shift",
+    "IMAD": "integer mul-add (addresses)", "IADD3": "integer add", "HFMA2": "fp16x2 fma", "HADD2": "fp16x2 add",
+    "HMUL2": "fp16x2 mul", "FFMA": "fp32 fma", "FADD": "fp32 add", "F2F": "convert", "HADD2.F32": "fp16->fp32",
+    "MOV": "move", "ISETP": "compare", "BRA": "branch", "PRMT": "byte permute", "LEA": "address",
+}  # fmt: skip
+
+
+def nvdisasm() -> str:
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm")
+
+
+def compile_gemv(bits: int) -> tuple[bytes, int]:
+    widths = plane_widths(bits)
+    w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
+    warps = 2 if bits <= 3 else 4  # matmul._tiling at M = 1
+    src, args = pair_dot_ptx(w0, w1, 1, _few_shifts(bits))
+    consts = dict(GROUP=GROUP, W0=w0, W1=w1, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, REDUCE="atomic", PTX=True, PTX_SRC=src,
+                  PTX_ARGS=args, GUARD=True)  # fmt: skip
+    sig = {}
+    for name in jit.gemv_kernel.arg_names:
+        if name in consts:
+            sig[name] = "constexpr"
+        elif name in ("x_ptr", "y_ptr", "s_ptr", "z_ptr"):
+            sig[name] = "*fp16"
+        elif name.endswith("_ptr"):
+            sig[name] = "*fp32" if name == "ws_ptr" else "*i32"
+        else:
+            sig[name] = "i32"
+    k = triton.compile(
+        ASTSource(jit.gemv_kernel, sig, consts), target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": 3, **FUSE}
+    )
+    return k.asm["cubin"], warps
+
+
+def sass(cubin: bytes) -> list[str]:
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+    try:
+        out = subprocess.run([nvdisasm(), "-c", f.name], capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(f.name)
+    return out.splitlines()
+
+
+def k_loop(lines: list[str]) -> list[str]:
+    """Instructions of the largest block that ends in a branch back to its own start label."""
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"^\s*\.?(L_x_\d+|\.L_x_\d+):", line))}
+    best: list[str] = []
+    for i, line in enumerate(lines):
+        m = re.search(r"BRA\s+`?\(?\.?(L_x_\d+)", line)
+        if m and m.group(1) in labels and labels[m.group(1)] < i:
+            body = [x for x in lines[labels[m.group(1)] : i + 1] if re.search(r"/\*[0-9a-f]{4}\*/", x)]
+            if len(body) > len(best):
+                best = body
+    return best
+
+
+def opcode(line: str) -> str:
+    text = re.sub(r"/\*[0-9a-f]{4}\*/", "", line).strip().lstrip("{").strip()
+    text = re.sub(r"^@!?U?P\w+\s+", "", text)
+    return text.split()[0].rstrip(";") if text else ""
+
+
+def main() -> None:
+    rows = []
+    detail = {}
+    for bits in (2, 3, 4):
+        cubin, warps = compile_gemv(bits)
+        body = k_loop(sass(cubin))
+        ops = collections.Counter(opcode(x) for x in body)
+        n = sum(ops.values())
+        # one K-loop iteration of one program: BLOCK_N x BLOCK_K codes + one group's scales and zeros + BLOCK_K inputs
+        weight_bytes = BLOCK_N * BLOCK_K * bits / 8 + BLOCK_N * 4 * BLOCK_K / GROUP
+        per_byte = n * warps / weight_bytes
+        issue_s_per_byte = per_byte / (SMS * SCHEDULERS * CLOCK_HZ)
+        ratio = issue_s_per_byte * HBM_BPS
+        rows.append((bits, warps, n, weight_bytes, per_byte, ratio))
+        detail[bits] = ops
+    lines = [
+        "# M = 1 decode kernel: SASS instructions per byte (issue 20)",
+        "",
+        "Command: `python benchmarks/kernels/sass_count.py` (no GPU: Triton's compiler and its bundled nvdisasm, sm_90).",
+        "",
+        "`gemv_kernel` as `matmul` launches it at M = 1 (BLOCK_N 256, BLOCK_K 128, group 128, inline PTX, the |x| guard,",
+        "2 warps at 2/3 bits and 4 at 4); its K loop's instructions, and per byte of packed weights (codes + fp16",
+        "scale and zero) the warp instructions issued. `issue / HBM` is the time issuing them takes on an H200",
+        f"({SMS} SMs x {SCHEDULERS} schedulers x 1 warp instruction per cycle at {CLOCK_HZ / 1e9:.2f} GHz) over the time",
+        f"HBM needs for the same bytes ({HBM_BPS / 1e12:.1f} TB/s). Above 1: bound by instruction issue before memory.",
+        "",
+        "| bits | warps | loop instructions (per warp) | weight bytes per iteration | warp instructions per byte | issue / HBM |",
+        "|---|---|---|---|---|---|",
+        *[f"| {b} | {w} | {n} | {wb:.0f} | {pb:.3f} | **{r:.2f}** |" for b, w, n, wb, pb, r in rows],
+        "",
+        "Loop body by kind (per warp, one iteration):",
+        "",
+        "| opcode | what | 2 bits | 3 bits | 4 bits |",
+        "|---|---|---|---|---|",
+    ]
+    names = sorted(set().union(*detail.values()), key=lambda o: -sum(d[o] for d in detail.values()))
+    for o in names:
+        kind = next((v for k, v in KINDS.items() if o.startswith(k)), "")
+        lines.append(f"| {o} | {kind} | {detail[2][o]} | {detail[3][o]} | {detail[4][o]} |")
+    lines.append("")
+    out = Path(__file__).with_name("sass_count.md")
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
