@@ -201,3 +201,26 @@ def _take_and_die(url: str) -> None:
 
     worker = Archive(open_storage(None, url), ["a", "b", "c"], [2, 3, 4], None, "s")
     worker.take_one(lambda p: os._exit(0))  # killed mid-evaluation: no tell, its lease stays RUNNING
+
+
+def test_a_full_disk_while_mirroring_the_archive_is_one_line_and_leaves_no_stray_file(tmp_path, monkeypatch):
+    """archive.jsonl is rewritten through archive.tmp: a write that fails (disk full) removes the
+    temporary file, keeps the old mirror and the study, and says so in one line."""
+    import errno
+
+    from amq.search.archive import Archive, open_storage
+
+    archive = Archive(open_storage(tmp_path), ["a", "b"], [2, 3, 4], tmp_path / "archive.jsonl")
+    archive.enqueue([(2, 3), (4, 4)], 0, "test", lambda p: sum(p) / 2)
+    archive.evaluate_waiting(lambda p: (float(sum(p)), 10 * sum(p), 0.0))
+    before = (tmp_path / "archive.jsonl").read_text()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Archive, "_row", full)
+    with pytest.raises(AMQConfigError, match=r"archive.jsonl: cannot write it \(No space left on device\)") as err:
+        archive.rewrite_jsonl()
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "archive.tmp").exists() and (tmp_path / "archive.jsonl").read_text() == before
+    assert len(archive.records()) == 2  # the study keeps every evaluation

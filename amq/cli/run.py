@@ -31,6 +31,9 @@ def main(dcfg: DictConfig) -> float | None:
         result = run_search(cfg, run_dir)
     except AMQConfigError as exc:
         fail(exc)
+    except OSError as exc:  # disk full, read-only or vanished run dir, from any library writing into it
+        where = exc.filename or run_dir
+        fail(f"{where}: {exc.strerror or exc}; what was evaluated is kept in {run_dir}; fix this and continue with resume=true")
     except KeyboardInterrupt:
         _close_progress_bars()  # else they redraw after the message, at exit
         print(interrupted_message(run_dir, sys.argv[1:]), file=sys.stderr)

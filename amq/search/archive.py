@@ -302,10 +302,15 @@ class Archive:
     def _append_jsonl(self, rec: Record) -> None:
         if self.jsonl is None:
             return
-        with self.jsonl.open("a") as f:
-            f.write(json.dumps(self._row(rec)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with self.jsonl.open("a") as f:
+                f.write(json.dumps(self._row(rec)) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # the study holds the evaluation; the mirror is rewritten from it on resume
+            raise AMQConfigError(
+                f"{self.jsonl}: cannot write it ({exc.strerror or exc}); the search's study keeps every evaluation"
+            ) from None
 
     def _row(self, rec: Record) -> dict:
         row = asdict(rec)
@@ -317,10 +322,16 @@ class Archive:
         if self.jsonl is None:
             return
         tmp = self.jsonl.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            for rec in self.records():
-                f.write(json.dumps(self._row(rec)) + "\n")
-        tmp.replace(self.jsonl)
+        try:
+            with tmp.open("w") as f:
+                for rec in self.records():
+                    f.write(json.dumps(self._row(rec)) + "\n")
+            tmp.replace(self.jsonl)
+        except OSError as exc:  # disk full, read-only: the study and the old mirror are intact
+            tmp.unlink(missing_ok=True)
+            raise AMQConfigError(
+                f"{self.jsonl}: cannot write it ({exc.strerror or exc}); the search's study keeps every evaluation"
+            ) from None
 
 
 def _holder_alive(holder: str | None) -> bool:
