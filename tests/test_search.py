@@ -72,10 +72,13 @@ def test_search_writes_every_output_and_beats_uniform(tmp_path, small_model_dir)
 
 
 @pytest.mark.slow
-def test_killed_search_resumes_with_every_evaluation_exactly_once(tmp_path, small_model_dir):
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])
+def test_killed_search_resumes_with_every_evaluation_exactly_once(tmp_path, small_model_dir, storage):
+    """kill -9 of the driver mid-iteration, on the run dir's journal and on an SQLite database (heartbeats)."""
     run = tmp_path / "run"
+    shared = [f"search.storage=sqlite:///{tmp_path / 'search.db'}", "search.heartbeat_s=1"] if storage == "sqlite" else []
     proc = subprocess.Popen(
-        _cmd(small_model_dir, run), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        _cmd(small_model_dir, run, *shared), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.time() + 600
     jsonl = run / "archive.jsonl"
@@ -89,7 +92,7 @@ def test_killed_search_resumes_with_every_evaluation_exactly_once(tmp_path, smal
     n0 = sum(a["iteration"] == 0 for a in before)
     assert n0 + 2 <= len(before) < n0 + 18
 
-    r = subprocess.run(_cmd(small_model_dir, run, "resume=true"), capture_output=True, text=True, cwd=ROOT, timeout=900)
+    r = subprocess.run(_cmd(small_model_dir, run, *shared, "resume=true"), capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     after = _archive(run)
     plans = [tuple(a["plan"]) for a in after]
