@@ -266,7 +266,12 @@ def final_choice(
     scorer = FinalScorer(evaluator.model, bank.linears, calib, held_out, quantizer, cfg.search.metric)
     choose(choices, names, scorer, record, show_progress)
     record.write(choices, cfg.search.budget_unit)
-    seconds = record.seconds
+    _report(choices, cfg, record.seconds, tracker)
+    return choices
+
+
+def _report(choices: list[BudgetChoice], cfg: Config, seconds: float, tracker: Tracker) -> None:
+    """Each budget's winner and its peers in the log; every candidate in W&B."""
     rows = []
     for ch in choices:
         best = ch.best
@@ -283,4 +288,3 @@ def final_choice(
     log.info("final choice: %d plans quantized with %s and scored in %.1f s", n_plans, cfg.final.method, seconds)
     tracker.summary({"final/seconds": seconds, "final/plans": n_plans})
     tracker.table("final/candidates", ["budget", "sources", "avg_bits", "proxy_divergence", "final_divergence", "chosen"], rows)
-    return choices
