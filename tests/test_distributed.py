@@ -35,11 +35,20 @@ SETTINGS = [
 ]
 
 
+def _free_port() -> int:
+    """A port nothing listens on now (a fixed one collides with a server another run left behind)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def postgres():
     script = ROOT / "launchers" / "postgres_local.sh"
     state = Path(tempfile.mkdtemp(prefix="amq-pg-"))  # outside pytest's private tmp: the server runs as user postgres
-    r = subprocess.run(["bash", str(script), "start", str(state), "55433"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(["bash", str(script), "start", str(state), str(_free_port())], capture_output=True, text=True, timeout=120)
     if r.returncode == 3:
         pytest.skip(r.stderr.strip())
     assert r.returncode == 0, r.stderr
