@@ -381,6 +381,12 @@ def register_configs() -> None:
     cs.store(name="evaluate_schema", node=EvaluateConfig)
 
 
+def config_from_dict(doc: dict) -> Config:
+    """A search's config as a run recorded it (its study's `config`, or .hydra/config.yaml), validated."""
+    register_configs()
+    return to_object(OmegaConf.merge(OmegaConf.structured(Config), doc))
+
+
 def to_object(cfg: DictConfig | Any) -> Any:
     """Turn a composed DictConfig into validated dataclasses (raises AMQConfigError)."""
     try:

@@ -20,9 +20,8 @@ import socket
 import time
 
 import optuna
-from omegaconf import OmegaConf
 
-from amq.config import AMQConfigError, Config, register_configs, to_object
+from amq.config import AMQConfigError, config_from_dict
 from amq.cost import build_cost_model
 from amq.models import load_config, model_fingerprint, resolve_model_path, shapes_from_config
 from amq.search.archive import Archive, open_storage
@@ -55,8 +54,7 @@ def run_worker(
         if time.monotonic() > deadline:
             raise AMQConfigError(f"no search study {study!r} in {storage_url} after {wait_s:.0f}s")
         time.sleep(poll_s)
-    register_configs()
-    cfg: Config = to_object(OmegaConf.merge(OmegaConf.structured(Config), attrs["config"]))
+    cfg = config_from_dict(attrs["config"])
     # what code runs is this command line's, never the study's
     cfg.model.path, cfg.model.trust_remote_code = model, trust_remote_code
     if device:

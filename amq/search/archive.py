@@ -110,7 +110,6 @@ class Archive:
         self.names = list(names)
         self.choices = list(choices)
         self.jsonl = jsonl
-        self.lease_s = LEASE_S
         self.dist = CategoricalDistribution(self.choices)
 
     # --- reading -------------------------------------------------------------------------
@@ -225,11 +224,10 @@ class Archive:
         result here is dropped and None returned: the copy is scored once, elsewhere."""
         if not self.waiting():
             return None
-        with warnings.catch_warnings():  # we send the heartbeats ourselves (_Heartbeat), not through optimize
+        with warnings.catch_warnings():  # we send the heartbeats ourselves (_keep_alive), not through optimize
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
             trial = self.study.ask()
-        # first: a trial with no beat (or lease) is never taken for dead
-        beat = _Heartbeat(self.study, trial._trial_id) if self.heartbeat else _Lease(self.study, trial._trial_id, self.lease_s)
+        beat = self._keep_alive(trial._trial_id)  # first: a trial with no beat (or lease) is never taken for dead
         try:
             if self.heartbeat:
                 trial.set_user_attr("beating", True)
@@ -253,6 +251,16 @@ class Archive:
         rec = Record(plan, div, nbytes, float(ua["avg_bits"]), int(ua["iteration"]), str(ua["source"]), trial.number, secs)
         self._append_jsonl(rec)
         return rec
+
+    def _keep_alive(self, trial_id: int) -> _KeepAlive:
+        """While this process evaluates the trial: heartbeats (database storages), else a lease
+        (`lease_until`, renewed every third of LEASE_S) under this process's name (`holder`)."""
+        storage = self.study._storage
+        if self.heartbeat:
+            rdb = cast(RDBStorage, storage)
+            return _KeepAlive(lambda: rdb.record_heartbeat(trial_id), rdb.get_heartbeat_interval() or 30)
+        storage.set_trial_user_attr(trial_id, "holder", f"{socket.gethostname()}:{os.getpid()}")  # a dead one here is seen at once
+        return _KeepAlive(lambda: storage.set_trial_user_attr(trial_id, "lease_until", time.time() + LEASE_S), LEASE_S / 3)
 
     def _requeue_unbeaten(self) -> int:
         """A process killed between taking a trial and its first heartbeat leaves a RUNNING trial
@@ -348,50 +356,23 @@ def _holder_alive(holder: str | None) -> bool:
     return True
 
 
-class _Lease:
-    """Journal storages have no heartbeat: while a trial is evaluated, its `lease_until` user
-    attribute is pushed forward every third of the lease; the driver re-queues it once expired."""
+class _KeepAlive:
+    """Calls `beat` now and then every `interval` seconds in a thread until stopped, or until the
+    trial was taken back (failed as stale by the driver) and `beat` is refused."""
 
-    def __init__(self, study: optuna.Study, trial_id: int, lease_s: float) -> None:
-        self.storage, self.trial_id, self.lease_s = study._storage, trial_id, lease_s
+    def __init__(self, beat: Callable[[], None], interval: float) -> None:
+        self.beat, self.interval = beat, interval
         self.stopped = threading.Event()
-        self.storage.set_trial_user_attr(
-            trial_id, "holder", f"{socket.gethostname()}:{os.getpid()}"
-        )  # a dead one on this host is seen at once
-        self._renew()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _renew(self) -> None:
-        self.storage.set_trial_user_attr(self.trial_id, "lease_until", time.time() + self.lease_s)
-
-    def _run(self) -> None:
-        while not self.stopped.wait(self.lease_s / 3):
-            try:
-                self._renew()
-            except (UpdateFinishedTrialError, RuntimeError):  # the driver took it back: stop renewing
-                return
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.thread.join()
-
-
-class _Heartbeat:
-    """Records a trial's heartbeat every interval while its evaluation runs."""
-
-    def __init__(self, study: optuna.Study, trial_id: int) -> None:
-        self.storage = cast(RDBStorage, study._storage)  # heartbeats: database storage only
-        self.trial_id = trial_id
-        self.interval = self.storage.get_heartbeat_interval() or 30
-        self.stopped = threading.Event()
-        self.storage.record_heartbeat(trial_id)
+        beat()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while not self.stopped.wait(self.interval):
-            self.storage.record_heartbeat(self.trial_id)
+            try:
+                self.beat()
+            except (UpdateFinishedTrialError, RuntimeError):
+                return
 
     def stop(self) -> None:
         self.stopped.set()

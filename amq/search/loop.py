@@ -114,14 +114,17 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
     storage = _shared_storage(cfg, run_dir)
     bank, evaluator, timings = build_scorer(cfg, prep.model_path, show_progress)
     log.info("proxy bank: %d layers x %d bit-widths, %.1f MB", len(bank.names), len(cfg.bits.choices), bank.nbytes() / 1e6)
+    ties = tie_groups(bank.names, cfg.search.tie)
+    budgets_bytes = {b: prep.cost.budget_to_bytes(b, cfg.search.budget_unit) for b in cfg.search.budgets}
     t0 = time.perf_counter()
-    per_bits = _sensitivity(cfg, run_dir, prep, bank, evaluator, show_progress)
+    per_bits = _sensitivity(cfg, run_dir, prep, bank, evaluator, ties, show_progress)
     timings["sensitivity"] = time.perf_counter() - t0
-    space, loss = _search_space(cfg, prep.cost, bank.names, per_bits)
+    space, loss = _search_space(cfg, prep.cost, bank.names, per_bits, ties, min(budgets_bytes.values()))
     archive = _open_archive(cfg, run_dir, prep, bank.names, storage or open_storage(run_dir))  # the journal: after the model loaded
     tracker = _open_tracker(cfg, run_dir, space)
     try:
-        loop = _Iterations(cfg, run_dir, prep.cost, space, loss, archive, tracker, scorer(bank, evaluator, prep.cost), show_progress)
+        evaluate = scorer(bank, evaluator, prep.cost)
+        loop = _Iterations(cfg, run_dir, prep.cost, space, loss, budgets_bytes, archive, tracker, evaluate, show_progress)
         loop.initial(timings)
         for it in range(1, cfg.search.iterations + 1):
             loop.iteration(it)
@@ -131,10 +134,8 @@ def run_search(cfg: Config, run_dir: Path, show_progress: bool = True) -> Search
         archive.rewrite_jsonl()
         final_predictor, final_metrics = _fit_predictor(cfg, space, records, loss, seed=cfg.seed + 10_000)
         predictor_metrics = final_metrics or loop.predictor_metrics
-        uniform = uniform_baselines(run_dir, cfg, bank.names, loop.evaluate)
-        choices = final_choice(
-            cfg, run_dir, prep, bank, evaluator, space.ties, records, per_bits, loop.budgets_bytes, tracker, show_progress
-        )
+        uniform = uniform_baselines(run_dir, cfg, bank.names, evaluate)
+        choices = final_choice(cfg, run_dir, prep, bank, evaluator, ties, records, per_bits, budgets_bytes, tracker, show_progress)
         bank.restore()
         result = write_outputs(cfg, run_dir, prep, space, records, choices, final_predictor, uniform, predictor_metrics)
         tracker.summary({"predictor/kendall_tau": predictor_metrics.get("kendall_tau"), "archive/size": len(records)})
@@ -161,7 +162,9 @@ def _shared_storage(cfg: Config, run_dir: Path):
     return storage
 
 
-def _sensitivity(cfg: Config, run_dir: Path, prep: Prepared, bank: ProxyBank, evaluator: DivergenceEvaluator, show_progress: bool):
+def _sensitivity(
+    cfg: Config, run_dir: Path, prep: Prepared, bank: ProxyBank, evaluator: DivergenceEvaluator, ties, show_progress: bool
+) -> dict:
     """Each layer alone at each bit-width (or the lowest, the rest scaled), from cached block
     inputs; kept in sensitivity.json under the settings it was measured with."""
     names = bank.names
@@ -188,7 +191,7 @@ def _sensitivity(cfg: Config, run_dir: Path, prep: Prepared, bank: ProxyBank, ev
         sens_evaluator.score,
         cfg.search.sensitivity_path,
         show_progress,
-        SearchSpace(tuple(names), tuple(cfg.bits.choices), ties=tie_groups(names, cfg.search.tie)).units,
+        SearchSpace(tuple(names), tuple(cfg.bits.choices), ties=ties).units,
         weight_error_estimate(bank.sq_error, cfg.bits.choices[0]) if cfg.search.sensitivity_bits == "lowest" else None,
         sens_evaluator.score_from,  # each layer alone: only its block and those after it run (amq.prefix)
         layer_blocks(evaluator.model, names),
@@ -197,13 +200,13 @@ def _sensitivity(cfg: Config, run_dir: Path, prep: Prepared, bank: ProxyBank, ev
     return per_bits
 
 
-def _search_space(cfg: Config, cost: CostModel, names: list[str], per_bits: dict) -> tuple[SearchSpace, np.ndarray]:
+def _search_space(
+    cfg: Config, cost: CostModel, names: list[str], per_bits: dict, ties, smallest_budget: int
+) -> tuple[SearchSpace, np.ndarray]:
     """The space after pruning the most sensitive layers, and the per-layer loss table for the ILP."""
-    ties = tie_groups(names, cfg.search.tie)
     lowest = cfg.bits.choices[0]
     # pruning keeps the smallest plan at most halfway from all-lowest to the smallest budget,
     # so that the smallest budget still has plans to choose between
-    smallest_budget = min(cost.budget_to_bytes(b, cfg.search.budget_unit) for b in cfg.search.budgets)
     prune_cap = (cost.plan_bytes([lowest] * len(names)) + smallest_budget) // 2
 
     def keeps_budgets(restricted: dict[int, tuple[int, ...]]) -> bool:
@@ -257,11 +260,12 @@ class _Iterations:
     Iterations already started in the study (a resumed run) are only finished, not proposed again."""
 
     def __init__(
-        self, cfg: Config, run_dir: Path, cost: CostModel, space: SearchSpace, loss, archive: Archive, tracker, evaluate, show_progress
-    ):
+        self, cfg: Config, run_dir: Path, cost: CostModel, space: SearchSpace, loss, budgets_bytes: dict[float, int],
+        archive: Archive, tracker, evaluate, show_progress,
+    ) -> None:  # fmt: skip
         self.cfg, self.run_dir, self.cost, self.space, self.loss = cfg, run_dir, cost, space, loss
         self.archive, self.tracker, self.evaluate, self.show_progress = archive, tracker, evaluate, show_progress
-        self.budgets_bytes = {b: cost.budget_to_bytes(b, cfg.search.budget_unit) for b in cfg.search.budgets}
+        self.budgets_bytes = budgets_bytes
         self.lo_bytes = cost.plan_bytes(space.uniform(cfg.bits.choices[0]))
         self.hi_bytes = cost.plan_bytes(space.uniform(cfg.bits.choices[-1]))
         self.window = search_window(cost, self.budgets_bytes, self.lo_bytes, self.hi_bytes)

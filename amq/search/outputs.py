@@ -37,15 +37,25 @@ class SearchResult:
     choices: list[BudgetChoice]  # each budget's candidates, ranked after the final quantizer
 
 
-def logged_iterations(run_dir: Path) -> set[int]:
+def iteration_records(run_dir: Path) -> dict[int, dict]:
+    """iterations.jsonl by iteration: the record made when the iteration ran (a resumed run may log
+    one again; a line cut mid-write is skipped)."""
     path = run_dir / "iterations.jsonl"
-    if not path.exists():
-        return set()
-    out = set()
-    for line in path.read_text().splitlines():
+    out: dict[int, dict] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            out.add(int(json.loads(line)["iteration"]))
-    return out
+            row = json.loads(line)
+            out.setdefault(int(row["iteration"]), row)
+    return dict(sorted(out.items()))
+
+
+def phase_seconds(run_dir: Path) -> float:
+    """The search's own time: every phase of every iteration (model and bank included, final step not)."""
+    return sum(v for row in iteration_records(run_dir).values() for k, v in row.items() if k.startswith("time/"))
+
+
+def logged_iterations(run_dir: Path) -> set[int]:
+    return set(iteration_records(run_dir))
 
 
 def log_iteration(

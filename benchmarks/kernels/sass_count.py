@@ -26,17 +26,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "kernels")]
 
+import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from amq_kernels import jit  # noqa: E402
-from amq_kernels.matmul import FUSE, _few_shifts  # noqa: E402
+from amq_kernels.matmul import FUSE, _tiling  # noqa: E402
 from amq_kernels.packing import plane_widths  # noqa: E402
 from amq_kernels.ptx import pair_dot_ptx  # noqa: E402
 
 SMS, SCHEDULERS, CLOCK_HZ, HBM_BPS = 132, 4, 1.98e9, 4.8e12
-GROUP, BLOCK_N, BLOCK_K = 128, 256, 128
+GROUP = 128
+SHAPE = (11008, 4096)  # Llama-2-7B gate/up (N, K): the tiling at M = 1 depends on bits, not on the shape's K loop
 KINDS = {  # opcode prefix -> what it is
     "LDG": "global load", "LDS": "shared load", "STS": "shared store", "LOP3": "logic (mask/merge)", "SHF": "shift",
     "IMAD": "integer mul-add (addresses)", "IADD3": "integer add", "HFMA2": "fp16x2 fma", "HADD2": "fp16x2 add",
@@ -49,12 +51,13 @@ def nvdisasm() -> str:
     return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm")
 
 
-def compile_gemv(bits: int) -> tuple[bytes, int]:
+def compile_gemv(bits: int) -> tuple[bytes, dict]:
+    """The cubin of `gemv_kernel` with the tiling `matmul` picks at M = 1 (`_tiling`), and that tiling."""
+    tile = _tiling(1, SHAPE[0], SHAPE[1], bits, GROUP, torch.device("cpu"))
     widths = plane_widths(bits)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
-    warps = 2 if bits <= 3 else 4  # matmul._tiling at M = 1
-    src, args = pair_dot_ptx(w0, w1, 1, _few_shifts(bits))
-    consts = dict(GROUP=GROUP, W0=w0, W1=w1, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, REDUCE="atomic", PTX=True, PTX_SRC=src,
+    src, args = pair_dot_ptx(w0, w1, 1, bool(tile["FEW_SHIFTS"]))
+    consts = dict(GROUP=GROUP, W0=w0, W1=w1, BLOCK_N=tile["BLOCK_N"], BLOCK_K=tile["BLOCK_K"], REDUCE="atomic", PTX=True, PTX_SRC=src,
                   PTX_ARGS=args, GUARD=True)  # fmt: skip
     sig = {}
     for name in jit.gemv_kernel.arg_names:
@@ -67,9 +70,11 @@ def compile_gemv(bits: int) -> tuple[bytes, int]:
         else:
             sig[name] = "i32"
     k = triton.compile(
-        ASTSource(jit.gemv_kernel, sig, consts), target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": 3, **FUSE}
+        ASTSource(jit.gemv_kernel, sig, consts),
+        target=GPUTarget("cuda", 90, 32),
+        options={"num_warps": tile["num_warps"], "num_stages": tile["num_stages"], **FUSE},
     )
-    return k.asm["cubin"], warps
+    return k.asm["cubin"], tile
 
 
 def sass(cubin: bytes) -> list[str]:
@@ -105,31 +110,32 @@ def main() -> None:
     rows = []
     detail = {}
     for bits in (2, 3, 4):
-        cubin, warps = compile_gemv(bits)
+        cubin, tile = compile_gemv(bits)
+        warps, block_n, block_k = tile["num_warps"], tile["BLOCK_N"], tile["BLOCK_K"]
         body = k_loop(sass(cubin))
         ops = collections.Counter(opcode(x) for x in body)
         n = sum(ops.values())
         # one K-loop iteration of one program: BLOCK_N x BLOCK_K codes + one group's scales and zeros + BLOCK_K inputs
-        weight_bytes = BLOCK_N * BLOCK_K * bits / 8 + BLOCK_N * 4 * BLOCK_K / GROUP
+        weight_bytes = block_n * block_k * bits / 8 + block_n * 4 * block_k / GROUP
         per_byte = n * warps / weight_bytes
         issue_s_per_byte = per_byte / (SMS * SCHEDULERS * CLOCK_HZ)
         ratio = issue_s_per_byte * HBM_BPS
-        rows.append((bits, warps, n, weight_bytes, per_byte, ratio))
+        rows.append((bits, warps, n, weight_bytes, per_byte, ratio, block_k))
         detail[bits] = ops
     lines = [
         "# M = 1 decode kernel: SASS instructions per byte (issue 20)",
         "",
         "Command: `python benchmarks/kernels/sass_count.py` (no GPU: Triton's compiler and its bundled nvdisasm, sm_90).",
         "",
-        "`gemv_kernel` as `matmul` launches it at M = 1 (BLOCK_N 256, BLOCK_K 128, group 128, inline PTX, the |x| guard,",
-        "2 warps at 2/3 bits and 4 at 4); its K loop's instructions, and per byte of packed weights (codes + fp16",
+        "`gemv_kernel` with the tiling `matmul._tiling` picks at M = 1 (group 128, inline PTX, the |x| guard; warps per",
+        "bit-width in the table); its K loop's instructions, and per byte of packed weights (codes + fp16",
         "scale and zero) the warp instructions issued. `issue / HBM` is the time issuing them takes on an H200",
         f"({SMS} SMs x {SCHEDULERS} schedulers x 1 warp instruction per cycle at {CLOCK_HZ / 1e9:.2f} GHz) over the time",
         f"HBM needs for the same bytes ({HBM_BPS / 1e12:.1f} TB/s). Above 1: bound by instruction issue before memory.",
         "",
         "| bits | warps | loop instructions (per warp) | weight bytes per iteration | warp instructions per byte | issue / HBM |",
         "|---|---|---|---|---|---|",
-        *[f"| {b} | {w} | {n} | {wb:.0f} | {pb:.3f} | **{r:.2f}** |" for b, w, n, wb, pb, r in rows],
+        *[f"| {b} | {w} | {n} | {wb:.0f} | {pb:.3f} | **{r:.2f}** |" for b, w, n, wb, pb, r, _ in rows],
         "",
         "Loop body by kind (per warp, one iteration):",
         "",
@@ -143,7 +149,7 @@ def main() -> None:
     per_byte = [r[4] for r in rows]
     ratio = [r[5] for r in rows]
     by_bits = {r[0]: r[4] for r in rows}
-    issued = {r[0]: r[4] * r[3] / BLOCK_K for r in rows}  # warp instructions per input column of one program
+    issued = {r[0]: r[4] * r[3] / r[6] for r in rows}  # warp instructions per input column of one program
     speed_3_over_4 = issued[4] / issued[3]
     lines += [
         "",

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from amq.config import Config, QuantizerConfig, register_configs, to_object
+from amq.config import Config, QuantizerConfig, config_from_dict
 from amq.data import calibration_ids
 from amq.models import load_model, load_tokenizer, searchable_linears
 from amq.plan_sources import read_sensitivity
@@ -42,16 +42,13 @@ from amq.search.ties import tie_groups
 
 def run_config(run_dir: Path) -> Config:
     """The run's config: Hydra's copy, or (a run started in-process) the one its study records."""
-    register_configs()
     if (run_dir / ".hydra" / "config.yaml").exists():
-        doc = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    else:
-        import optuna
+        return config_from_dict(OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml")))
+    import optuna
 
-        from amq.search.archive import STUDY_NAME, open_storage
+    from amq.search.archive import STUDY_NAME, open_storage
 
-        doc = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(run_dir)).user_attrs["config"]
-    return to_object(OmegaConf.merge(OmegaConf.structured(Config), doc))
+    return config_from_dict(optuna.load_study(study_name=STUDY_NAME, storage=open_storage(run_dir)).user_attrs["config"])
 
 
 def study(run_dir: Path) -> list[dict]:

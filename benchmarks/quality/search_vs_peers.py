@@ -45,6 +45,7 @@ from amq.perplexity import perplexity, token_stream
 from amq.plan_sources import build_plan
 from amq.search.final import FinalScorer
 from amq.search.loop import SearchResult, prepare, run_search
+from amq.search.outputs import iteration_records, phase_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger("bench")
@@ -61,23 +62,6 @@ def timed_search(cfg: Config, run_dir: Path) -> tuple[SearchResult, float]:
     t = time.perf_counter()
     result = run_search(cfg, run_dir, show_progress=False)
     return result, time.perf_counter() - t
-
-
-def per_iteration(run_dir: Path) -> list[dict]:
-    first: dict[int, dict] = {}  # the record made when the iteration ran (older runs logged again on resume)
-    for line in (run_dir / "iterations.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        first.setdefault(row["iteration"], row)
-    return [first[k] for k in sorted(first)]
-
-
-def search_seconds(run_dir: Path) -> float:
-    """The search's own phase times (first record of each iteration: a resumed run logs them again)."""
-    first: dict[int, dict] = {}
-    for line in (run_dir / "iterations.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        first.setdefault(row["iteration"], row)
-    return sum(v for row in first.values() for k, v in row.items() if k.startswith("time/"))
 
 
 def tau(a, b) -> float:
@@ -119,10 +103,10 @@ def main() -> None:
     final_calib = [f"final.samples={args.gptq_samples}", f"final.seq_len={args.seq_len}"]
     cfg = search_config(args.model, args.name, args.calib, [*args.overrides, *final_calib, *resume("amq")])
     amq, _ = timed_search(cfg, runs / "amq")
-    amq_s = search_seconds(runs / "amq")
+    amq_s = phase_seconds(runs / "amq")
     random_overrides = [*args.overrides, "search.strategy=random", "final=none", "final.peers=false", *resume("random")]
     rnd, _ = timed_search(search_config(args.model, args.name, args.calib, random_overrides), runs / "random")
-    rnd_s = search_seconds(runs / "random")
+    rnd_s = phase_seconds(runs / "random")
     final_doc = json.loads((runs / "amq" / "final.json").read_text()) if (runs / "amq" / "final.json").exists() else {}
 
     # --- 3: every method's plan per budget -----------------------------------------------------
@@ -238,7 +222,7 @@ def report_doc(args, command, device, amq_s, rnd_s, gptq_s, agree_s, final_doc, 
         "final_step_seconds": final_doc.get("seconds"),
         "fp16": fp16,
         "plans": {str(b): {k: {**scored[p], "plan": list(p)} for k, p in row.items()} for b, row in plans.items()},
-        "iterations": per_iteration(runs / "amq"),
+        "iterations": list(iteration_records(runs / "amq").values()),
         "final": final_doc.get("budgets"),
         "agreement": {str(b): v for b, v in agreement.items()},
         "runs": str(runs),

@@ -40,6 +40,7 @@ from amq.models import load_model, load_tokenizer, searchable_linears
 from amq.perplexity import perplexity, token_stream
 from amq.search.final import FinalScorer
 from amq.search.loop import build_scorer, prepare, run_search, scorer
+from amq.search.outputs import phase_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger("bench")
@@ -52,14 +53,9 @@ def config(overrides: list[str]) -> Config:
 
 
 def search_seconds(run_dir: Path) -> float:
-    """Phase times of the search (first record of each iteration) plus its final step."""
-    first: dict[int, dict] = {}
-    for line in (run_dir / "iterations.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        first.setdefault(row["iteration"], row)
-    total = sum(v for row in first.values() for k, v in row.items() if k.startswith("time/"))
+    """The search's phases plus its final step (final.json)."""
     final = run_dir / "final.json"
-    return total + (float(json.loads(final.read_text())["seconds"]) if final.exists() else 0.0)
+    return phase_seconds(run_dir) + (float(json.loads(final.read_text())["seconds"]) if final.exists() else 0.0)
 
 
 def main() -> None:
