@@ -130,6 +130,13 @@ class ProxyBank:
         """Put every layer back to full precision."""
         self.apply([FULL] * len(self.names))
 
+    def release(self) -> None:
+        """Put every layer back to full precision and drop the quantized copies, for when no
+        plan will be swapped in again (the final step needs the memory: 39 GB of codes at 13B)."""
+        self.restore()
+        self.dense.clear()
+        self.codes.clear()
+
 
 def _move(gq: GroupQuant, device: torch.device, pin: bool) -> GroupQuant:
     def mv(t: torch.Tensor) -> torch.Tensor:

@@ -206,7 +206,7 @@ def main() -> None:
     final_s = None
     if args.final:
         n, length = (int(x) for x in args.final.split("x"))
-        bank.restore()  # the full-precision weights, as the final step starts from
+        bank.release()  # the full-precision weights, the bank's codes dropped: as the search's final step starts
         calib, held = (torch.randint(0, vocab, (n, length), generator=g) for _ in range(2))
         gptq = QuantizerConfig(method="gptq", group_size=128, batch_size=args.batch_size)
         fs = ph.run(

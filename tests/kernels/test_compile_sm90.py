@@ -153,3 +153,21 @@ def test_every_launch_passes_the_fusion_option():
     assert len(launches) == 5  # dequant, gemv, gemv4, gemv_group, packed_matmul
     for call in launches:
         assert any(kw.arg is None and getattr(kw.value, "id", None) == "FUSE" for kw in call.keywords), ast.unparse(call.func)
+
+
+@pytest.mark.parametrize("int_zero", [False, True])
+def test_gptq_column_kernel_compiles_for_sm90_without_contraction(int_zero):
+    """GPTQ's column loop (amq_kernels.gptq) as launched: IEEE division, no fused multiply-add
+    (what keeps it bit-exact with the PyTorch loop)."""
+    from amq_kernels.gptq import ROWS, gptq_block_kernel
+
+    consts = {"BLOCK": 128, "GROUP": 128, "ROWS": ROWS, "INT_ZERO": int_zero}
+    sig = {
+        n: "constexpr" if n in consts else "*u8" if n == "CODES" else "*fp32" if n.isupper() else "i32" for n in gptq_block_kernel.arg_names
+    }
+    k = triton.compile(
+        ASTSource(gptq_block_kernel, sig, consts), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "enable_fp_fusion": False}
+    )
+    ptx = k.asm["ptx"]
+    assert k.asm["cubin"] and "div.rn.f32" in ptx
+    assert not re.search(r"\bfma\.rn\.f32", ptx)  # contraction off: every product rounded on its own, as in PyTorch
