@@ -1,0 +1,180 @@
+"""Issue 19: the one-GPU search settings (`+experiment=llama2_7b`, `llama2_13b`) projected from
+phases measured on the GPU by search_cost_7b.py.
+
+    python benchmarks/search/one_gpu_projection.py --out benchmarks/search/one_gpu_projection.md
+
+Reads the phase lines the GPU runs printed (logs/search_cost_{7b,13b}_h200.log: seconds and peak
+GPU memory per phase) and the experiments' own settings (Hydra, this repository's conf/), and
+adds up what such a search does:
+- setup: model, the reference log-probs on the experiment's calibration, the proxy bank;
+- the sensitivity pass from cached block inputs at the lowest bit-width (each layer costs the
+  blocks from its own to the last; linear between the measured blocks 0 and last), scaled from
+  128 x 2048 to the experiment's calibration by the measured candidate ratio;
+- the search's real evaluations (initial plans, ILP seeds, iterations x candidates) at the
+  experiment's calibration, plus a predictor fit and an NSGA-II round per iteration;
+- the final choice: at most budgets x (top_k + 3 peers) plans, each a whole-model GPTQ + score.
+A phase missing from a log (the 13B run was cut before the NSGA-II round) is measured here, on
+this machine's CPU (the round is CPU work: an upper bound for the GPU machine's faster CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "kernels")]
+
+from amq.config import Config, OptimizerConfig, PredictorConfig, register_configs, to_object  # noqa: E402
+from amq.cost import build_cost_model  # noqa: E402
+from amq.models import LayerInfo  # noqa: E402
+from amq.predictor import make_predictor  # noqa: E402
+from amq.search.nsga import pick_spread, propose  # noqa: E402
+from amq.search.space import SearchSpace  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+LINE = re.compile(r"^(?P<phase>.+?): (?P<s>[\d.]+) s, GPU peak (?P<gpu>[\d.]+) GB")
+# (hidden, intermediate, blocks, parameters) of the published configs
+SHAPES = {"llama2_7b": (4096, 11008, 32, 6_738_415_616), "llama2_13b": (5120, 13824, 40, 13_015_864_320)}
+
+
+def phases(log: Path) -> dict[str, tuple[float, float]]:
+    return {m["phase"]: (float(m["s"]), float(m["gpu"])) for m in map(LINE.match, log.read_text().splitlines()) if m}
+
+
+def experiment(name: str) -> Config:
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return to_object(compose(config_name="config", overrides=["logger=none", f"+experiment={name}"]))
+
+
+def layers(model: str) -> list[LayerInfo]:
+    h, i, n, _ = SHAPES[model]
+    per_block = [
+        ("q_proj", h, h),
+        ("k_proj", h, h),
+        ("v_proj", h, h),
+        ("o_proj", h, h),
+        ("gate_proj", i, h),
+        ("up_proj", i, h),
+        ("down_proj", h, i),
+    ]
+    return [LayerInfo(f"model.layers.{b}.{p}", o, k) for b in range(n) for p, o, k in per_block]
+
+
+def nsga_round(model: str, cfg: Config) -> float:
+    """One predictor fit + NSGA-II round on this CPU, as search_cost_7b.py times it."""
+    infos = layers(model)
+    cost = build_cost_model(infos, cfg.bits.choices, cfg.bits.group_size, SHAPES[model][3])
+    space = SearchSpace(tuple(x.name for x in infos), tuple(cfg.bits.choices))
+    rng = np.random.default_rng(0)
+    archive = space.random_plans(250, rng)
+    y = np.array([1.0 / cost.avg_bits(p) ** 3 for p in archive]) * rng.lognormal(0, 0.05, len(archive))
+    t = time.perf_counter()
+    pred = make_predictor(PredictorConfig(name="rbf"), 0)
+    pred.fit(space.encode(archive), y)
+    lo, hi = cost.plan_bytes(space.uniform(2)), cost.plan_bytes(space.uniform(4))
+    pick_spread(
+        propose(space, lambda p: pred.predict(space.encode(p)), cost.plan_bytes, (lo, hi), OptimizerConfig(), 0, show_progress=False),
+        50,
+        (lo, hi),
+        set(),
+    )
+    return time.perf_counter() - t
+
+
+def project(model: str, log: Path) -> tuple[list[tuple[str, str, float]], float, dict]:
+    cfg = experiment(model)
+    ph = phases(log)
+    n_blocks = SHAPES[model][2]
+    n = len(layers(model))
+    tokens = f"{cfg.data.num_samples} x {cfg.data.seq_len}"
+    eval_full = ph["candidate: swap + score (128 x 2048)"][0]
+    eval_small = ph[f"candidate: swap + score ({tokens})"][0]
+    first = ph["sensitivity from cached inputs of block 0 (one evaluation)"][0]
+    last = ph[f"sensitivity from cached inputs of block {n_blocks - 1} (one evaluation)"][0]
+    sens_pass = sum(first + (last - first) * (k // 7) / (n_blocks - 1) for k in range(n)) * eval_small / eval_full
+    s = cfg.search
+    evals = s.initial_random + 3 + len(s.budgets) + s.ilp_seeds + s.iterations * s.candidates
+    nsga_key = next((k for k in ph if k.startswith("NSGA-II")), None)
+    if nsga_key:
+        round_s, round_note = ph[nsga_key][0] + ph["predictor fit (rbf, 250 plans)"][0], "GPU machine"
+    else:
+        round_s, round_note = nsga_round(model, cfg), "measured on this CPU (not in the log)"
+    final_plans = len(s.budgets) * (cfg.final.top_k + 3)
+    final_plan_s = ph["final step: one candidate plan, GPTQ on 128 x 2048 + score"][0]
+    rows = [
+        (
+            "setup: model + proxy bank",
+            "measured",
+            ph["build model (random weights)"][0] + ph["proxy bank: HQQ at {2,3,4} bits, every layer"][0],
+        ),
+        (f"setup: reference log-probs ({tokens})", "measured", ph[f"reference log-probs ({tokens})"][0]),
+        (
+            f"sensitivity, lowest bit-width, {n} layers from cached block inputs ({tokens})",
+            f"{first:.2f} s (block 0) .. {last:.2f} s (block {n_blocks - 1}) x {eval_small / eval_full:.3f}",
+            sens_pass,
+        ),
+        (f"search: {evals} real evaluations ({tokens})", f"{evals} x {eval_small:.2f} s", evals * eval_small),
+        (
+            f"search: {s.iterations} predictor fits + NSGA-II rounds",
+            f"{s.iterations} x {round_s:.1f} s ({round_note})",
+            s.iterations * round_s,
+        ),
+        (
+            "final step: held-out reference log-probs (128 x 2048) + host copy of the weights",
+            "measured",
+            ph["final step: reference log-probs of the held-out windows (128 x 2048)"][0],
+        ),
+        (
+            f"final step: at most {final_plans} plans (top_k {cfg.final.top_k} + ILP, greedy, uniform, x {len(s.budgets)} budgets)",
+            f"{final_plans} x {final_plan_s:.1f} s",
+            final_plans * final_plan_s,
+        ),
+    ]
+    search_peak = max(g for k, (_, g) in ph.items() if not k.startswith(("final", "predictor", "NSGA")))
+    final_peak = max(g for k, (_, g) in ph.items() if k.startswith("final"))
+    return rows, sum(r[2] for r in rows), {"search_peak": search_peak, "final_peak": final_peak}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    lines = [
+        "# One-GPU search settings at 7B and 13B, projected from H200 phases",
+        "",
+        f"Command: `python benchmarks/search/one_gpu_projection.py {' '.join(sys.argv[1:])}` (here, no GPU), from the phase logs of",
+        "`python benchmarks/search/search_cost_7b.py --model llama2_{7b,13b} --sens-evals 2 --small 32x2048 --final 128x2048`",
+        "on an H200 (logs/search_cost_7b_h200.log, logs/search_cost_13b_h200.log; the 13B run was cut by the call's time",
+        "limit after the predictor fit). Settings: `+experiment=llama2_7b` / `llama2_13b` as shipped.",
+        "",
+    ]
+    for model, log in (("llama2_7b", HERE / "logs/search_cost_7b_h200.log"), ("llama2_13b", HERE / "logs/search_cost_13b_h200.log")):
+        rows, total, mem = project(model, log)
+        lines += [
+            f"## {model}",
+            "",
+            "| phase | how | seconds |",
+            "|---|---|---|",
+            *[f"| {name} | {how} | {sec:.0f} |" for name, how, sec in rows],
+            f"| **total** | | **{total:.0f} s = {total / 60:.1f} min** |",
+            "",
+            f"Peak GPU memory measured: {mem['search_peak']:.1f} GB in the search phases (with the 128 x 2048 reference log-probs of the",
+            f"benchmark's first phases resident), {mem['final_peak']:.1f} GB in the final step.",
+            "",
+        ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
