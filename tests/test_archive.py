@@ -26,7 +26,19 @@ def test_a_trial_half_way_through_its_suggests_reads_as_its_queued_plan():
     trial.suggest_categorical("p0", [2, 3, 4])
     assert driver.known_plans() == {(2, 3, 4), (4, 4, 4)}
     assert driver.enqueue([(2, 3, 4), (3, 3, 3)], iteration=1, source="nsga2", avg_bits=lambda p: 3.0) == 1
-    assert driver.iterations_started() == {0, 1}
+    assert driver.known_plans(before=1) == {(2, 3, 4), (4, 4, 4)}  # what iteration 1's proposals had to avoid
+    assert driver.known_plans() == {(2, 3, 4), (4, 4, 4), (3, 3, 3)}
+
+
+def test_an_iteration_counts_as_queued_only_once_marked():
+    """A driver killed half-way through queuing an iteration: resume must queue the rest."""
+    storage = optuna.storages.InMemoryStorage()
+    driver = _archive(storage)
+    driver.enqueue([(2, 3, 4)], iteration=0, source="random", avg_bits=lambda p: 3.0)
+    assert not driver.queued(0)
+    driver.mark_queued(0)
+    again = _archive(storage)  # the resumed driver
+    assert again.queued(0) and not again.queued(1)
 
 
 def test_a_trial_asked_with_nothing_queued_has_no_plan_and_is_not_requeued():
@@ -34,8 +46,7 @@ def test_a_trial_asked_with_nothing_queued_has_no_plan_and_is_not_requeued():
     driver, worker = _archive(storage), _archive(storage)
     trial = worker.study.ask()  # another worker was faster: no fixed params, no iteration
     trial.suggest_categorical("p0", [2, 3, 4])
-    assert driver.known_plans() == set()
-    assert driver.iterations_started() == set()
+    assert driver.known_plans() == set() and driver.known_plans(before=0) == set()
     assert driver.requeue_stale() == 0 and driver.waiting() == 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -39,17 +40,6 @@ def _archive(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "archive.jsonl").read_text().splitlines()]
 
 
-def _iteration_count(jsonl: Path, it: int) -> int:
-    """Evaluations of iteration `it` finished so far (a line being written is skipped)."""
-    if not jsonl.exists():
-        return 0
-    n = 0
-    for line in jsonl.read_text().splitlines():
-        with contextlib.suppress(ValueError):
-            n += json.loads(line)["iteration"] == it
-    return n
-
-
 @pytest.mark.slow
 def test_search_writes_every_output_and_beats_uniform(tmp_path, small_model_dir):
     run = tmp_path / "run"
@@ -71,36 +61,69 @@ def test_search_writes_every_output_and_beats_uniform(tmp_path, small_model_dir)
     assert plan3.divergence < uniform[3], (plan3.divergence, uniform)
 
 
+def _chosen(run_dir: Path) -> dict[str, dict]:
+    return {p.name: PlanDocument.load(p).layers for p in sorted((run_dir / "plans").glob("*.json"))}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, small_model_dir) -> Path:
+    """The search the killed ones must end up equal to."""
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    r = subprocess.run(_cmd(small_model_dir, run), capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run
+
+
+def _kill_when(run: Path, point: int | str, proc: subprocess.Popen, delay: float) -> None:
+    """Wait until the archive holds `point` evaluations ("final": until the final step has scored a
+    plan), then a little more, then kill -9 the driver's process group."""
+    deadline = time.time() + 600
+    jsonl, final = run / "archive.jsonl", run / "final.json"
+
+    def reached() -> bool:
+        if point == "final":
+            return final.exists()
+        return jsonl.exists() and sum(1 for line in jsonl.read_text().splitlines() if line.endswith("}")) >= int(point)
+
+    while time.time() < deadline and not reached() and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(delay)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("storage", ["journal", "sqlite"])
-def test_killed_search_resumes_with_every_evaluation_exactly_once(tmp_path, small_model_dir, storage):
-    """kill -9 of the driver mid-iteration, on the run dir's journal and on an SQLite database (heartbeats)."""
+def test_driver_killed_at_a_random_point_resumes_to_the_uninterrupted_result(tmp_path, small_model_dir, uninterrupted, storage):
+    """kill -9 of the driver at a random point of the run (from model loading to the final step; the
+    seed is in the failure message, AMQ_KILL_SEED=... replays it), on the run dir's journal and on an
+    SQLite database (heartbeats): the resumed run evaluates every plan exactly once, keeps what was
+    done before the kill, and ends with the uninterrupted run's archive and chosen plans."""
+    seed = int(os.environ.get("AMQ_KILL_SEED", time.time_ns() % 10**6))
+    rng = random.Random(seed)
+    total = len(_archive(uninterrupted))
+    point: int | str = rng.choice([*range(total), "final"])
+    delay = rng.uniform(0.0, 0.5)
+    why = f"AMQ_KILL_SEED={seed}: killed at {point} evaluations + {delay:.2f} s, {storage}"
     run = tmp_path / "run"
     shared = [f"search.storage=sqlite:///{tmp_path / 'search.db'}", "search.heartbeat_s=1"] if storage == "sqlite" else []
     proc = subprocess.Popen(
         _cmd(small_model_dir, run, *shared), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    deadline = time.time() + 600
-    jsonl = run / "archive.jsonl"
-    # kill in the middle of iteration 1's evaluations (after the initial archive and 2 more)
-    while time.time() < deadline and _iteration_count(jsonl, 1) < 2:
-        assert proc.poll() is None, "search ended before it could be killed"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = _archive(run)
-    n0 = sum(a["iteration"] == 0 for a in before)
-    assert n0 + 2 <= len(before) < n0 + 18
+    _kill_when(run, point, proc, delay)
+    before = _archive(run) if (run / "archive.jsonl").exists() else []
 
     r = subprocess.run(_cmd(small_model_dir, run, *shared, "resume=true"), capture_output=True, text=True, cwd=ROOT, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, f"{why}: {r.stderr[-3000:]}"
     after = _archive(run)
     plans = [tuple(a["plan"]) for a in after]
-    assert len(plans) == len(set(plans)) == n0 + 18  # every evaluation exactly once, none lost
-    # evaluations done before the kill are kept as they were, not redone
+    assert len(plans) == len(set(plans)) == total, why  # every evaluation exactly once, none lost
     kept = {(tuple(a["plan"]), a["trial"], a["divergence"]) for a in after}
-    assert all((tuple(a["plan"]), a["trial"], a["divergence"]) in kept for a in before)
-    assert [a["iteration"] for a in after].count(3) == 6  # and the search ran to its end
+    assert all((tuple(a["plan"]), a["trial"], a["divergence"]) in kept for a in before), why  # done before the kill: kept, not redone
+    reference = {tuple(a["plan"]): a["divergence"] for a in _archive(uninterrupted)}
+    assert {tuple(a["plan"]): a["divergence"] for a in after} == reference, why
+    assert _chosen(run) == _chosen(uninterrupted), why
 
 
 def test_existing_run_dir_needs_resume(tmp_path, small_model_dir):

@@ -153,10 +153,14 @@ class Archive:
         """A trial that was queued with a whole plan (not one asked when nothing was left)."""
         return t.user_attrs.get("iteration") is not None and self._plan_of(t) is not None
 
-    def known_plans(self) -> set[Plan]:
-        """Plans completed, waiting or running: never enqueue these again."""
+    def known_plans(self, before: int | None = None) -> set[Plan]:
+        """Plans completed, waiting or running: never enqueue these again (`before`: only those of
+        earlier iterations, what an iteration's proposals avoided when it was first queued)."""
         states = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
-        plans = (self._plan_of(t) for t in self.study.get_trials(deepcopy=False, states=states))
+        trials = self.study.get_trials(deepcopy=False, states=states)
+        if before is not None:
+            trials = [t for t in trials if t.user_attrs.get("iteration") is None or int(t.user_attrs["iteration"]) < before]
+        plans = (self._plan_of(t) for t in trials)
         return {p for p in plans if p is not None}
 
     def waiting(self) -> int:
@@ -165,10 +169,13 @@ class Archive:
     def running(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
-    def iterations_started(self) -> set[int]:
-        states = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
-        trials = self.study.get_trials(deepcopy=False, states=states)
-        return {int(t.user_attrs["iteration"]) for t in trials if t.user_attrs.get("iteration") is not None}
+    def queued(self, iteration: int) -> bool:
+        """Whether every plan of `iteration` was queued. Queuing is one trial at a time: a driver
+        killed in the middle leaves part of an iteration queued, which must not pass for all of it."""
+        return bool(self.study.user_attrs.get(f"queued_{iteration}"))
+
+    def mark_queued(self, iteration: int) -> None:
+        self.study.set_user_attr(f"queued_{iteration}", True)
 
     # --- writing -------------------------------------------------------------------------
     def enqueue(self, plans: Sequence[Plan], iteration: int, source: str, avg_bits: Callable[[Plan], float]) -> int:

@@ -295,7 +295,7 @@ class _Iterations:
     def initial(self, timings: dict[str, float]) -> None:
         """Iteration 0: uniform plans, random plans and the ILP seeds (the peers' best guesses)."""
         cfg, space, archive = self.cfg, self.space, self.archive
-        if 0 not in archive.iterations_started():
+        if not archive.queued(0):  # (again after a kill mid-queue: the same plans, those queued are skipped)
             rng = np.random.default_rng(cfg.seed)
             initial = [space.uniform(b) for b in cfg.bits.choices] if cfg.search.initial_uniform else []
             initial += space.random_plans(cfg.search.initial_random, rng)
@@ -303,6 +303,7 @@ class _Iterations:
             if cfg.search.strategy == "amq":
                 seeds = ilp_seeds(space, self.loss, self.cost, self.budgets_bytes, self.window, cfg.search.ilp_seeds)
                 archive.enqueue(seeds, 0, "ilp", self.cost.avg_bits)
+            archive.mark_queued(0)
         t_eval = self.run_queue("initial archive")
         self.hv_ref = (1.0, max(r.divergence for r in archive.records() if r.iteration == 0) * 1.1)
         self.log(0, {"evaluate_s": t_eval, **{f"{k}_s": v for k, v in timings.items()}})
@@ -310,12 +311,17 @@ class _Iterations:
     def iteration(self, it: int) -> None:
         cfg, archive = self.cfg, self.archive
         phase: dict[str, float] = {}
-        if it not in archive.iterations_started() and cfg.search.strategy == "random":
-            picks = random_in_window(self.space, self.cost, self.window, archive.known_plans(), cfg.search.candidates, cfg.seed + it)
+        # an iteration's plans are proposed from what earlier iterations found, so that a driver killed
+        # while queuing them proposes the same ones again on resume (those already queued are skipped)
+        if not archive.queued(it) and cfg.search.strategy == "random":
+            picks = random_in_window(
+                self.space, self.cost, self.window, archive.known_plans(before=it), cfg.search.candidates, cfg.seed + it
+            )
             archive.enqueue(picks, it, "random", self.cost.avg_bits)
-        elif it not in archive.iterations_started():
+            archive.mark_queued(it)
+        elif not archive.queued(it):
             t = time.perf_counter()
-            records = archive.records()
+            records = [r for r in archive.records() if r.iteration < it]
             predictor, self.predictor_metrics = _fit_predictor(cfg, self.space, records, self.loss, seed=cfg.seed + it)
             phase["fit_s"] = time.perf_counter() - t
             t = time.perf_counter()
@@ -328,11 +334,12 @@ class _Iterations:
                     it, self.predictor_metrics.get("kendall_tau", float("nan")), cfg.predictor.min_tau,
                 )  # fmt: skip
             proposals = propose_candidates(
-                cfg, self.space, predictor, trusted, records, archive.known_plans(), self.loss, self.cost, self.budgets_bytes,
+                cfg, self.space, predictor, trusted, records, archive.known_plans(before=it), self.loss, self.cost, self.budgets_bytes,
                 self.window, it, self.show_progress,
             )  # fmt: skip
             for source, plans in proposals:
                 archive.enqueue(plans, it, source, self.cost.avg_bits)
+            archive.mark_queued(it)
             phase["propose_s"] = time.perf_counter() - t
         phase["evaluate_s"] = self.run_queue(f"iteration {it}/{cfg.search.iterations}")
         self.log(it, phase)
