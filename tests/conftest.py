@@ -7,6 +7,9 @@ AMQ_SHARED environment variable; tests that need them skip cleanly without.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 # before torch loads OpenMP (as amq/__init__.py does for the CLIs): spinning threads made the
@@ -14,6 +17,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,3 +55,28 @@ def small_qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _offline_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def _free_port() -> int:
+    """A port nothing listens on now (a fixed one collides with a server another run left behind)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the test session (launchers/postgres_local.sh; .ci/run installs Debian's
+    postgresql); its URL. Skips where there is none or no psycopg."""
+    pytest.importorskip("psycopg")
+    script = ROOT / "launchers" / "postgres_local.sh"
+    state = Path(tempfile.mkdtemp(prefix="amq-pg-"))  # outside pytest's private tmp: the server runs as user postgres
+    r = subprocess.run(["bash", str(script), "start", str(state), str(_free_port())], capture_output=True, text=True, timeout=120)
+    if r.returncode == 3:
+        pytest.skip(r.stderr.strip())
+    assert r.returncode == 0, r.stderr
+    yield r.stdout.strip()
+    subprocess.run(["bash", str(script), "stop", str(state)], timeout=60)
+    shutil.rmtree(state, ignore_errors=True)

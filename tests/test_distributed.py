@@ -9,11 +9,9 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,28 +31,6 @@ SETTINGS = [
     "data.seq_len=128",
     "search.budgets=[2.5,3.0,3.5]",
 ]
-
-
-def _free_port() -> int:
-    """A port nothing listens on now (a fixed one collides with a server another run left behind)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    script = ROOT / "launchers" / "postgres_local.sh"
-    state = Path(tempfile.mkdtemp(prefix="amq-pg-"))  # outside pytest's private tmp: the server runs as user postgres
-    r = subprocess.run(["bash", str(script), "start", str(state), str(_free_port())], capture_output=True, text=True, timeout=120)
-    if r.returncode == 3:
-        pytest.skip(r.stderr.strip())
-    assert r.returncode == 0, r.stderr
-    yield r.stdout.strip()
-    subprocess.run(["bash", str(script), "stop", str(state)], timeout=60)
-    shutil.rmtree(state, ignore_errors=True)
 
 
 @functools.cache

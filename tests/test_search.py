@@ -94,11 +94,11 @@ def _kill_when(run: Path, point: int | str, proc: subprocess.Popen, delay: float
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("storage", ["journal", "sqlite"])
-def test_driver_killed_at_a_random_point_resumes_to_the_uninterrupted_result(tmp_path, small_model_dir, uninterrupted, storage):
+@pytest.mark.parametrize("storage", ["journal", "sqlite", "postgres"])
+def test_driver_killed_at_a_random_point_resumes_to_the_uninterrupted_result(request, tmp_path, small_model_dir, uninterrupted, storage):
     """kill -9 of the driver at a random point of the run (from model loading to the final step; the
     seed is in the failure message, AMQ_KILL_SEED=... replays it), on the run dir's journal and on an
-    SQLite database (heartbeats): the resumed run evaluates every plan exactly once, keeps what was
+    SQLite database and on PostgreSQL (heartbeats): the resumed run evaluates every plan exactly once, keeps what was
     done before the kill, and ends with the uninterrupted run's archive and chosen plans."""
     seed = int(os.environ.get("AMQ_KILL_SEED", time.time_ns() % 10**6))
     rng = random.Random(seed)
@@ -107,7 +107,11 @@ def test_driver_killed_at_a_random_point_resumes_to_the_uninterrupted_result(tmp
     delay = rng.uniform(0.0, 0.5)
     why = f"AMQ_KILL_SEED={seed}: killed at {point} evaluations + {delay:.2f} s, {storage}"
     run = tmp_path / "run"
-    shared = [f"search.storage=sqlite:///{tmp_path / 'search.db'}", "search.heartbeat_s=1"] if storage == "sqlite" else []
+    shared: list[str] = []
+    if storage == "sqlite":
+        shared = [f"search.storage=sqlite:///{tmp_path / 'search.db'}", "search.heartbeat_s=1"]
+    elif storage == "postgres":
+        shared = [f"search.storage={request.getfixturevalue('postgres')}", f"search.study=kill-{tmp_path.name}", "search.heartbeat_s=1"]
     proc = subprocess.Popen(
         _cmd(small_model_dir, run, *shared), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
