@@ -371,6 +371,65 @@ class EvaluateConfig:
         _check(not bad, f"export_formats: unknown {bad}; choose from {', '.join(EXPORT_FORMATS)}")
 
 
+# --- the small tools' settings (`python -m amq.plan`, `amq.worker`, `amq.report`, `amq.export`),
+# composed by Hydra from these schemas alone (amq.cli.compose_tool): key=value on the command line
+
+
+@dataclass
+class ReplanConfig:
+    """`python -m amq.plan`: a plan for a new memory target from a finished search."""
+
+    run_dir: str = MISSING  # the search's run dir
+    budget: float = MISSING  # the new target, in `unit`
+    unit: str = "bits"  # bits (average per weight) | gb (model size)
+
+    def __post_init__(self) -> None:
+        _check(self.unit in ("bits", "gb"), f"unit must be bits or gb, got {self.unit!r}")
+
+
+@dataclass
+class WorkerConfig:
+    """`python -m amq.worker`: evaluate a search's candidates on this device."""
+
+    storage: str = MISSING  # the driver's search.storage: a database URL or a .journal file
+    study: str = MISSING  # the driver's search.study
+    model: str = MISSING  # the driver's model: path, hub id or builtin:<name> (must match the study's)
+    trust_remote_code: bool = False  # only for a model you trust: runs its repository's code
+    device: str | None = None  # e.g. cuda:1; None: the model config's
+    poll_s: float = 1.0  # seconds between looks for queued plans
+    heartbeat_s: int | None = None  # None: the study's
+    wait_s: float = 600.0  # give up after this long with nothing queued
+
+
+@dataclass
+class ReportConfig:
+    """`python -m amq.report`: one comparison from many `amq.evaluate` runs."""
+
+    dir: str = MISSING  # a multirun (or any) directory holding amq.evaluate runs
+    wandb_mode: str = "offline"  # offline | online | disabled
+    project: str = "amq"
+
+    def __post_init__(self) -> None:
+        _check(
+            self.wandb_mode in ("offline", "online", "disabled"), f"wandb_mode must be offline, online or disabled, got {self.wandb_mode!r}"
+        )
+
+
+@dataclass
+class ExportInfoConfig:
+    """`python -m amq.export`: what an export holds."""
+
+    path: str = MISSING  # an export directory (written by python -m amq.evaluate ... export=true)
+
+
+TOOL_SCHEMAS = {
+    "replan_schema": ReplanConfig,
+    "worker_schema": WorkerConfig,
+    "report_schema": ReportConfig,
+    "export_schema": ExportInfoConfig,
+}
+
+
 def register_configs() -> None:
     """Register the root schemas: every group's YAML is merged into its typed field, and the
     `model_name` resolver (run_name: the model's name, or its path's last part when none is set)."""
@@ -379,6 +438,8 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
+    for name, node in TOOL_SCHEMAS.items():
+        cs.store(name=name, node=node)
 
 
 def config_from_dict(doc: dict) -> Config:

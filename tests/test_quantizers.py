@@ -136,3 +136,28 @@ def test_integer_zeros_are_integer_codes_and_stay_close(method):
         err_f = (fz.dequantize(torch.float32) - w).pow(2).mean()
         err_i = (iz.dequantize(torch.float32) - w).pow(2).mean()
         assert err_i < 1.6 * err_f  # rounding the zero costs little
+
+
+@pytest.mark.parametrize("method", ["rtn", "hqq", "gptq"])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_a_constant_group_quantizes_to_finite_weights(method, bits):
+    """An all-zero group (a pruned row, or input columns GPTQ finds dead) or a constant one: its fp16
+    scale used to round to 0 and its weights to NaN. Now finite and close to the constant."""
+    from amq.quant.groupwise import quantize
+
+    torch.manual_seed(0)
+    w = torch.randn(4, 256) * 0.02
+    w[0, :128] = 0.0
+    w[1, 128:] = 0.3
+    w[2, :128] = -1e-9
+    if method == "gptq":
+        x = torch.randn(512, 256)
+        x[:, 128:] = 0.0  # dead inputs: GPTQ zeroes the whole second group of every row
+        gq = gptq_quantize(w, x.t() @ x, bits, 128)
+    else:
+        gq = quantize(w, bits, 128, method)
+    d = gq.dequantize(torch.float32)
+    assert torch.isfinite(d).all()
+    assert d[0, :128].abs().max() < 1e-6 and d[2, :128].abs().max() < 1e-6
+    if method != "gptq":
+        assert (d[1, 128:] - 0.3).abs().max() < 1e-3

@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from amq.cli import fail
+from amq.cli import compose_tool, fail, one_line_errors
+from amq.config import ReportConfig
 from amq.report import collect, label, plot, table
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m amq.report", description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("dir", type=Path, help="a multirun (or any) directory holding amq.evaluate runs")
-    ap.add_argument("--wandb-mode", default="offline", choices=["offline", "online", "disabled"])
-    ap.add_argument("--project", default="amq")
-    args = ap.parse_args(argv)
-    if not args.dir.is_dir():
-        fail(f"{args.dir}: no such directory")
-    rows = collect(args.dir)
+    """`python -m amq.report DIR` (or dir=DIR) [wandb_mode=offline|online|disabled] [project=amq]."""
+    cfg: ReportConfig = compose_tool(
+        "amq.report", "report_schema", sys.argv[1:] if argv is None else argv, (__doc__ or "").splitlines()[0], "dir"
+    )
+    run_dir = Path(cfg.dir)
+    if not run_dir.is_dir():
+        fail(f"{run_dir}: no such directory")
+    rows = collect(run_dir)
     if not rows:
-        fail(f"no result.json under {args.dir} (run python -m amq.evaluate first)")
-    md = args.dir / "report.md"
-    png = args.dir / "report.png"
-    md.write_text("\n".join([f"# amq report: {args.dir.name}", "", *table(rows), "", "![perplexity vs bits](report.png)", ""]))
+        fail(f"no result.json under {run_dir} (run python -m amq.evaluate first)")
+    md = run_dir / "report.md"
+    png = run_dir / "report.png"
+    md.write_text("\n".join([f"# amq report: {run_dir.name}", "", *table(rows), "", "![perplexity vs bits](report.png)", ""]))
     plot(rows, png)
-    if args.wandb_mode != "disabled":
+    if cfg.wandb_mode != "disabled":
         from amq.config import LoggerConfig
         from amq.tracking import Tracker
 
-        tracker = Tracker(LoggerConfig(mode=args.wandb_mode, project=args.project, group=args.dir.name), args.dir, {}, "report")
+        tracker = Tracker(LoggerConfig(mode=cfg.wandb_mode, project=cfg.project, group=run_dir.name), run_dir, {}, "report")
         tests = list(dict.fromkeys(t for r in rows for t in r["perplexity"]))
         tracker.table(
             "report/results",

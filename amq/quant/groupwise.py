@@ -55,6 +55,12 @@ def _minmax_params(wg: torch.Tensor, bits: int | torch.Tensor, int_zero: bool = 
     lo = wg.amin(-1, keepdim=True)
     hi = wg.amax(-1, keepdim=True)
     scale = ((hi - lo) / qmax).clamp_min(1e-8).half().float()
+    # a (near-)constant group: its fp16 scale would round to 0 and every code to NaN. Stretch its
+    # range to include 0 and keep the scale at least fp16's smallest step (other groups unchanged)
+    flat = scale == 0
+    if bool(flat.any()):
+        lo, hi = torch.where(flat, lo.clamp_max(0), lo), torch.where(flat, hi.clamp_min(0), hi)
+        scale = torch.where(flat, ((hi - lo) / qmax).half().float().clamp_min(2**-24), scale)
     zero = -lo / scale
     zero = torch.minimum(torch.round(zero).clamp_min(0), torch.as_tensor(qmax, dtype=zero.dtype)) if int_zero else zero.half().float()
     return scale, zero

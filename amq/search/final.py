@@ -159,7 +159,12 @@ class FinalScorer:
 
 
 def _host_copy(t: torch.Tensor) -> torch.Tensor:
-    return t.to("cpu", copy=True).pin_memory()
+    """A copy in host memory, pinned where the system allows (faster to copy back)."""
+    host = t.to("cpu", copy=True)
+    try:
+        return host.pin_memory()
+    except RuntimeError:  # pinned memory exhausted or not allowed: pageable is only slower
+        return host
 
 
 class FinalRecord:

@@ -58,6 +58,10 @@ def gptq_block_kernel(
             lo = tl.min(tl.where(in_group, w, float("inf")), 1)
             hi = tl.max(tl.where(in_group, w, float("-inf")), 1)
             s = tl.maximum(tl.math.div_rn(hi - lo, qmax), 1e-8).to(tl.float16).to(tl.float32)
+            flat = s == 0.0  # a (near-)constant group: its range stretched to 0, as _minmax_params does
+            lo = tl.where(flat, tl.minimum(lo, 0.0), lo)
+            hi = tl.where(flat, tl.maximum(hi, 0.0), hi)
+            s = tl.where(flat, tl.maximum(tl.math.div_rn(hi - lo, qmax).to(tl.float16).to(tl.float32), 5.960464477539063e-08), s)
             z = tl.math.div_rn(-lo, s)
             if INT_ZERO:
                 z = tl.minimum(tl.maximum(rint(z), 0.0), qmax)

@@ -25,6 +25,8 @@ cases = [
 ]
 for rows, in_f, gs, bits, int_zero in cases:
     ws = [torch.randn(r, in_f) * 0.02 for r in rows]
+    ws[0][0, :gs] = 0.0  # an all-zero group and a constant one: the stretched-range path
+    ws[0][1, :gs] = 0.25
     x = torch.randn(512, in_f) * torch.linspace(0.2, 3.0, in_f)
     x[:, 5] = 0.0  # a dead input column
     acc = HessianAccumulator(in_f, torch.device("cpu"))
@@ -34,6 +36,7 @@ for rows, in_f, gs, bits, int_zero in cases:
     for a, b in zip(ref, got):
         assert torch.equal(a.codes, b.codes), (rows, in_f, (a.codes != b.codes).sum().item())
         assert torch.equal(a.scale, b.scale) and torch.equal(a.zero, b.zero), (rows, in_f)
+        assert torch.isfinite(a.scale).all() and torch.isfinite(a.zero).all()
         assert a.codes.max().item() == 2**a.bits - 1  # the codes span their range (not all clamped)
 print("ok", len(cases))
 """
