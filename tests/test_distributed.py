@@ -9,6 +9,7 @@ import contextlib
 import functools
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -86,21 +87,26 @@ def _driver_and_three_workers_one_killed(tmp_path, small_model_dir, url: str, wo
         stderr=subprocess.PIPE,
         text=True,
     )
-    # the first worker seen holding an evaluation is killed (on a loaded machine any one of them may be
-    # starved until the others have taken every trial)
+    # at a random point of the search (after `after` evaluations; the seed is in the failure message and
+    # AMQ_KILL_SEED=... replays it), the first worker seen holding an evaluation is killed (on a loaded
+    # machine any one of them may be starved until the others have taken every trial)
+    seed = int(os.environ.get("AMQ_KILL_SEED", time.time_ns() % 10**6))
+    after = random.Random(seed).randint(0, 14)
+    why = f"AMQ_KILL_SEED={seed}: a worker killed after {after} evaluations"
     victim = None
     deadline = time.time() + 600
     while victim is None and time.time() < deadline and driver.poll() is None:
         with contextlib.suppress(KeyError):  # the study is not created yet
-            victim = next((w for w in workers if _running_of(url, study, w.pid)), None)
+            if _completed(url, study) >= after:
+                victim = next((w for w in workers if _running_of(url, study, w.pid)), None)
         time.sleep(0.02)
-    assert victim is not None, "no worker ever held an evaluation"
+    assert victim is not None, f"{why}: no worker held an evaluation after that"
     victim.send_signal(signal.SIGKILL)
     _, err = driver.communicate(timeout=900)
-    assert driver.returncode == 0, err[-3000:]
+    assert driver.returncode == 0, f"{why}: {err[-3000:]}"
     for w in (w for w in workers if w is not victim):
         _, werr = w.communicate(timeout=120)
-        assert w.returncode == 0, werr[-3000:]  # the driver marked the study done
+        assert w.returncode == 0, f"{why}: {werr[-3000:]}"  # the driver marked the study done
 
     import optuna
 
@@ -110,9 +116,17 @@ def _driver_and_three_workers_one_killed(tmp_path, small_model_dir, url: str, wo
     assert len(by_worker - {"driver"}) >= 2  # workers did real work
 
     a, b = _archive(single), _archive(dist)
-    assert set(a) == set(b)  # the same plans, each exactly once
+    assert set(a) == set(b), why  # the same plans, each exactly once
     for plan, div in a.items():
         assert b[plan] == pytest.approx(div, rel=1e-5)
+
+
+def _completed(url: str, study: str) -> int:
+    import optuna
+    from optuna.trial import TrialState
+
+    st = optuna.load_study(study_name=study, storage=_storage(url))
+    return len(st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def _reload(journal: str, study: str):
