@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
-from amq.config import TOOL_SCHEMAS, AMQConfigError
+from amq.config import TOOL_SCHEMAS, AMQConfigError, register_configs
 
 T = TypeVar("T")
 
@@ -50,8 +50,6 @@ def compose_tool(prog: str, schema: str, argv: list[str], about: str, positional
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
-
-    from amq.config import register_configs
 
     node = TOOL_SCHEMAS[schema]
     defaults = OmegaConf.structured(node)

@@ -14,6 +14,7 @@ weights ("static groups"), so groups stay contiguous input ranges as the packed 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import torch
@@ -38,26 +39,22 @@ class HessianAccumulator:
         m = x.shape[0]
         self.h.mul_(self.n / (self.n + m))
         self.n += m
-        if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and _half_products(x):
+        if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and _half_products(x.device, x.dtype):
             self.h = torch.addmm(self.h, x.T, x, alpha=2.0 / self.n, out_dtype=torch.float32)
             return
         x = x.float() * (2.0 / self.n) ** 0.5
         self.h.addmm_(x.T, x)
 
 
-_HALF_PRODUCTS: dict[torch.device, bool] = {}
-
-
-def _half_products(x: torch.Tensor) -> bool:
+@functools.cache
+def _half_products(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether this torch and GPU have addmm with 16-bit inputs and an fp32 result."""
-    if x.device not in _HALF_PRODUCTS:
-        try:
-            a = torch.ones(2, 2, device=x.device, dtype=x.dtype)
-            torch.addmm(torch.zeros(2, 2, device=x.device), a, a, out_dtype=torch.float32)
-            _HALF_PRODUCTS[x.device] = True
-        except (RuntimeError, TypeError, NotImplementedError):
-            _HALF_PRODUCTS[x.device] = False
-    return _HALF_PRODUCTS[x.device]
+    a = torch.ones(2, 2, device=device, dtype=dtype)
+    try:
+        torch.addmm(torch.zeros(2, 2, device=device), a, a, out_dtype=torch.float32)
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
+    return True
 
 
 def gptq_quantize(
@@ -157,10 +154,11 @@ def _column_blocks_kernel(W, hinv, codes, scale, zero, qmax, block_size: int, gr
 
     in_f = W.shape[1]
     rows = hinv.contiguous()  # the kernel reads rows; the GEMM below keeps the loop's operand (same layout, same sums)
+    qmax = qmax.contiguous()
     err1 = torch.empty(W.shape[0], block_size, device=W.device, dtype=torch.float32)
     for i1 in range(0, in_f, block_size):
         i2 = min(i1 + block_size, in_f)
-        gptq_block(W, rows, codes, scale, zero, err1, qmax.contiguous(), i1, i2, group_size, int_zero)
+        gptq_block(W, rows, codes, scale, zero, err1, qmax, i1, i2, group_size, int_zero)
         if i2 < in_f:
             W[:, i2:] -= err1[:, : i2 - i1] @ hinv[i1:i2, i2:]
 

@@ -127,6 +127,7 @@ class FinalScorer:
         select_ids: torch.Tensor,
         quantizer: QuantizerConfig,
         metric: str,
+        originals: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         self.model = model
         self.linears = dict(linears)
@@ -135,10 +136,10 @@ class FinalScorer:
         self.evaluator = DivergenceEvaluator(model, select_ids, quantizer.batch_size, metric)
         # GPTQ, HQQ and RTN replace each weight's tensor and leave the old one alone, so keeping
         # references is enough to put them back; AWQ also rescales norms in place: it runs on a copy.
-        # On a GPU the references are host copies: the originals and the quantized weights would
-        # otherwise both sit on it (26 GB more at the peak for a 13B model)
-        self.on_gpu = next(iter(self.linears.values())).weight.is_cuda
-        self.weights = {n: _host_copy(lin.weight.data) if self.on_gpu else lin.weight.data for n, lin in self.linears.items()}
+        # `originals`: full-precision weights kept elsewhere (the proxy bank's, in host memory with
+        # its default storage), so that the GPU does not hold them beside the quantized ones
+        # (26 GB more at the peak for a 13B model)
+        self.weights = dict(originals) if originals is not None else {n: lin.weight.data for n, lin in self.linears.items()}
 
     @contextlib.contextmanager
     def quantized(self, plan: Mapping[str, int]) -> Iterator[nn.Module]:
@@ -151,20 +152,11 @@ class FinalScorer:
         finally:
             self.evaluator.model = self.model
             for n, w in self.weights.items():
-                self.linears[n].weight.data = w.to(self.evaluator.device, non_blocking=True) if self.on_gpu else w
+                self.linears[n].weight.data = w.to(self.evaluator.device, non_blocking=True)  # (no copy when already there)
 
     def score(self, plan: Mapping[str, int]) -> float:
         with self.quantized(plan):
             return self.evaluator.score()
-
-
-def _host_copy(t: torch.Tensor) -> torch.Tensor:
-    """A copy in host memory, pinned where the system allows (faster to copy back)."""
-    host = t.to("cpu", copy=True)
-    try:
-        return host.pin_memory()
-    except RuntimeError:  # pinned memory exhausted or not allowed: pageable is only slower
-        return host
 
 
 class FinalRecord:
@@ -275,7 +267,7 @@ def final_choice(
     calib = calibration_ids(data, tokenizer)  # the windows `amq.evaluate` quantizes with, for the same data settings
     held_out = calibration_ids(replace(data, seed=data.seed + 1), tokenizer)
     quantizer = QuantizerConfig(method=cfg.final.method, group_size=cfg.bits.group_size, batch_size=cfg.data.batch_size)
-    scorer = FinalScorer(evaluator.model, bank.linears, calib, held_out, quantizer, cfg.search.metric)
+    scorer = FinalScorer(evaluator.model, bank.linears, calib, held_out, quantizer, cfg.search.metric, bank.original)
     choose(choices, names, scorer, record, show_progress)
     record.write(choices, cfg.search.budget_unit)
     _report(choices, cfg, record.seconds, tracker)

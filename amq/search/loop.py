@@ -313,13 +313,14 @@ class _Iterations:
         phase: dict[str, float] = {}
         # an iteration's plans are proposed from what earlier iterations found, so that a driver killed
         # while queuing them proposes the same ones again on resume (those already queued are skipped)
-        if not archive.queued(it) and cfg.search.strategy == "random":
+        queued = archive.queued(it)
+        if not queued and cfg.search.strategy == "random":
             picks = random_in_window(
                 self.space, self.cost, self.window, archive.known_plans(before=it), cfg.search.candidates, cfg.seed + it
             )
             archive.enqueue(picks, it, "random", self.cost.avg_bits)
             archive.mark_queued(it)
-        elif not archive.queued(it):
+        elif not queued:
             t = time.perf_counter()
             records = [r for r in archive.records() if r.iteration < it]
             predictor, self.predictor_metrics = _fit_predictor(cfg, self.space, records, self.loss, seed=cfg.seed + it)

@@ -87,6 +87,30 @@ def build_model(name: str, vocab: int):
     return model.eval()
 
 
+def build_model_meta(name: str, vocab: int = 32000):
+    """The published shape on the meta device: layer names and sizes, no memory."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with torch.device("meta"):
+        return LlamaForCausalLM(LlamaConfig(**SHAPES[name], vocab_size=vocab))
+
+
+def synthetic_archive(space: SearchSpace, cost, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """250 random plans (AMQ's initial size) with a synthetic divergence: fitting and proposing cost
+    the same whatever the numbers."""
+    archive = space.random_plans(250, rng)
+    y = np.array([1.0 / cost.avg_bits(p) ** 3 for p in archive]) * rng.lognormal(0, 0.05, len(archive))
+    return space.encode(archive), y
+
+
+def nsga_round(space: SearchSpace, cost, pred, opt: OptimizerConfig) -> None:
+    """One NSGA-II proposal round on the predictor, then the spread pick, as an iteration does."""
+    lo, hi = cost.plan_bytes(space.uniform(2)), cost.plan_bytes(space.uniform(4))
+    pick_spread(
+        propose(space, lambda p: pred.predict(space.encode(p)), cost.plan_bytes, (lo, hi), opt, 0, show_progress=False), 50, (lo, hi), set()
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=sorted(SHAPES), default="llama2_7b")
@@ -211,7 +235,7 @@ def main() -> None:
         gptq = QuantizerConfig(method="gptq", group_size=128, batch_size=args.batch_size)
         fs = ph.run(
             f"final step: reference log-probs of the held-out windows ({n} x {length})",
-            lambda: FinalScorer(model, linears, calib, held, gptq, "jsd"),
+            lambda: FinalScorer(model, linears, calib, held, gptq, "jsd", bank.original),  # as final_choice builds it
         )
         ph.run(f"final step: one candidate plan, GPTQ on {n} x {length} + score", lambda: fs.score(dict(zip(names, plans[0], strict=True))))
         final_s = ph.rows[-1]["seconds"]
@@ -222,26 +246,16 @@ def main() -> None:
     # predictor and NSGA-II on an archive of AMQ's initial size (divergences synthetic: the cost
     # of fitting and proposing does not depend on them)
     cost = build_cost_model(layer_infos(model), (2, 3, 4), 128, n_params)
-    archive = space.random_plans(250, rng)
-    y = np.array([1.0 / cost.avg_bits(p) ** 3 for p in archive]) * rng.lognormal(0, 0.05, len(archive))
-    x = space.encode(archive)
-    fitted = {}
+    x, y = synthetic_archive(space, cost, rng)
     for pname in ("rbf", "mlp"):
         pcfg = PredictorConfig(name=pname)
-        fitted[pname] = ph.run(f"predictor fit ({pname}, 250 plans)", lambda pcfg=pcfg: make_predictor(pcfg, 0).fit(x, y) or None)
+        ph.run(f"predictor fit ({pname}, 250 plans)", lambda pcfg=pcfg: make_predictor(pcfg, 0).fit(x, y) or None)
     pred = make_predictor(PredictorConfig(name="rbf"), 0)
     pred.fit(x, y)
-    lo, hi = cost.plan_bytes(space.uniform(2)), cost.plan_bytes(space.uniform(4))
-    for opt in (OptimizerConfig(),):
-        ph.run(
-            f"NSGA-II proposal round (population {opt.population}, {opt.generations} generations)",
-            lambda opt=opt: pick_spread(
-                propose(space, lambda p: pred.predict(space.encode(p)), cost.plan_bytes, (lo, hi), opt, 0, show_progress=False),
-                50,
-                (lo, hi),
-                set(),
-            ),
-        )
+    opt = OptimizerConfig()
+    ph.run(
+        f"NSGA-II proposal round (population {opt.population}, {opt.generations} generations)", lambda: nsga_round(space, cost, pred, opt)
+    )
     propose_s = ph.rows[-1]["seconds"]
     fit_s = ph.rows[-3]["seconds"]  # rbf
 
