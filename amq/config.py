@@ -99,13 +99,15 @@ class ProxyConfig:
     kappa: float = 1.01
     damp: float = 0.01  # gptq: Hessian dampening, fraction of the mean diagonal
     storage: str = "dense"  # dense: 16-bit dequantized weights | codes: uint8 codes + scales (README: memory plan)
-    bank_device: str = "model"  # model: same device as the model | cpu (pinned when on GPU)
+    # auto: the model's device, unless on a GPU the bank would leave less than a quarter of its memory free
+    # (then pinned host memory: 13B on an 80 GB GPU) | model: the model's device | cpu (pinned when on GPU)
+    bank_device: str = "auto"
 
     def __post_init__(self) -> None:
         _check(self.name in ("hqq", "rtn", "gptq"), f"proxy.name must be hqq, rtn or gptq, got {self.name!r}")
         _check(0 <= self.damp < 1, "proxy.damp must be in [0, 1)")
         _check(self.storage in ("dense", "codes"), f"proxy.storage must be dense or codes, got {self.storage!r}")
-        _check(self.bank_device in ("model", "cpu"), f"proxy.bank_device must be model or cpu, got {self.bank_device!r}")
+        _check(self.bank_device in ("auto", "model", "cpu"), f"proxy.bank_device must be auto, model or cpu, got {self.bank_device!r}")
         _check(self.iters >= 0, "proxy.iters must be >= 0")
 
 

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from amq.config import ProxyConfig
-from amq.quant.bank import FULL, ProxyBank
+from amq.quant.bank import FULL, ProxyBank, bank_bytes, bank_device, bank_placement
 from amq.quant.groupwise import quantize_hqq
 
 
@@ -85,3 +85,26 @@ def test_gptq_proxy_matches_gptq_on_the_first_block_and_beats_hqq_on_its_objecti
         hess(first[0])
     with pytest.raises(ValueError, match="Hessians"):
         ProxyBank(lin, [2], 128, ProxyConfig(name="gptq"), show_progress=False)
+
+
+@pytest.mark.parametrize("storage", ["dense", "codes"])
+def test_the_bank_size_is_known_before_it_is_built(storage):
+    lin = _linears()
+    bank = ProxyBank(lin, [2, 3, 4], 64, ProxyConfig(name="rtn", storage=storage), show_progress=False)
+    assert bank_bytes(lin, 3, 64, storage) == bank.nbytes()
+
+
+GB = 10**9
+
+
+def test_auto_keeps_the_bank_on_the_gpu_unless_it_would_crowd_it():
+    gpu = torch.device("cuda", 0)
+    # 13B codes bank (39.3 GB) beside the 26 GB model: fits an H200 (141 GB), not an 80 GB H100
+    assert bank_placement(39 * GB, 141 * GB - 26 * GB, 141 * GB, gpu) == gpu
+    assert bank_placement(39 * GB, 80 * GB - 26 * GB, 80 * GB, gpu).type == "cpu"
+    # 7B (20 GB beside 13.5 GB) fits the H100
+    assert bank_placement(20 * GB, 80 * GB - 27 * GB // 2, 80 * GB, gpu) == gpu
+    # on the CPU, or when told, nothing is decided
+    assert bank_device(ProxyConfig(), torch.device("cpu"), 10**15).type == "cpu"
+    assert bank_device(ProxyConfig(bank_device="model"), gpu, 10**15) == gpu
+    assert bank_device(ProxyConfig(bank_device="cpu"), gpu, 1).type == "cpu"
