@@ -68,6 +68,14 @@ def test_the_same_on_a_journal_file_without_heartbeats(tmp_path, small_model_dir
     _driver_and_three_workers_one_killed(tmp_path, small_model_dir, str(tmp_path / "shared" / "search.journal"), [], [])
 
 
+@pytest.mark.slow
+def test_the_same_on_a_sqlite_file(tmp_path, small_model_dir):
+    """SQLite: Optuna's RDB storage on one file (heartbeats as on PostgreSQL)."""
+    (tmp_path / "shared").mkdir()
+    url = f"sqlite:///{tmp_path / 'shared' / 'search.db'}"
+    _driver_and_three_workers_one_killed(tmp_path, small_model_dir, url, ["heartbeat_s=2"], ["search.heartbeat_s=2"])
+
+
 def _driver_and_three_workers_one_killed(tmp_path, small_model_dir, url: str, worker_extra: list[str], driver_extra: list[str]) -> None:
     base = [sys.executable, "-m", "amq.run", f"model.path={small_model_dir}", *SETTINGS]
     single = tmp_path / "single"
