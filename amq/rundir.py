@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 from amq.config import AMQConfigError
@@ -25,6 +26,21 @@ STATE = "state.json"
 # Optuna's journal operation that finishes a trial, and the COMPLETE state (optuna.storages.journal, optuna.trial.TrialState)
 _SET_TRIAL_STATE_VALUES = 6
 _COMPLETE = 1
+
+
+def check_writable(run_dir: Path) -> None:
+    """Before Hydra creates `run_dir` (its failure there is a traceback): the run dir, or the nearest of its
+    parents that exists, must be a directory this process can create files in."""
+    probe = run_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise AMQConfigError(f"{run_dir}: cannot create the run dir, {probe} is not a directory; pick another hydra.run.dir")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise AMQConfigError(f"{run_dir}: cannot write there ({exc.strerror or exc}); pick another hydra.run.dir") from None
 
 
 def write_json_atomic(path: Path, doc: dict) -> None:

@@ -102,14 +102,31 @@ def build_tiny_model(
     own text and tokenizer (then `recipe.vocab_size` is the tokenizer's) and may train on a GPU.
     With `eval_text`, the loss on it is measured every `eval_every` steps and the weights with the
     lowest one are saved (early stopping: a small text is otherwise memorized)."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
     torch.manual_seed(recipe.seed)
     if train_text is None:
         train_text, _ = builtin_corpus()
     if tokenizer is None:
         tokenizer = _train_tokenizer(train_text, recipe.vocab_size)
     ids = torch.tensor(tokenizer(train_text)["input_ids"], dtype=torch.long)
+
+    model = _fresh_model(recipe, tokenizer).to(device)
+    held_out = None
+    if eval_text is not None:
+        eval_ids = torch.tensor(tokenizer(eval_text)["input_ids"], dtype=torch.long)
+        n = min(64, len(eval_ids) // (recipe.seq_len + 1))
+        held_out = eval_ids[: n * recipe.seq_len].view(n, recipe.seq_len).to(device)
+    _train(model, ids, recipe, device, held_out, eval_every)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.to("cpu", torch.float16).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "amq_recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+    return out_dir
+
+
+def _fresh_model(recipe: TinyRecipe, tokenizer):
+    """The recipe's architecture (Llama or Qwen2), randomly initialised from torch's global generator."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[recipe.arch]
     config = config_cls(
@@ -124,7 +141,12 @@ def build_tiny_model(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    model = model_cls(config).to(device)
+    return model_cls(config)
+
+
+def _train(model, ids: torch.Tensor, recipe: TinyRecipe, device: str, held_out: torch.Tensor | None, eval_every: int) -> None:
+    """AdamW with warm-up and cosine decay on random windows of `ids`; with `held_out`, the weights
+    of the lowest held-out loss are kept (early stopping)."""
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, fused=True)  # one kernel per step, CPU and GPU
     warmup = max(1, recipe.steps // 20)
@@ -135,13 +157,7 @@ def build_tiny_model(
         progress = (step - warmup) / max(1, recipe.steps - warmup)
         return recipe.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
-    held_out = None
-    if eval_text is not None:
-        eval_ids = torch.tensor(tokenizer(eval_text)["input_ids"], dtype=torch.long)
-        n = min(64, len(eval_ids) // (recipe.seq_len + 1))
-        held_out = eval_ids[: n * recipe.seq_len].view(n, recipe.seq_len).to(device)
     best: tuple[float, int, dict[str, torch.Tensor] | None] = (math.inf, -1, None)  # held-out loss, step, weights
-
     gen = torch.Generator().manual_seed(recipe.seed)
     bar = tqdm(range(recipe.steps), desc="train tiny model", unit="step")
     t0 = time.perf_counter()
@@ -166,12 +182,6 @@ def build_tiny_model(
     if best[2] is not None:
         model.load_state_dict(best[2])
         log.info("kept the weights of step %d (held-out loss %.3f)", best[1], best[0])
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.to("cpu", torch.float16).save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "amq_recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
-    return out_dir
 
 
 @torch.no_grad()

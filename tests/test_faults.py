@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from amq.config import AMQConfigError
-from amq.rundir import check_run_dir, journal_completed, write_json_atomic
+from amq.rundir import check_run_dir, check_writable, journal_completed, write_json_atomic
 
 SMALL = ["logger=none", "search.initial_random=8", "search.iterations=1", "search.candidates=4", "optimizer.generations=3", "final=none"]
 
@@ -135,6 +135,45 @@ def test_atomic_write_leaves_no_stray_file_when_it_cannot_write(tmp_path):
         assert not list(ro.iterdir())
     finally:
         ro.chmod(0o700)
+
+
+def test_atomic_write_leaves_no_stray_file_when_the_rename_fails(tmp_path, monkeypatch):
+    """The same as root, who can write into a read-only directory: the rename itself refused."""
+    import errno
+
+    def refuse(self, target):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "replace", refuse)
+    with pytest.raises(AMQConfigError, match=r"cannot write it \(Read-only file system\)"):
+        write_json_atomic(tmp_path / "x.json", {"a": 1})
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_run_dir_that_cannot_be_created_is_one_line_before_hydra(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    r = subprocess.run(
+        [sys.executable, "-m", "amq.run", "logger=none", f"hydra.run.dir={tmp_path / 'a-file' / 'run'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    _one_line_error(r, "a-file is not a directory", "hydra.run.dir")
+
+
+def test_a_read_only_run_dir_is_one_line(tmp_path, monkeypatch):
+    """What a read-only directory does to a process that may not write there (a non-root user)."""
+    import errno
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    with pytest.raises(AMQConfigError, match=r"cannot write there \(Permission denied\)"):
+        check_writable(tmp_path / "outputs" / "run")
+    monkeypatch.undo()
+    check_writable(tmp_path / "fine" / "run")  # a missing dir under a writable one is fine
 
 
 def _writable(d: Path) -> bool:

@@ -15,8 +15,23 @@ from omegaconf import DictConfig
 
 from amq.cli import fail
 from amq.config import AMQConfigError, register_configs, to_object
+from amq.rundir import check_writable
 
 register_configs()
+DEFAULT_RUN_ROOT = "outputs"  # the fixed part of conf/config.yaml's hydra.run.dir
+
+
+def cli() -> None:
+    """The entry point: the run dir checked first (one line, exit 2), then Hydra and `main`."""
+    argv = sys.argv[1:]
+    other = ("-m", "--multirun", "-h", "--help", "--hydra-help", "-c", "--cfg", "--info", "-sc", "--shell-completion")
+    if not any(a.split("=", 1)[0] in other for a in argv):  # a sweep, or Hydra only printing
+        given = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0].lstrip("+") == "hydra.run.dir"]
+        try:
+            check_writable(Path(given[-1] if given else DEFAULT_RUN_ROOT))
+        except AMQConfigError as exc:
+            fail(exc)
+    main()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -80,4 +95,4 @@ def interrupted_message(run_dir: Path, argv: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -89,11 +89,26 @@ def gptq_quantize_shared(
     On a GPU the column loop runs as one Triton launch per block of columns (`use_kernel`: None
     picks it where it applies, see `_use_kernel`); the numbers are the same bit for bit."""
     w = torch.cat([x.detach() for x in ws]) if len(ws) > 1 else ws[0].detach()
-    out_f, in_f = w.shape
-    if in_f % group_size:
-        raise ValueError(f"group size {group_size} does not divide input width {in_f}")
+    if w.shape[1] % group_size:
+        raise ValueError(f"group size {group_size} does not divide input width {w.shape[1]}")
     row_bits = torch.cat([torch.full((x.shape[0],), b, device=w.device) for x, b in zip(ws, bits, strict=True)])
+    W, hinv, scale, zero, perm = _prepared(w, h, row_bits, group_size, damp, act_order, int_zero)
+    codes = torch.empty(w.shape, device=W.device, dtype=torch.uint8)
     qmax = (2**row_bits - 1).float()
+    if _use_kernel(W, act_order, block_size, group_size) if use_kernel is None else use_kernel:
+        _column_blocks_kernel(W, hinv, codes, scale, zero, qmax, block_size, group_size, int_zero)
+    else:
+        _column_blocks_torch(W, hinv, codes, scale, zero, row_bits, perm, block_size, group_size, act_order, int_zero)
+    return _split(ws, bits, codes, scale, zero, group_size)
+
+
+def _prepared(
+    w: torch.Tensor, h: torch.Tensor, row_bits: torch.Tensor, group_size: int, damp: float, act_order: bool, int_zero: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The weights (fp32, dead inputs zeroed, permuted by act_order), the upper Cholesky factor of the
+    damped inverse Hessian, scale and zero per group (static ones filled for act_order) and the
+    column order."""
+    out_f, in_f = w.shape
     W = w.float().clone()
     H = h.detach().float().clone()
     dead = torch.diag(H) == 0
@@ -102,22 +117,35 @@ def gptq_quantize_shared(
     n_groups = in_f // group_size
     scale = torch.empty(out_f, n_groups, device=W.device)
     zero = torch.empty(out_f, n_groups, device=W.device)
-
     perm = torch.arange(in_f, device=W.device)
     if act_order:
         s, z = _minmax_params(W.view(out_f, n_groups, group_size), row_bits.view(-1, 1, 1), int_zero)  # static groups
         scale, zero = s.squeeze(-1), z.squeeze(-1)
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H = W[:, perm], H[perm][:, perm]
-
     H.diagonal().add_(damp * torch.mean(torch.diag(H)))
     L = torch.linalg.cholesky(H)
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+    return W, hinv, scale, zero, perm
 
-    codes = torch.empty(out_f, in_f, device=W.device, dtype=torch.uint8)
-    if _use_kernel(W, act_order, block_size, group_size) if use_kernel is None else use_kernel:
-        _column_blocks_kernel(W, hinv, codes, scale, zero, qmax, block_size, group_size, int_zero)
-        return _split(ws, bits, codes, scale, zero, group_size)
+
+def _column_blocks_torch(
+    W: torch.Tensor,
+    hinv: torch.Tensor,
+    codes: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    row_bits: torch.Tensor,
+    perm: torch.Tensor,
+    block_size: int,
+    group_size: int,
+    act_order: bool,
+    int_zero: bool,
+) -> None:
+    """GPTQ's column loop in PyTorch (the reference the Triton kernel matches): quantize a column,
+    spread its error over the block's later columns, then the block's over the rest."""
+    in_f = W.shape[1]
+    qmax = (2**row_bits - 1).float()
     order = perm.tolist()  # column indices on the host: reading them from a GPU tensor would wait for the GPU at every column
     for i1 in range(0, in_f, block_size):
         i2 = min(i1 + block_size, in_f)
@@ -137,7 +165,6 @@ def gptq_quantize_shared(
             W1[:, i:] -= err.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
             err1[:, i] = err
         W[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return _split(ws, bits, codes, scale, zero, group_size)
 
 
 def _use_kernel(w: torch.Tensor, act_order: bool, block_size: int, group_size: int) -> bool:
