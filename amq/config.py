@@ -150,7 +150,7 @@ class OptimizerConfig:
 
     name: str = "nsga2"
     population: int = 100
-    generations: int = 20  # 40 gave no better front on the default (benchmarks/e2e/default_run.md)
+    generations: int = 20  # 40 gave no better front on the default (benchmarks/e2e/results/default_run.md)
     crossover: str = "uniform"  # uniform | blxalpha | sbx | vsbx | undx | spx (Optuna's crossovers)
     crossover_prob: float = 0.9
     swapping_prob: float = 0.5
@@ -191,7 +191,7 @@ class SearchConfig:
     ilp_seeds: int = 5  # integer-programming plans (per-layer estimates) at the budgets + this many caps; 0 = none
     tie: list[str] = field(default_factory=list)  # layers sharing one bit-width: qkv, gate_up, or q_proj+k_proj style
     local_moves: int = 2  # each iteration, per budget: predictor-ranked bit swaps of the best plan under it; 0 = off
-    iterations: int = 6  # the default front stops growing by iteration 5-6 (benchmarks/e2e/default_run.md)
+    iterations: int = 6  # the default front stops growing by iteration 5-6 (benchmarks/e2e/results/default_run.md)
     candidates: int = 12  # real evaluations per iteration
     metric: str = "jsd"  # jsd | kl
     prune_threshold: float = 2.0  # prune layers above this multiple of the median sensitivity; 0 = off

@@ -1,7 +1,7 @@
 """End to end on one GPU: a Llama-2-7B-shaped model in fp16, as a ~3.25-bit mixed plan on our
 kernels, and in bitsandbytes NF4, through the same harness.
 
-    PYTHONPATH=kernels python benchmarks/e2e/decode_7b.py --compile --out benchmarks/e2e/decode_7b.md
+    PYTHONPATH=kernels python benchmarks/e2e/decode_7b.py --compile --out benchmarks/e2e/results/decode_7b.md
 
 With --compile each variant compiles its decode step once per batch size (35-55 s each on an
 H100): all four variants at batch 1 and 8 take about 8 minutes; --variants / --batches split it.

@@ -2,7 +2,7 @@
 # Wall time of the README's main command on this machine: a first run (empty AMQ_CACHE_DIR), a
 # cached one, and two first runs at once (a busy machine); then the default front against the
 # previous defaults (search.iterations=10 optimizer.generations=40), run after it.
-#   bash benchmarks/e2e/default_run.sh   (in an installed venv; writes benchmarks/e2e/default_run.md)
+#   bash benchmarks/e2e/default_run.sh   (in an installed venv; writes benchmarks/e2e/results/default_run.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=$(mktemp -d)
@@ -66,5 +66,5 @@ hv() { tail -n 1 "$1/iterations.jsonl" | python -c "import json,sys; d=json.load
   echo "| budget | avg bits | proxy divergence | after GPTQ | from |"
   echo "|---|---|---|---|---|"
   final "$out/previous"
-} > benchmarks/e2e/default_run.md
-cat benchmarks/e2e/default_run.md
+} > benchmarks/e2e/results/default_run.md
+cat benchmarks/e2e/results/default_run.md

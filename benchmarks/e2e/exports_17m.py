@@ -40,7 +40,7 @@ def dir_bytes(d: Path) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plan", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "exports_17m.md")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "e2e" / "results" / "exports_17m.md")
     args = ap.parse_args()
     shared = Path(os.environ.get("AMQ_SHARED", ""))
     mpath = shared / "models" / "amq-llama-17m"

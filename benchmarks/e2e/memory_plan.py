@@ -1,6 +1,6 @@
 """Memory plan of the proxy bank for Llama-2-7B/13B/70B, computed from the architectures.
 
-    python benchmarks/e2e/memory_plan.py > benchmarks/e2e/memory_plan.md
+    python benchmarks/e2e/memory_plan.py > benchmarks/e2e/results/memory_plan.md
 
 Shapes come from transformers' LlamaConfig built on the meta device (no weights, no download);
 bytes follow amq.quant.bank's two layouts and amq.metrics' cached reference.
@@ -27,7 +27,7 @@ GB = 1e9
 
 def main() -> None:
     print("# Proxy bank memory plan ({2,3,4} bits, group 128, 128 x 2048 calibration tokens)\n")
-    print("Command: `python benchmarks/e2e/memory_plan.py > benchmarks/e2e/memory_plan.md`\n")
+    print("Command: `python benchmarks/e2e/memory_plan.py > benchmarks/e2e/results/memory_plan.md`\n")
     print(
         "| model | searchable layers | linear weights (fp16) | dense bank (fp16 x 3) | codes bank (uint8 + fp16 scale/zero, x 3) | reference log-probs (bf16) | dense plan on one GPU | codes plan on one GPU |"
     )

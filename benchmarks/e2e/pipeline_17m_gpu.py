@@ -1,6 +1,6 @@
 """The whole pipeline on one GPU with the reference 17M model, through the user-facing commands.
 
-    AMQ_SHARED=/path/to/shared python benchmarks/e2e/pipeline_17m_gpu.py --out benchmarks/e2e/pipeline_17m_gpu.md
+    AMQ_SHARED=/path/to/shared python benchmarks/e2e/pipeline_17m_gpu.py --out benchmarks/e2e/results/pipeline_17m_gpu.md
 
 1. `python -m amq.run +experiment=small_cpu` on the GPU (search: sensitivity, bank, NSGA-II, ...)
 2. `python -m amq.evaluate plan=file` with the search's 3.0-bit plan, GPTQ, perplexity on both test
@@ -33,7 +33,7 @@ def step(cmd: list[str], log: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "pipeline_17m_gpu.md")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "e2e" / "results" / "pipeline_17m_gpu.md")
     ap.add_argument("--work", type=Path, default=ROOT / "outputs" / "pipeline-17m-gpu")
     ap.add_argument("--seq-len", type=int, default=512, help="perplexity context (the model was trained at ~512)")
     args = ap.parse_args()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The kernel tests (Triton interpreter) alone and on a loaded machine (a default `python -m amq.run`
 # running beside them), as CI's 2-core machine may be.
-#   bash benchmarks/e2e/tests_under_load.sh   (in an installed venv; writes benchmarks/e2e/tests_under_load.md)
+#   bash benchmarks/e2e/tests_under_load.sh   (in an installed venv; writes benchmarks/e2e/results/tests_under_load.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=$(mktemp -d)
@@ -35,5 +35,5 @@ slowest() { grep -E "^[0-9.]+s call" "$1" | head -n 2 | sed -E 's/ +/ /g; s/^/  
   echo "Slowest two, loaded:"
   echo
   slowest "$out/loaded.log"
-} > benchmarks/e2e/tests_under_load.md
-cat benchmarks/e2e/tests_under_load.md
+} > benchmarks/e2e/results/tests_under_load.md
+cat benchmarks/e2e/results/tests_under_load.md

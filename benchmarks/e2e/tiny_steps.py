@@ -1,6 +1,6 @@
 """How long to train the embedded default: held-out loss per training-step count.
 
-    python benchmarks/e2e/tiny_steps.py 400 450 500 700     # writes benchmarks/e2e/tiny_steps.md
+    python benchmarks/e2e/tiny_steps.py 400 450 500 700     # writes benchmarks/e2e/results/tiny_steps.md
 
 For each step count, the embedded Llama's recipe (amq.tiny.TinyRecipe) with that many steps (the
 cosine schedule spans them), trained on the builtin corpus with its loss on the held-out tenth
@@ -57,7 +57,7 @@ def main() -> None:
         *[f"| {s} | {tr:.3f} | {ho:.3f} | {b:.3f} ({bs}) | {sec:.0f} |" for s, tr, ho, b, bs, sec in rows],
         "",
     ]
-    (Path(__file__).parent / "tiny_steps.md").write_text("\n".join(lines))
+    (Path(__file__).parent / "results" / "tiny_steps.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 

@@ -1,6 +1,6 @@
 """Mixed-bit matmul on the GPU: correctness on full shapes, then time vs fp16 cuBLAS, one run.
 
-    PYTHONPATH=kernels python benchmarks/kernels/bench_kernels.py [--quick] > benchmarks/kernels/kernels.md
+    PYTHONPATH=kernels python benchmarks/kernels/bench_kernels.py [--quick] > benchmarks/kernels/results/kernels.md
 
 Every kernel (ours and torch.nn.functional.linear) is timed under CUDA graphs
 (triton.testing.do_bench_cudagraph) cycling through several distinct weight copies, so the

@@ -1,6 +1,6 @@
 """Speedups and bandwidth from a `bench_kernels.py --sweep-gemv` table (M = 1, fp16 inputs).
 
-    python benchmarks/kernels/gemv_sweep_report.py benchmarks/kernels/kernels_gemv_sweep.raw.md
+    python benchmarks/kernels/gemv_sweep_report.py benchmarks/kernels/results/kernels_gemv_sweep.raw.md
 
 Bytes per call: the packed layer (codes + fp16 scale and zero per group of 128) or the fp16
 weight, plus x and y; GB/s = bytes / time.
@@ -39,4 +39,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/kernels/kernels_gemv_sweep.raw.md")
+    main(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/kernels/results/kernels_gemv_sweep.raw.md")

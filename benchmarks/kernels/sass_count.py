@@ -1,6 +1,6 @@
 """Issue 20's first question, answered without a GPU: is the M = 1 kernel bound by instructions?
 
-    python benchmarks/kernels/sass_count.py     # writes benchmarks/kernels/sass_count.md
+    python benchmarks/kernels/sass_count.py     # writes benchmarks/kernels/results/sass_count.md
 
 Compiles `gemv_kernel` for sm_90 exactly as `matmul` launches it at M = 1 (per bit-width: the
 tiling of `_tiling`, the inline PTX of `pair_dot_ptx`, FUSE), disassembles the cubin with the
@@ -170,7 +170,7 @@ def main() -> None:
         "more words before each widening.",
         "",
     ]
-    out = Path(__file__).with_name("sass_count.md")
+    out = Path(__file__).parent / "results" / "sass_count.md"
     out.write_text("\n".join(lines))
     print("\n".join(lines))
 

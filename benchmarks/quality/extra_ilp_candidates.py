@@ -13,7 +13,7 @@ quantizer, same GPTQ and held-out windows, read from the run's config) and sets 
 plan the run chose. Never test data: the question is only whether the final step's own ranking
 would have preferred them.
 
-Writes benchmarks/quality/extra_ilp_candidates.md (or --out).
+Writes benchmarks/quality/results/extra_ilp_candidates.md (or --out).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def study(run_dir: Path) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("extra_ilp_candidates.md"))
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "extra_ilp_candidates.md")
     args = ap.parse_args()
     rows = [r for run in args.runs for r in study(run)]
     lines = [

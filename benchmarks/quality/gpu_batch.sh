@@ -20,7 +20,7 @@ mkdir -p "$OUT/res" "$OUT/logs" /tmp/runs
 LINUXDOC=(--calib "$S/data/linuxdoc/calib.txt" --test "$S/data/linuxdoc/test.txt" --test "$S/data/wikitext2/test.txt")
 bench() {  # name model extra...
   local name=$1 model=$2; shift 2
-  [ -f "benchmarks/quality/h200/$name.json" ] && cp "benchmarks/quality/h200/$name.json" "$OUT/res/"   # its agreement is kept
+  [ -f "benchmarks/quality/results/h200/$name.json" ] && cp "benchmarks/quality/results/h200/$name.json" "$OUT/res/"   # its agreement is kept
   timeout $(( END - $(date +%s) )) python3 benchmarks/quality/search_vs_peers.py --model "$model" --name "$name" \
     --agreement 30 --keep-agreement --deadline-at $(( END - 40 )) --out "$OUT/res" --run-dir "/tmp/runs/$name" "$@" > "$OUT/logs/$name.log" 2>&1
   echo "$name rc=$?"

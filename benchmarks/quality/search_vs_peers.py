@@ -88,7 +88,7 @@ def main() -> None:
     )
     ap.add_argument("--deadline-at", type=float, default=float("inf"), help="unix time after which no agreement plan is started")
     ap.add_argument("--run-dir", help="runs go here (default: --runs/<name>-<time>); finished or killed ones resume")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "quality"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "quality" / "results"))
     ap.add_argument("--runs", default=str(ROOT / "outputs" / "bench-quality"))
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()

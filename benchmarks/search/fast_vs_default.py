@@ -92,7 +92,7 @@ def main() -> None:
     ap.add_argument("--runs", default=str(ROOT / "outputs" / "bench-fast"), help="run dirs go to RUNS/NAME-<time>")
     ap.add_argument("--control", action="store_true", help="also the default with seed+1: the noise the 1%% bar is read against")
     ap.add_argument("--reuse", help="a RUNS/NAME-<time> dir of an earlier call: searches that finished there are not run again")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "search"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "search" / "results"))
     args = ap.parse_args()
     command = "python benchmarks/search/fast_vs_default.py " + " ".join(sys.argv[1:])
     data = [f"data.path={args.calib}"] if args.calib else []

@@ -1,6 +1,6 @@
 """GPTQ's column loop: the PyTorch loop against the Triton kernel (amq_kernels.gptq), on a GPU.
 
-    python benchmarks/search/gptq_kernel.py --out benchmarks/search/gptq_kernel.md
+    python benchmarks/search/gptq_kernel.py --out benchmarks/search/results/gptq_kernel.md
 
 For each linear group of one Llama-2-7B and one 13B decoder block (q/k/v and gate/up stacked as
 `amq.quant.apply` quantizes them, at 2/3/4 bits), with a Hessian from random activations of

@@ -1,6 +1,6 @@
 """Where an NSGA-II proposal round spends its time at Llama-2-7B's 224 variables (CPU).
 
-    python benchmarks/search/nsga_profile.py   # writes benchmarks/search/nsga_profile.md
+    python benchmarks/search/nsga_profile.py   # writes benchmarks/search/results/nsga_profile.md
 
 A 224-layer {2,3,4} space, an RBF predictor fitted on 250 random plans (synthetic divergences:
 the cost of proposing does not depend on them), 10 generations of population 100. Timed twice
@@ -83,7 +83,7 @@ def main() -> None:
         "trial at every tell. With Optuna's IntDistribution those copies were 38% of the profiled time "
         "(an earlier run of this script); the shared distribution deep-copies as itself.",
     ]
-    (ROOT / "benchmarks" / "nsga_profile.md").write_text("\n".join(lines) + "\n")
+    (ROOT / "benchmarks" / "search" / "results" / "nsga_profile.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), file=sys.stderr)
 
 

@@ -1,6 +1,6 @@
 """Cross-validated predictor quality on a finished search's archive, overall and near each budget.
 
-    python benchmarks/search/predictor_cv.py <run dir> [mlp|rbf ...] > benchmarks/search/predictor_cv.md
+    python benchmarks/search/predictor_cv.py <run dir> [mlp|rbf ...] > benchmarks/search/results/predictor_cv.md
 
 Overall Kendall tau is dominated by memory (more bits, less divergence); what selection needs is
 the ranking among plans of about the same size, so tau is also given within +-0.15 bits of each

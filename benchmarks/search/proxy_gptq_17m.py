@@ -8,7 +8,7 @@ Two searches with the same settings except `proxy` (hqq: the data-free default; 
 layer by GPTQ on its full-precision inputs). At 2.5 / 3.0 / 3.5 average bits, four plans each
 (AMQ from each search, and the ILP allocation on each search's own sensitivity table) are
 quantized with the same GPTQ (128 x seq-len calibration tokens of linuxdoc/calib.txt) and
-scored by perplexity on both test files, in one process. Writes benchmarks/search/proxy_gptq_17m.md
+scored by perplexity on both test files, in one process. Writes benchmarks/search/results/proxy_gptq_17m.md
 and .json.
 """
 
@@ -93,7 +93,7 @@ def main() -> None:
         logging.info("%s %s: %s", source, budget, {k: round(v["ppl"], 3) for k, v in row["perplexity"].items()})
 
     by = {(r["plan"], r["budget"]): r for r in rows}
-    out = ROOT / "benchmarks" / "proxy_gptq_17m"
+    out = ROOT / "benchmarks" / "search" / "results" / "proxy_gptq_17m"
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     cmd = f"AMQ_SHARED=<shared> python benchmarks/search/proxy_gptq_17m.py --hqq-run {args.hqq_run} --gptq-run {args.gptq_run}"
     cmd += f" --seq-len {args.seq_len}" + (f" --max-windows {args.max_windows}" if args.max_windows else "")

@@ -1,6 +1,6 @@
 """Re-planning time: a plan for new budgets from a finished search (`python -m amq.plan`'s work).
 
-python benchmarks/search/replan_time.py outputs/bench-search-17m/<run>     # writes benchmarks/search/replan_time.md
+python benchmarks/search/replan_time.py outputs/bench-search-17m/<run>     # writes benchmarks/search/results/replan_time.md
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
         ],
         "",
     ]
-    (Path(__file__).parent / "replan_time.md").write_text("\n".join(lines))
+    (Path(__file__).parent / "results" / "replan_time.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 

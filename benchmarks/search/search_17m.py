@@ -106,7 +106,7 @@ def main() -> None:
         f"search_17m_{cfg.predictor.name}_prune-{cfg.search.prune_to}_ilp{cfg.search.ilp_seeds}_local{cfg.search.local_moves}"
         f"{sens}{proxy}.md"
     )
-    out = ROOT / "benchmarks" / name
+    out = ROOT / "benchmarks" / "search" / "results" / name
     out.write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -1,6 +1,6 @@
 """What the search costs at Llama-2 scale, phase by phase, on one GPU (no weights needed).
 
-    python benchmarks/search/search_cost_7b.py --model llama2_7b --out benchmarks/search/search_cost.md
+    python benchmarks/search/search_cost_7b.py --model llama2_7b --out benchmarks/search/results/search_cost.md
 
 Builds a Llama-2-7B-shaped model from its published shape (random non-zero weights: timing
 and memory do not depend on the values), then runs the real pipeline phases on it with the

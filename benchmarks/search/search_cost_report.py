@@ -1,6 +1,6 @@
-"""benchmarks/search/search_cost.md from the phase timings of benchmarks/search_cost_7b.py.
+"""benchmarks/search/results/search_cost.md from the phase timings of benchmarks/search_cost_7b.py.
 
-    python benchmarks/search/search_cost_7b.py --model llama2_7b --out benchmarks/search/search_cost_7b.md   # on the GPU
+    python benchmarks/search/search_cost_7b.py --model llama2_7b --out benchmarks/search/results/search_cost_7b.md   # on the GPU
     python benchmarks/search/search_cost_report.py                                                    # here
 
 Projects the wall time of a full search from measured per-phase times, for AMQ's published
@@ -19,7 +19,7 @@ AMQ = {"initial": 250, "iterations": 200, "candidates": 50}  # github.com/dlwns1
 
 
 def main() -> None:
-    r = json.loads((HERE / "search_cost_7b.json").read_text())
+    r = json.loads((HERE / "results" / "search_cost_7b.json").read_text())
     phases = {p["phase"]: p for p in r["phases"]}
     setup = sum(p["seconds"] for name, p in phases.items() if name.startswith(("build", "proxy bank")))
     fit = phases["predictor fit (rbf, 250 plans)"]["seconds"]
@@ -43,7 +43,7 @@ def main() -> None:
     lines = [
         "# Search cost at Llama-2-7B scale",
         "",
-        "Measured with `python benchmarks/search/search_cost_7b.py --model llama2_7b --out benchmarks/search/search_cost_7b.md` on the GPU "
+        "Measured with `python benchmarks/search/search_cost_7b.py --model llama2_7b --out benchmarks/search/results/search_cost_7b.md` on the GPU "
         f"({r['device']}), projected with `python benchmarks/search/search_cost_report.py` (this file). Phase table: "
         "[search_cost_7b.md](search_cost_7b.md); raw numbers: search_cost_7b.json.",
         "",
@@ -92,7 +92,7 @@ def main() -> None:
         "Llama-2-7B (the DartMQ project's README, RTX 3090, calibration size not stated) gives 21,078 s in all, 20,516 s "
         "of it the search. Compare with care: different GPU, unknown calibration size.",
     ]
-    (HERE / "search_cost.md").write_text("\n".join(lines) + "\n")
+    (HERE / "results" / "search_cost.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -33,7 +33,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", type=Path, required=True)
     ap.add_argument("--lowest", type=Path, default=None)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "sensitivity_lowest_17m.md")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "search" / "results" / "sensitivity_lowest_17m.md")
     args = ap.parse_args()
     cfg = search_config()
     prep = prepare(cfg)

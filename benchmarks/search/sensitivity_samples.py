@@ -1,6 +1,6 @@
 """Does a sensitivity pass on fewer calibration windows rank layers as the full one does?
 
-    python benchmarks/search/sensitivity_samples.py [--shared DIR]   # writes benchmarks/search/sensitivity_samples.md
+    python benchmarks/search/sensitivity_samples.py [--shared DIR]   # writes benchmarks/search/results/sensitivity_samples.md
 
 For each model (the embedded default on its builtin calibration; with --shared, the 17M Llama on
 the linuxdoc calibration text as `+experiment=small_cpu` reads it), the search's own sensitivity
@@ -78,7 +78,7 @@ def main() -> None:
     for name, overrides in models.items():
         for r in measure(config(overrides)):
             lines.append(f"| {name} | {r['windows']} x {r['seq_len']} | {r['tau_all']:.3f} | {r['tau_lowest']:.3f} | {r['seconds']:.1f} |")
-    out = ROOT / "benchmarks" / "search" / "sensitivity_samples.md"
+    out = ROOT / "benchmarks" / "search" / "results" / "sensitivity_samples.md"
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())
 

@@ -70,9 +70,9 @@ def main() -> None:
     ax.set_ylabel("JSD vs 16-bit (proxy)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(ROOT / "benchmarks" / "tie_17m.png", dpi=120)
+    fig.savefig(ROOT / "benchmarks" / "search" / "results" / "tie_17m.png", dpi=120)
     lines += ["", f"Tied run dir: `{run_dir.relative_to(ROOT)}`.", "", "![tied vs untied](tie_17m.png)"]
-    (ROOT / "benchmarks" / "tie_17m.md").write_text("\n".join(lines) + "\n")
+    (ROOT / "benchmarks" / "search" / "results" / "tie_17m.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -70,7 +70,7 @@ def main() -> None:
         *[f"| {n} | {cnt} | {tp:.2f} | {tp / base:.2f}x |" for n, tp, cnt in rows],
         "",
     ]
-    (ROOT / "benchmarks" / "workers_throughput.md").write_text("\n".join(lines))
+    (ROOT / "benchmarks" / "search" / "results" / "workers_throughput.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 
