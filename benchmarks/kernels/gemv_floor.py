@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from bench_kernels import GROUP, sweep_case, time_cycle
+from bench_kernels import GROUP, time_cycle
+from kernel_sweeps import sweep_case
 
 from amq_kernels.matmul import matmul
 

@@ -1,4 +1,4 @@
-"""Speedups and bandwidth from a `bench_kernels.py --sweep-gemv` table (M = 1, fp16 inputs).
+"""Speedups and bandwidth from a `kernel_sweeps.py --sweep-gemv` table (M = 1, fp16 inputs).
 
     python benchmarks/kernels/gemv_sweep_report.py benchmarks/kernels/results/kernels_gemv_sweep.raw.md
 
