@@ -191,7 +191,8 @@ def _export(cfg: EvaluateConfig, run_dir: Path, model, tokenizer, doc: PlanDocum
         out["export"]["size_ratio"] = size / predicted
         log.info("export: %d bytes on disk (%d of tensors) vs %d by the cost model", size, payload, predicted)
     for fmt in engine_formats:
-        from amq.engine_export import save_compressed_tensors, save_gptq
+        from amq.export.compressed_tensors import save_compressed_tensors
+        from amq.export.gptq import save_gptq
 
         target = run_dir / f"export-{fmt}"
         if fmt == "compressed-tensors":

@@ -5,7 +5,7 @@
 GPTQ (integer zero-points) applies the plan; then the model is written as our bit-plane
 checkpoint, as compressed-tensors `pack-quantized` and as a GPTQ checkpoint with per-module
 `dynamic` bits. Each is read back (ours: amq.export.load_quantized; compressed-tensors:
-transformers' own integration, decompressed on the CPU; GPTQ: amq.engine_export.load_gptq) and
+transformers' own integration, decompressed on the CPU; GPTQ: amq.export.gptq.load_gptq) and
 its logits on held-out text are compared with the in-memory QuantLinear model.
 """
 
@@ -23,8 +23,9 @@ import torch
 
 from amq.config import DataConfig, ModelConfig, QuantizerConfig
 from amq.data import calibration_ids
-from amq.engine_export import layer_bits_from_gptq_config, load_gptq, save_compressed_tensors, save_gptq
 from amq.export import load_quantized, payload_bytes, save_quantized
+from amq.export.compressed_tensors import save_compressed_tensors
+from amq.export.gptq import layer_bits_from_gptq_config, load_gptq, save_gptq
 from amq.models import load_model, load_tokenizer
 from amq.perplexity import token_stream
 from amq.plan_document import PlanDocument
@@ -84,7 +85,7 @@ def main() -> None:
                 lambda: AutoModelForCausalLM.from_pretrained(ct, dtype=torch.float32),
                 listed_ct,
             ),
-            "GPTQ v2 + dynamic bits (amq.engine_export.load_gptq)": (gq, lambda: load_gptq(gq), listed_gptq),
+            "GPTQ v2 + dynamic bits (amq.export.gptq.load_gptq)": (gq, lambda: load_gptq(gq), listed_gptq),
         }
         for name, (path, read, listed) in readers.items():
             loaded = read().eval()

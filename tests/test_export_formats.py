@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from amq.config import AMQConfigError, QuantizerConfig
-from amq.engine_export import layer_bits_from_gptq_config, load_gptq, pack_dense, save_compressed_tensors, save_gptq, unpack_dense
+from amq.export.compressed_tensors import save_compressed_tensors
+from amq.export.gptq import layer_bits_from_gptq_config, load_gptq, pack_dense, save_gptq, unpack_dense
 from amq.models import searchable_linears
 from amq.quant.apply import quantize_model
 

@@ -1,26 +1,16 @@
-"""Exports that serving engines load, beside our own bit-plane checkpoint (amq/export.py).
-
-- compressed-tensors, `pack-quantized` format: what vLLM and transformers read. One config
-  group per bit-width, its targets the exact module names, so every layer keeps its own bits.
-  The schema and the packing are the `compressed-tensors` package's own; we hand it scales and
-  integer zero-points and let it quantize and pack.
-- GPTQ (GPTQModel's layout): qweight / qzeros / scales / g_idx per layer, and a
-  `quantize_config.json` whose `dynamic` map gives each layer that differs from the base
-  bit-width its own bits (GPTQModel's per-module override syntax, `+:<regex>`).
-
-Both formats store integer zero-points; a model quantized with float zeros (our default, a
-little more accurate) is refused with the option that fixes it (`quantizer.integer_zeros=true`).
-"""
+"""GPTQ (GPTQModel's layout): qweight / qzeros / scales / g_idx per layer, and a
+`quantize_config.json` whose `dynamic` map gives each layer that differs from the base bit-width
+its own bits (GPTQModel's per-module override syntax, `+:<regex>`). Integer zero-points only, as
+in compressed_tensors.py."""
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import re
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -30,88 +20,12 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 from amq.config import AMQConfigError
-from amq.export import quantized_layers
+from amq.export.bitplane import integer_zeros, quantized_layers
 from amq_kernels.linear import QuantLinear
-from amq_kernels.packing import dequantize, unpack_codes
+from amq_kernels.packing import unpack_codes
 
 log = logging.getLogger(__name__)
 GPTQ_FORMATS = ("gptq", "gptq_v2")  # v1 stores zero - 1 (what most readers expect); v2 the zero itself
-
-
-def integer_zeros(name: str, layer: QuantLinear) -> torch.Tensor:
-    """The layer's zero-points as int64 (K // g, N); refuses fractional ones."""
-    z = layer.zeros.float()
-    zi = torch.round(z)
-    if not torch.equal(z, zi) or zi.min() < 0 or zi.max() > 2**layer.bits - 1:
-        raise AMQConfigError(
-            f"{name}: zero-points are not integer codes, which this export format needs; quantize with quantizer.integer_zeros=true"
-        )
-    return zi.to(torch.int64)
-
-
-def dequantized_copy(model: PreTrainedModel, dtype: torch.dtype = torch.float16) -> PreTrainedModel:
-    """A plain HF model: every QuantLinear back to nn.Linear holding its dequantized weight."""
-    out = copy.deepcopy(model)
-    for name, q in quantized_layers(out).items():
-        lin = nn.Linear(q.in_features, q.out_features, bias=q.bias is not None, dtype=torch.float32)
-        lin.weight.data = dequantize(q.packed, torch.float32)
-        if q.bias is not None:
-            lin.bias.data = q.bias.data.float()
-        parent, _, child = name.rpartition(".")
-        setattr(out.get_submodule(parent) if parent else out, child, lin)
-    return out.to(dtype)  # type: ignore[arg-type]  # (transformers types `to` by its wrapper)
-
-
-# --- compressed-tensors ----------------------------------------------------------------------
-
-
-def save_compressed_tensors(model: PreTrainedModel, out_dir: str | Path, tokenizer=None, dtype: torch.dtype = torch.float16) -> Path:
-    """Write a compressed-tensors `pack-quantized` checkpoint (per-layer bits) to `out_dir`."""
-    from compressed_tensors.compressors import ModelCompressor
-    from compressed_tensors.quantization import (
-        QuantizationArgs,
-        QuantizationConfig,
-        QuantizationScheme,
-        QuantizationStatus,
-        apply_quantization_config,
-    )
-
-    layers = quantized_layers(model)
-    zeros = {n: integer_zeros(n, q) for n, q in layers.items()}
-    plain = dequantized_copy(model, torch.float32)  # exact (q - z) * s; the package re-derives q
-    by_bits: dict[tuple[int, int], list[str]] = {}
-    for n, q in layers.items():
-        by_bits.setdefault((q.bits, q.group_size), []).append(n)
-    groups = {
-        f"amq_{bits}bit_g{gs}": QuantizationScheme(
-            targets=[f"re:^{re.escape(n)}$" for n in names],
-            weights=QuantizationArgs(num_bits=bits, type="int", symmetric=False, strategy="group", group_size=gs),
-        )
-        for (bits, gs), names in sorted(by_bits.items())
-    }
-    qcfg = QuantizationConfig(config_groups=groups, quantization_status=QuantizationStatus.FROZEN)
-    apply_quantization_config(plain, qcfg)
-    for n, q in layers.items():
-        mod: Any = plain.get_submodule(n)  # with compressed-tensors' weight_scale and weight_zero_point
-        mod.weight_scale.data = q.scales.t().to(mod.weight_scale.dtype).contiguous()
-        # the package's codes are signed: q - 2^(b-1), zero-point likewise
-        mod.weight_zero_point.data = (zeros[n].t() - 2 ** (q.bits - 1)).to(mod.weight_zero_point.dtype).contiguous()
-    for mod in plain.modules():  # the unquantized rest at 16 bits, as the cost model counts it
-        if not hasattr(mod, "quantization_scheme"):
-            for p in mod.parameters(recurse=False):
-                p.data = p.data.to(dtype)
-    compressor = ModelCompressor.from_pretrained_model(plain, quantization_format="pack-quantized")
-    compressor.compress_model(plain)
-    out = Path(out_dir)
-    plain.save_pretrained(out)
-    compressor.update_config(str(out))
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out)
-    log.info("compressed-tensors export of %d layers to %s", len(layers), out)
-    return out
-
-
-# --- GPTQ (GPTQModel layout) -------------------------------------------------------------------
 
 
 def pack_dense(values: torch.Tensor, bits: int, dim: int) -> torch.Tensor:

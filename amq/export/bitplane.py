@@ -15,6 +15,7 @@ lm_head) are stored once.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Mapping
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 from amq.config import AMQConfigError
 from amq.models import shared_input_groups
 from amq_kernels.linear import QuantLinear, group_shared_inputs
-from amq_kernels.packing import empty_packed, pack_planes, unpack_codes
+from amq_kernels.packing import dequantize, empty_packed, pack_planes, unpack_codes
 
 log = logging.getLogger(__name__)
 FORMAT = "amq-bitplane"
@@ -139,7 +140,28 @@ def load_quantized(
     return model.to(device).eval()
 
 
-if __name__ == "__main__":  # python -m amq.export: the command line lives in amq.cli.export
-    import runpy
+# --- what the engines' formats need from a quantized layer -----------------------------------
 
-    runpy.run_module("amq.cli.export", run_name="__main__")
+
+def integer_zeros(name: str, layer: QuantLinear) -> torch.Tensor:
+    """The layer's zero-points as int64 (K // g, N); refuses fractional ones."""
+    z = layer.zeros.float()
+    zi = torch.round(z)
+    if not torch.equal(z, zi) or zi.min() < 0 or zi.max() > 2**layer.bits - 1:
+        raise AMQConfigError(
+            f"{name}: zero-points are not integer codes, which this export format needs; quantize with quantizer.integer_zeros=true"
+        )
+    return zi.to(torch.int64)
+
+
+def dequantized_copy(model: PreTrainedModel, dtype: torch.dtype = torch.float16) -> PreTrainedModel:
+    """A plain HF model: every QuantLinear back to nn.Linear holding its dequantized weight."""
+    out = copy.deepcopy(model)
+    for name, q in quantized_layers(out).items():
+        lin = nn.Linear(q.in_features, q.out_features, bias=q.bias is not None, dtype=torch.float32)
+        lin.weight.data = dequantize(q.packed, torch.float32)
+        if q.bias is not None:
+            lin.bias.data = q.bias.data.float()
+        parent, _, child = name.rpartition(".")
+        setattr(out.get_submodule(parent) if parent else out, child, lin)
+    return out.to(dtype)  # type: ignore[arg-type]  # (transformers types `to` by its wrapper)
