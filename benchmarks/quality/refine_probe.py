@@ -142,6 +142,8 @@ def main() -> None:
 
     tests = {test_name(t): token_stream(test_text(t), tok) for t in (args.test or ["builtin"])}
     batch = 16 if torch.cuda.is_available() else 4
+    bank.restore()
+    fp16 = {k: perplexity(evaluator.model, ids, args.seq_len, batch, show_progress=False)[0] for k, ids in tests.items()}
     ppl: dict[tuple, dict[str, float]] = {}
     for row in budgets:
         for key in ("ilp", "chosen", "refined"):
@@ -154,6 +156,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU",
         "settings": {"rounds": args.rounds, "per_round": args.per_round, "gptq_samples": args.gptq_samples, "seq_len": args.seq_len},
         "seconds": {"search": search_s, "refine": refine_s, "gptq_runs": len(scored)},
+        "fp16": fp16,
         "budgets": [
             {
                 "budget": r["budget"],
@@ -185,7 +188,10 @@ def render(doc: dict, tests: list[str]) -> str:
         f"Device: {doc['device']}. From the final step's choice, up to {s['rounds']} rounds x {s['per_round']} swaps (ranked by the proxy)",
         f"quantized with GPTQ ({s['gptq_samples']} x {s['seq_len']} calibration windows) and scored on held-out calibration windows;",
         f"{doc['seconds']['gptq_runs']} GPTQ runs in all, {doc['seconds']['refine']:.0f} s (the search: {doc['seconds']['search']:.0f} s).",
-        "Perplexity after GPTQ on each test text whole; in brackets, relative to the ILP plan's.",
+        "Perplexity after GPTQ on each test text whole; in brackets, relative to the ILP plan's. Headroom: how much",
+        "lower than ILP's any plan's perplexity could be if it matched the 16-bit model's, (16-bit / ILP) - 1.",
+        "",
+        "16-bit perplexity: " + ", ".join(f"{t} {doc['fp16'][t]:.3f}" for t in tests) + ".",
         "",
         "| budget | plan | avg bits | held-out divergence after GPTQ | " + " | ".join(f"ppl {t}" for t in tests) + " |",
         "|---" * (4 + len(tests)) + "|",
@@ -201,6 +207,9 @@ def render(doc: dict, tests: list[str]) -> str:
                 rel = f" ({x['ppl'][t] / ilp['ppl'][t] - 1:+.2%})" if ilp and key != "ilp" else ""
                 cells.append(f"{x['ppl'][t]:.3f}{rel}")
             lines.append("| " + " | ".join(cells) + " |")
+        if ilp:
+            head = [f"{doc['fp16'][t] / ilp['ppl'][t] - 1:+.2%}" for t in tests]
+            lines.append("| " + " | ".join([str(r["budget"]), "headroom (16-bit vs ILP)", "", "", *head]) + " |")
     lines.append("")
     return "\n".join(lines)
 
