@@ -16,6 +16,9 @@ perplexity after GPTQ of the ILP plan, the final step's choice, and the refined 
 If even this (about rounds x per-round extra GPTQ runs per budget) stays within 1% of ILP in test
 perplexity, the 1% bar is beyond what calibration data can steer on this model.
 
+Cost: every swap is scored by the proxy each round (56 layers: about 3,000 swaps, too slow on a CPU: the
+17M run of 2026-12-03 was stopped after 36 minutes in its first round; run it on a GPU).
+
 Writes benchmarks/quality/results/refine_probe_<name>.md and .json (or --out).
 """
 
