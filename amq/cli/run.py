@@ -18,7 +18,14 @@ from amq.config import AMQConfigError, register_configs, to_object
 from amq.rundir import check_writable
 
 register_configs()
-DEFAULT_RUN_ROOT = "outputs"  # the fixed part of conf/config.yaml's hydra.run.dir
+
+
+def _default_run_root() -> Path:
+    """The fixed part of conf/config.yaml's hydra.run.dir (before its first interpolation)."""
+    import yaml
+
+    raw = str(yaml.safe_load((Path(__file__).parents[1] / "conf" / "config.yaml").read_text())["hydra"]["run"]["dir"])
+    return Path(raw.split("${")[0] or ".")
 
 
 def cli() -> None:
@@ -28,7 +35,7 @@ def cli() -> None:
     if not any(a.split("=", 1)[0] in other for a in argv):  # a sweep, or Hydra only printing
         given = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0].lstrip("+") == "hydra.run.dir"]
         try:
-            check_writable(Path(given[-1] if given else DEFAULT_RUN_ROOT))
+            check_writable(Path(given[-1]) if given else _default_run_root())
         except AMQConfigError as exc:
             fail(exc)
     main()

@@ -178,7 +178,9 @@ def bank_placement(nbytes: int, free: int, total: int, model_device: torch.devic
 
 def _move(gq: GroupQuant, device: torch.device, pin: bool) -> GroupQuant:
     def mv(t: torch.Tensor) -> torch.Tensor:
-        t = t.to(device, non_blocking=True)  # from pinned memory: asynchronous, ordered on the stream
+        # host -> GPU from pinned memory: asynchronous, ordered on the stream before the dequantization that
+        # reads it; GPU -> host (building a host bank) stays synchronous, its result is read at once
+        t = t.to(device, non_blocking=device.type == "cuda")
         return t.pin_memory() if pin else t
 
     return GroupQuant(mv(gq.codes), mv(gq.scale), mv(gq.zero), gq.bits, gq.group_size)
