@@ -1,0 +1,88 @@
+"""Issue 20, first GPU look at the register-fed tensor-core kernel (amq_kernels/mma.py) against
+today's kernels and fp16 cuBLAS: correctness on full shapes, then time and % of the byte ceiling.
+
+    PYTHONPATH=kernels python benchmarks/kernels/mma_probe.py > benchmarks/kernels/results/mma_probe.md
+
+Timing as bench_kernels.py (CUDA graphs, 8 distinct weight copies cycled). Byte ceiling: fp16
+F.linear's time on the same shape divided by the byte ratio (fp16 weight bytes / packed bytes,
+codes + fp16 scale and zero per group of 128); "% ceil" = ceiling time / our time.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from bench_kernels import SHAPES, random_packed, time_cycle
+
+from amq_kernels.matmul import matmul
+from amq_kernels.mma import mma_matmul, pack_mma
+from amq_kernels.packing import dequantize
+
+COPIES = 8
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ms", default="1,4,16")
+    ap.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16")
+    ap.add_argument("--stages", default="1,2")
+    ap.add_argument("--waves", default="4")
+    args = ap.parse_args()
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
+    ms = [int(v) for v in args.ms.split(",")]
+    stages = [int(v) for v in args.stages.split(",")]
+    waves = [int(v) for v in args.waves.split(",")]
+    print(f"# Register-fed tensor-core kernel (mma) vs today's kernels, {torch.cuda.get_device_name()}, {args.dtype}\n")
+    print(
+        f"Command: `PYTHONPATH=kernels python benchmarks/kernels/mma_probe.py --ms {args.ms} --dtype {args.dtype} --stages {args.stages} --waves {args.waves}`\n"
+    )
+    worst, nan = 0.0, False
+    variants = [(st, wv) for st in stages for wv in waves]
+    head = (
+        "| N x K | bits | M | fp16 us | today us | today x fp16 | today % ceil | "
+        + " | ".join(f"mma s{st} w{wv} us | x fp16 | % ceil" for st, wv in variants)
+        + " | mma / today |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for n, k in SHAPES:
+        ws = [torch.randn(n, k, device="cuda", dtype=dtype) * 0.02 for _ in range(COPIES)]
+        for bits in (2, 3, 4):
+            ps = [random_packed(n, k, bits) for _ in range(COPIES)]
+            planes = [pack_mma(p) for p in ps]
+            nbytes = ps[0].nbytes()
+            ratio = n * k * 2 / nbytes
+            for m in ms:
+                x = torch.randn(m, k, device="cuda", dtype=dtype)
+                ref = x.double() @ dequantize(ps[0], torch.float64).t()
+                y = mma_matmul(x, ps[0], planes[0], out=torch.full((m, n), float("nan"), device="cuda", dtype=dtype))
+                nan |= bool(torch.isnan(y).any())
+                worst = max(worst, ((y.double() - ref).norm() / ref.norm()).item())
+                t16 = time_cycle([lambda w=w, x=x: torch.nn.functional.linear(x, w) for w in ws])
+                today = time_cycle([lambda p=p, x=x: matmul(x, p) for p in ps])
+                cells = []
+                best = None
+                for st, wv in variants:
+                    t = time_cycle(
+                        [
+                            lambda p=p, pl=pl, st=st, wv=wv, x=x: mma_matmul(x, p, pl, num_stages=st, waves=wv)
+                            for p, pl in zip(ps, planes, strict=True)
+                        ]
+                    )
+                    best = t if best is None else min(best, t)
+                    cells.append(f"{t:.1f} | {t16 / t:.2f} | {100 * t16 / ratio / t:.0f}%")
+                print(
+                    f"| {n}x{k} | {bits} | {m} | {t16:.1f} | {today:.1f} | {t16 / today:.2f} | {100 * t16 / ratio / today:.0f}% | "
+                    + " | ".join(cells)
+                    + f" | {today / best:.2f} |",
+                    flush=True,
+                )
+        del ws
+    print(
+        f"\nCorrectness (mma, M in {ms}, every shape and bit-width, output poisoned with NaN): worst relative error {worst:.2e}, NaN: {nan}."
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Device code of the register-fed tensor-core strategy (mma.py says the layout and the plan)."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from amq_kernels.jit import _epilogue
+
+
+@triton.jit
+def _pair(w0, w1, s2, nzs2, sc, zp, j: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, DT: tl.constexpr, PTX: tl.constexpr,
+          PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr):  # fmt: skip
+    """Pair j of each word as two weights (q - z) s in DT, joined (low half, high half).
+    The word is shifted only every CHUNK pairs: pair j is masked where it sits, r bits up, and
+    OR-ed with the 16-bit exponent that makes its value 2^(MANT - r) + q exactly (fp16: 10
+    mantissa bits, bf16: 7; the code's top bit must stay below them), so one sub gives q."""
+    MANT: tl.constexpr = 7 if tl.bfloat16 == DT else 10
+    CHUNK: tl.constexpr = (MANT - W0 - W1) // W0 + 1  # pairs per shift of the word
+    R: tl.constexpr = (j % CHUNK) * W0  # where the pair sits after the shift
+    a = w0 >> ((j // CHUNK) * CHUNK * W0)
+    if W1 > 0:  # the pair's high bit (bit j, 16 + j of w1) to bits R + W0, 16 + R + W0
+        UP: tl.constexpr = R + W0 - j
+        if UP >= 0:
+            b = w1 << UP
+        else:
+            b = w1 >> (-UP)
+    else:
+        b = a
+    if PTX:  # lop3, [lop3], sub, fma (pair_dequant_ptx)
+        BIAS: tl.constexpr = (134 - R) << 7 if tl.bfloat16 == DT else (25 - R) << 10
+        mask = tl.full(a.shape, ((1 << W0) - 1) * 65537 << R, tl.int32)
+        magic = tl.full(a.shape, BIAS * 65537, tl.int32)
+        if W1 > 0:
+            args = [a, mask, magic, b, mask << W0, s2, nzs2]
+        else:
+            args = [a, mask, magic, s2, nzs2]
+        if tl.bfloat16 == DT:
+            lo, hi = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=1)
+        else:
+            lo, hi = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=(tl.float16, tl.float16), is_pure=True, pack=1)
+    else:
+        m0: tl.constexpr = (1 << W0) - 1
+        lo = (a >> R) & m0
+        hi = (a >> (16 + R)) & m0
+        if W1 > 0:
+            lo = lo | ((b >> R) & (m0 + 1))
+            hi = hi | ((b >> (16 + R)) & (m0 + 1))
+        lo = ((lo.to(tl.float32) - zp) * sc).to(DT)
+        hi = ((hi.to(tl.float32) - zp) * sc).to(DT)
+    return tl.join(lo, hi)
+
+
+@triton.jit
+def _weight_tile(w0, w1, s2, nzs2, sc, zp, W0: tl.constexpr, W1: tl.constexpr, DT: tl.constexpr, PTX: tl.constexpr,
+                 PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr):  # fmt: skip
+    """The (64, 128) weight tile of one step from the threads' words (4, 32, V): pair p = j + HALF v of
+    lane l of warp w is row 16 w + 8 rbit + l // 4, column 16 slice + 8 kbit + 2 (l % 4) + h with
+    p = kbit + 2 slice + 16 rbit. Only joins, reshapes and a permute: no data moves between threads."""
+    HALF: tl.constexpr = 16 // W0
+    c0 = _pair(w0, w1, s2, nzs2, sc, zp, 0, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+    c1 = _pair(w0, w1, s2, nzs2, sc, zp, 1, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+    c2 = _pair(w0, w1, s2, nzs2, sc, zp, 2, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+    c3 = _pair(w0, w1, s2, nzs2, sc, zp, 3, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+    if HALF == 4:  # (4, 32, 8 words, h, j0, j1): p bits j0 j1 v0 v1 v2 = kbit s0 s1 s2 rbit
+        t = tl.join(tl.join(c0, c1), tl.join(c2, c3))
+        t = tl.reshape(t, (4, 8, 4, 2, 2, 2, 2, 2, 2))  # warp, lq, lr, v2, v1, v0, h, j0, j1
+        t = tl.permute(t, (0, 3, 1, 4, 5, 8, 7, 2, 6))  # warp, rbit, lq | s2, s1, s0, kbit, lr, h
+    else:  # (4, 32, 4 words, h, j0, j1, j2): p bits j0 j1 j2 v0 v1 = kbit s0 s1 s2 rbit
+        c4 = _pair(w0, w1, s2, nzs2, sc, zp, 4, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+        c5 = _pair(w0, w1, s2, nzs2, sc, zp, 5, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+        c6 = _pair(w0, w1, s2, nzs2, sc, zp, 6, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+        c7 = _pair(w0, w1, s2, nzs2, sc, zp, 7, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+        t = tl.join(tl.join(tl.join(c0, c1), tl.join(c2, c3)), tl.join(tl.join(c4, c5), tl.join(c6, c7)))
+        t = tl.reshape(t, (4, 8, 4, 2, 2, 2, 2, 2, 2))  # warp, lq, lr, v1, v0, h, j0, j1, j2
+        t = tl.permute(t, (0, 3, 1, 4, 8, 7, 6, 2, 5))  # warp, rbit, lq | s2, s1, s0, kbit, lr, h
+    return tl.reshape(t, (64, 128))
+
+
+@triton.jit
+def _per_word(v2, V: tl.constexpr):
+    """A (4, 32, 2) per-(thread, rbit) value spread over the thread's V words (rbit = the top bit of v)."""
+    return tl.reshape(tl.broadcast_to(v2[:, :, :, None], (4, 32, 2, V // 2)), (4, 32, V))
+
+
+@triton.jit
+def mma_matmul_kernel(
+    x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr,
+    M, N, K, stride_xm, stride_ym, SPLIT_K,
+    W0: tl.constexpr, W1: tl.constexpr, BLOCK_M: tl.constexpr, REDUCE: tl.constexpr,
+    PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, DOT_FP32: tl.constexpr,
+):  # fmt: skip
+    """y = x W^T for M <= BLOCK_M (16) rows, W in the mma layout. Program (n tile of 64, k split)."""
+    HALF: tl.constexpr = 16 // W0
+    V0: tl.constexpr = 32 // HALF  # plane-0 words per thread per step
+    DT: tl.constexpr = tl.float32 if DOT_FP32 else x_ptr.dtype.element_ty
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    steps = K // 128
+    per_split = tl.cdiv(steps, SPLIT_K)
+    s_start = pid_k * per_split
+    s_end = tl.minimum(s_start + per_split, steps)
+    offs_n = pid_n * 64 + tl.arange(0, 64)
+    offs_m = tl.arange(0, BLOCK_M)
+    mask_m = offs_m < M
+    thread = tl.arange(0, 4)[:, None, None] * 32 + tl.arange(0, 32)[None, :, None]
+    offs_w0 = thread * V0 + tl.arange(0, V0)[None, None, :]  # (4, 32, V0)
+    offs_w1 = thread * 2 + tl.arange(0, 2)[None, None, :]  # (4, 32, 2): the 1-bit plane
+    # the thread's rows 16 w + l // 4 + 8 rbit, as (4, 32, 2 (rbit))
+    offs_r = pid_n * 64 + tl.arange(0, 4)[:, None, None] * 16 + (tl.arange(0, 32) // 4)[None, :, None] + 8 * tl.arange(0, 2)[None, None, :]
+    acc = tl.zeros((64, BLOCK_M), dtype=tl.float32)
+    for s in range(s_start, s_end):
+        w0 = tl.load(p0_ptr + (pid_n * steps + s) * (128 * V0) + offs_w0)
+        if W1 > 0:  # the high-bit word of pair p = j + 8 v is p // 16 = v // 2, at bit p % 16 = j + 8 (v % 2)
+            w1 = tl.load(p1_ptr + (pid_n * steps + s) * 256 + offs_w1)
+            w1 = tl.reshape(tl.join(w1, w1 >> 8), (4, 32, 4))
+        else:
+            w1 = w0
+        # the group's scale and zero for the thread's two rows, spread over its words
+        sc = tl.load(s_ptr + s * N + offs_r).to(tl.float32)
+        zp = tl.load(z_ptr + s * N + offs_r).to(tl.float32)
+        if PTX:  # s and -z s as 16-bit pairs
+            sb = sc.to(DT).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+            zb = (-(zp * sc)).to(DT).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+            s2 = _per_word(sb | (sb << 16), V0)
+            nzs2 = _per_word(zb | (zb << 16), V0)
+        else:  # unused
+            s2 = w0
+            nzs2 = w0
+        w = _weight_tile(w0, w1, s2, nzs2, _per_word(sc, V0), _per_word(zp, V0), W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+        offs_k = s * 128 + tl.arange(0, 128)
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)  # (BLOCK_M, 128)
+        acc = tl.dot(w, tl.trans(x.to(DT)), acc)  # (64, BLOCK_M)
+    _epilogue(tl.trans(acc), y_ptr, ws_ptr, lock_ptr, offs_m, offs_n, M, N, stride_ym, pid_n, pid_k, SPLIT_K, REDUCE)

@@ -1,0 +1,135 @@
+"""The register-fed tensor-core strategy (issue 20): weights reach the MMA without shared memory.
+
+Layout ("mma", derived from the bit planes at load time; same bytes): the codes of each 64-row x
+128-column block (64 outputs n, one group of 128 inputs k) are reordered so that each of the 128
+threads of a 4-warp program loads, with plain vector loads, exactly the code pairs that its part of
+Hopper's warpgroup MMA (and mma.sync m16n8k16) takes from registers for the weights as the left
+operand: lane l of warp w holds rows 16 w + l // 4 (+ 8) and columns 16 t + 2 (l % 4) (+ 8)
+(+ 1) of every 16-column slice t. A thread's 32 pairs p = kbit + 2 slice + 16 rbit (row + 8 rbit,
+column 16 slice + 8 kbit + 2 (l % 4)) sit in its words in order, HALF = 16 / w pairs a word of
+width w, the pair's two codes 16 bits apart as in the bit planes. Block (tile, step) is one
+contiguous run of 128 x V words, thread-major, so a program streams its K split as one
+contiguous range.
+
+Kernel: per 128-input step, each pair of codes is one lop3 (mask + the 16-bit exponent of 1024
+(fp16) or 128 (bf16)) and one sub (exact code q in 16 bits); the weights as the MMA's left
+operand (y^T = W x^T: 64 rows of W x up to 16 rows of x), fp32 accumulators; the group's scale
+and zero are applied to the step's (64, 16) result: s (W x - z sum(x)). M = 1..16 rows.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from amq_kernels.packing import PackedWeight, plane_widths, unpack_codes
+
+TILE_N = 64  # rows of W per program: 4 warps x 16 (the warpgroup MMA's m64)
+STEP_K = 128  # inputs per step: one group
+THREADS = 128
+
+
+def _pair_positions(width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For a plane of `width` bits: (row, col, shift) of every code slot of a block's words,
+    each (4 warps, 32 lanes, V words, HALF pairs, 2 halves); row < 64, col < 128."""
+    half = 16 // width
+    v = 32 // half
+    warp = torch.arange(4).view(4, 1, 1, 1, 1)
+    lane = torch.arange(32).view(1, 32, 1, 1, 1)
+    word = torch.arange(v).view(1, 1, v, 1, 1)
+    j = torch.arange(half).view(1, 1, 1, half, 1)
+    h = torch.arange(2).view(1, 1, 1, 1, 2)
+    p = j + half * word  # the thread's pair index
+    kbit, slice_, rbit = p & 1, (p >> 1) & 7, p >> 4
+    row = 16 * warp + 8 * rbit + lane // 4
+    col = 16 * slice_ + 8 * kbit + 2 * (lane % 4) + h
+    shift = 16 * h + width * j
+    shape = (4, 32, v, half, 2)
+    return row.expand(shape), col.expand(shape), shift.expand(shape)
+
+
+def pack_mma(packed: PackedWeight) -> list[torch.Tensor]:
+    """The bit planes of `packed` in the mma layout: per plane an int32 tensor
+    (N / 64, K / 128, 128 x V) (V = 8 / 4 / 2 words for 4 / 2 / 1-bit planes)."""
+    n, k = packed.out_features, packed.in_features
+    if n % TILE_N or k % STEP_K or packed.group_size != STEP_K:
+        raise ValueError(
+            f"the mma layout takes N % {TILE_N} == 0, K % {STEP_K} == 0 and group {STEP_K}; got {n} x {k}, group {packed.group_size}"
+        )
+    q = unpack_codes(packed).to(torch.int64)  # (N, K)
+    blocks = q.view(n // TILE_N, TILE_N, k // STEP_K, STEP_K).permute(0, 2, 1, 3)  # (tiles, steps, 64, 128)
+    out, offset = [], 0
+    for w in plane_widths(packed.bits):
+        row, col, shift = (t.to(q.device) for t in _pair_positions(w))
+        part = (blocks >> offset) & ((1 << w) - 1)
+        codes = part[:, :, row, col]  # (tiles, steps, 4, 32, V, HALF, 2)
+        words = (codes << shift).sum((-1, -2))  # (tiles, steps, 4, 32, V)
+        words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+        out.append(words.reshape(n // TILE_N, k // STEP_K, -1).contiguous())
+        offset += w
+    return out
+
+
+def mma_ok(packed: PackedWeight) -> bool:
+    """Shapes and bit-widths the mma layout covers."""
+    return (
+        packed.out_features % TILE_N == 0 and packed.in_features % STEP_K == 0 and packed.group_size == STEP_K and packed.bits in (2, 3, 4)
+    )
+
+
+def placed_pair_ptx(high_bits: bool, bf16: bool) -> tuple[str, str]:
+    """One code pair masked where it sits in its word to two 16-bit weights (q - z) s, exactly
+    as `dequantize` rounds them: lop3 (mask, OR the exponent that makes the pair 2^e + q),
+    [lop3: the high-bit plane's bits], sub of 2^e (q exact), fma with s and -z s. Operands:
+    $0, $1 the weights; word, mask, magic (= 2^e in both halves), [high word, high mask], s, -z s
+    (16-bit pairs)."""
+    kind = "bf16x2" if bf16 else "f16x2"
+    lines = ["{", ".reg .b32 t;", "lop3.b32 t, $2, $3, $4, 0xEA;"]
+    first = 5
+    if high_bits:
+        lines.append("lop3.b32 t, $5, $6, t, 0xEA;")
+        first = 7
+    lines += [f"sub.{kind} t, t, $4;", f"fma.rn.{kind} t, t, ${first}, ${first + 1};", "mov.b32 {$0, $1}, t;", "}"]
+    return "\n".join(lines), ",".join(["=h", "=h"] + ["r"] * (first - 2 + 2))
+
+
+def mma_matmul(
+    x: torch.Tensor,
+    packed: PackedWeight,
+    planes: list[torch.Tensor],
+    split_k: int | None = None,
+    out: torch.Tensor | None = None,
+    num_stages: int = 1,
+    waves: int = 4,
+) -> torch.Tensor:
+    """x (M <= 16, K) fp16/bf16 @ W^T with W's planes in the mma layout (`pack_mma(packed)`);
+    `packed` gives the scales, zeros and shape. K split over programs to fill the GPU."""
+    import os
+
+    from amq_kernels.jit_mma import mma_matmul_kernel
+    from amq_kernels.matmul import FUSE, _outputs, _reduction, _sm_count
+
+    interpreting = os.environ.get("TRITON_INTERPRET") == "1"
+    m, k = x.shape
+    n = packed.out_features
+    if m > 16:
+        raise ValueError(f"mma_matmul takes up to 16 rows, got {m}")
+    widths = plane_widths(packed.bits)
+    w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
+    steps, tiles = k // STEP_K, n // TILE_N
+    if split_k is None:
+        split_k = max(1, min(steps, -(-waves * _sm_count(x.device) // tiles)))
+    per = -(-steps // split_k)
+    split = -(-steps // per)
+    reduce = _reduction({}, split)
+    y, ws, lock = _outputs(x, n, split, reduce, tiles, out)
+    ptx = x.is_cuda and not interpreting
+    src, args = placed_pair_ptx(w1 > 0, x.dtype == torch.bfloat16) if ptx else ("", "")
+    p1 = planes[1] if w1 else planes[0]
+    mma_matmul_kernel[(tiles, split)](
+        x, planes[0], p1, packed.scales, packed.zeros, y, ws, lock, m, n, k, x.stride(0), y.stride(0), split,
+        W0=w0, W1=w1, BLOCK_M=16, REDUCE=reduce, PTX=ptx, PTX_SRC=src, PTX_ARGS=args,
+        DOT_FP32=interpreting and x.dtype == torch.bfloat16, num_warps=4, num_stages=num_stages, **FUSE,
+    )  # fmt: skip
+    if out is not None and y is not out:
+        y = out.copy_(y)
+    return y.to(x.dtype)
