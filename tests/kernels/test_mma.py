@@ -1,0 +1,124 @@
+"""The register-fed tensor-core kernel (amq_kernels/mma.py): its layout against the documented
+fragment map, its numerics under the interpreter, and, compiled for sm_90 on the CPU, that the
+weight tile reaches the warpgroup MMA from registers (no shared-memory round trip)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from amq.quant.groupwise import quantize_hqq
+from amq_kernels.mma import mma_ok, pack_mma
+from amq_kernels.packing import pack, plane_widths
+
+
+def _packed(n: int, k: int, bits: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    q = quantize_hqq(torch.randn(n, k, generator=g) * 0.02, bits, 128, iters=2)
+    return q.codes, pack(q.codes, q.scale, q.zero, bits, 128)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_each_code_sits_where_its_mma_fragment_reads_it(bits):
+    """Decoded word by word from the docstring's map (lane l of warp w, pair p = j + HALF v:
+    row 16 w + 8 (p >> 4) + l // 4, column 16 ((p >> 1) & 7) + 8 (p & 1) + 2 (l % 4) + h)."""
+    codes, p = _packed(128, 256, bits)
+    planes = pack_mma(p)
+    got = torch.zeros(128, 256, dtype=torch.int64)
+    offset = 0
+    for width, plane in zip(plane_widths(bits), planes, strict=True):
+        half, v_words = 16 // width, 32 // (16 // width)
+        assert plane.shape == (2, 2, 128 * v_words)
+        words = plane.to(torch.int64) & 0xFFFFFFFF
+        for t in range(2):
+            for s in range(2):
+                for thread in range(128):
+                    w, lane = divmod(thread, 32)
+                    for v in range(v_words):
+                        word = int(words[t, s, thread * v_words + v])
+                        for j in range(half):
+                            pair = j + half * v
+                            row = 64 * t + 16 * w + 8 * (pair >> 4) + lane // 4
+                            col = 128 * s + 16 * ((pair >> 1) & 7) + 8 * (pair & 1) + 2 * (lane % 4)
+                            for h in range(2):
+                                got[row, col + h] |= ((word >> (16 * h + width * j)) & ((1 << width) - 1)) << offset
+        offset += width
+    assert torch.equal(got, codes.to(torch.int64))
+
+
+def test_the_layout_names_what_it_does_not_cover():
+    _, p = _packed(96, 256, 4)  # 96 rows: not a multiple of 64
+    assert not mma_ok(p)
+    with pytest.raises(ValueError, match="N % 64"):
+        pack_mma(p)
+
+
+INTERPRETER_CHECK = r"""
+import torch
+from amq.quant.groupwise import quantize_hqq
+from amq_kernels.packing import pack, dequantize
+from amq_kernels.mma import mma_matmul, pack_mma
+torch.manual_seed(0)
+fails = 0
+for bits in (2, 3, 4):
+    w = torch.randn(128, 384) * 0.05
+    q = quantize_hqq(w, bits, 128, iters=2)
+    p = pack(q.codes, q.scale, q.zero, bits, 128)
+    planes = pack_mma(p)
+    for dtype in (torch.float16, torch.bfloat16):
+        for m, split in ((1, 1), (1, 2), (3, 3), (16, 2)):
+            x = torch.randn(m, 384).to(dtype)
+            ref = x.double() @ dequantize(p, torch.float64).t()
+            y = mma_matmul(x, p, planes, split_k=split, out=torch.full((m, 128), float("nan"), dtype=dtype))
+            err = ((y.double() - ref).norm() / ref.norm()).item()
+            ok = err < 1e-2 and not torch.isnan(y).any() and y.dtype == dtype
+            fails += not ok
+            print(bits, dtype, m, split, f"{err:.2e}", "ok" if ok else "FAIL")
+raise SystemExit(fails)
+"""
+
+
+@pytest.mark.interpreter
+def test_mma_kernel_under_interpreter():
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    r = subprocess.run(
+        [sys.executable, "-c", INTERPRETER_CHECK], capture_output=True, text=True, env=env, timeout=600, cwd=Path(__file__).parent
+    )
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("act", ["*fp16", "*bf16"])
+def test_weights_reach_the_warpgroup_mma_in_registers(bits, act):
+    triton = pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("TRITON_INTERPRET=1")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from amq_kernels import jit_mma
+    from amq_kernels.matmul import FUSE
+    from amq_kernels.mma import placed_pair_ptx
+
+    w = plane_widths(bits)
+    src, cons = placed_pair_ptx(len(w) > 1, act == "*bf16")
+    fn = jit_mma.mma_matmul_kernel
+    consts = {"W0": w[0], "W1": w[1] if len(w) > 1 else 0, "BLOCK_M": 16, "REDUCE": "atomic", "PTX": True, "PTX_SRC": src,
+              "PTX_ARGS": cons, "DOT_FP32": False}  # fmt: skip
+    sig = {n: "constexpr" if n in consts else act if n in ("x_ptr", "y_ptr") else "*fp16" if n in ("s_ptr", "z_ptr")
+           else "*fp32" if n == "ws_ptr" else "*i32" if n.endswith("_ptr") else "i32" for n in fn.arg_names}  # fmt: skip
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if sig[n].startswith("*") or n in ("N", "K")}
+    k = triton.compile(
+        ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 1, **FUSE}
+    )
+    dt = "bf16" if act == "*bf16" else "f16"
+    # the weight tile is a register operand (a dot_op layout), not a shared-memory descriptor
+    assert "ttng.warp_group_dot %w" in k.asm["ttgir"] and f"tensor<64x128x{dt}, #ttg.dot_op<{{opIdx = 0" in k.asm["ttgir"]
+    assert f"wgmma.mma_async.sync.aligned.m64n16k16.f32.{dt}.{dt}" in k.asm["ptx"]
+    assert "ldmatrix" not in k.asm["ptx"]  # nothing of the weights read back from shared memory
