@@ -17,9 +17,9 @@ from amq_kernels.mma import mma_matmul, pack_mma
 N, K = 11008, 4096
 for bits in (2, 4):
     p = random_packed(N, K, bits)
-    planes = pack_mma(p)
+    mw = pack_mma(p)
     x = torch.randn(1, K, device="cuda", dtype=torch.float16)
     for _ in range(2):
         matmul(x, p)
-        mma_matmul(x, p, planes)
+        mma_matmul(x, mw)
     torch.cuda.synchronize()

@@ -28,20 +28,22 @@ def main() -> None:
     ap.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16")
     ap.add_argument("--stages", default="1,2")
     ap.add_argument("--waves", default="4")
+    ap.add_argument("--unroll", default="2", help="K steps per loop iteration (every shape here has an even step count)")
     args = ap.parse_args()
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     ms = [int(v) for v in args.ms.split(",")]
     stages = [int(v) for v in args.stages.split(",")]
     waves = [int(v) for v in args.waves.split(",")]
+    unrolls = [int(v) for v in args.unroll.split(",")]
     print(f"# Register-fed tensor-core kernel (mma) vs today's kernels, {torch.cuda.get_device_name()}, {args.dtype}\n")
     print(
-        f"Command: `PYTHONPATH=kernels python benchmarks/kernels/mma_probe.py --ms {args.ms} --dtype {args.dtype} --stages {args.stages} --waves {args.waves}`\n"
+        f"Command: `PYTHONPATH=kernels python benchmarks/kernels/mma_probe.py --ms {args.ms} --dtype {args.dtype} --stages {args.stages} --waves {args.waves} --unroll {args.unroll}`\n"
     )
     worst, nan = 0.0, False
-    variants = [(st, wv) for st in stages for wv in waves]
+    variants = [(st, wv, un) for st in stages for wv in waves for un in unrolls]
     head = (
         "| N x K | bits | M | fp16 us | today us | today x fp16 | today % ceil | "
-        + " | ".join(f"mma s{st} w{wv} us | x fp16 | % ceil" for st, wv in variants)
+        + " | ".join(f"mma s{st} w{wv} u{un} us | x fp16 | % ceil" for st, wv, un in variants)
         + " | mma / today |"
     )
     print(head)
@@ -50,25 +52,22 @@ def main() -> None:
         ws = [torch.randn(n, k, device="cuda", dtype=dtype) * 0.02 for _ in range(COPIES)]
         for bits in (2, 3, 4):
             ps = [random_packed(n, k, bits) for _ in range(COPIES)]
-            planes = [pack_mma(p) for p in ps]
+            planes = [pack_mma(p, dtype) for p in ps]
             nbytes = ps[0].nbytes()
             ratio = n * k * 2 / nbytes
             for m in ms:
                 x = torch.randn(m, k, device="cuda", dtype=dtype)
                 ref = x.double() @ dequantize(ps[0], torch.float64).t()
-                y = mma_matmul(x, ps[0], planes[0], out=torch.full((m, n), float("nan"), device="cuda", dtype=dtype))
+                y = mma_matmul(x, planes[0], out=torch.full((m, n), float("nan"), device="cuda", dtype=dtype))
                 nan |= bool(torch.isnan(y).any())
                 worst = max(worst, ((y.double() - ref).norm() / ref.norm()).item())
                 t16 = time_cycle([lambda w=w, x=x: torch.nn.functional.linear(x, w) for w in ws])
                 today = time_cycle([lambda p=p, x=x: matmul(x, p) for p in ps])
                 cells = []
                 best = None
-                for st, wv in variants:
+                for st, wv, un in variants:
                     t = time_cycle(
-                        [
-                            lambda p=p, pl=pl, st=st, wv=wv, x=x: mma_matmul(x, p, pl, num_stages=st, waves=wv)
-                            for p, pl in zip(ps, planes, strict=True)
-                        ]
+                        [lambda pl=pl, st=st, wv=wv, un=un, x=x: mma_matmul(x, pl, num_stages=st, waves=wv, unroll=un) for pl in planes]
                     )
                     best = t if best is None else min(best, t)
                     cells.append(f"{t:.1f} | {t16 / t:.2f} | {100 * t16 / ratio / t:.0f}%")

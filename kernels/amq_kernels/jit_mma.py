@@ -9,7 +9,7 @@ from amq_kernels.jit import _epilogue
 
 
 @triton.jit
-def _pair(w0, w1, s2, nzs2, sc, zp, j: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, DT: tl.constexpr, PTX: tl.constexpr,
+def _pair(w0, w1, s2, nzs2, sc, nzs, j: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, DT: tl.constexpr, PTX: tl.constexpr,
           PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr):  # fmt: skip
     """Pair j of each word as two weights (q - z) s in DT, joined (low half, high half).
     The word is shifted only every CHUNK pairs: pair j is masked where it sits, r bits up, and
@@ -46,31 +46,31 @@ def _pair(w0, w1, s2, nzs2, sc, zp, j: tl.constexpr, W0: tl.constexpr, W1: tl.co
         if W1 > 0:
             lo = lo | ((b >> R) & (m0 + 1))
             hi = hi | ((b >> (16 + R)) & (m0 + 1))
-        lo = ((lo.to(tl.float32) - zp) * sc).to(DT)
-        hi = ((hi.to(tl.float32) - zp) * sc).to(DT)
+        lo = (lo.to(tl.float32) * sc + nzs).to(DT)
+        hi = (hi.to(tl.float32) * sc + nzs).to(DT)
     return tl.join(lo, hi)
 
 
 @triton.jit
-def _weight_tile(w0, w1, s2, nzs2, sc, zp, W0: tl.constexpr, W1: tl.constexpr, DT: tl.constexpr, PTX: tl.constexpr,
+def _weight_tile(w0, w1, s2, nzs2, sc, nzs, W0: tl.constexpr, W1: tl.constexpr, DT: tl.constexpr, PTX: tl.constexpr,
                  PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr):  # fmt: skip
     """The (64, 128) weight tile of one step from the threads' words (4, 32, V): pair p = j + HALF v of
     lane l of warp w is row 16 w + 8 rbit + l // 4, column 16 slice + 8 kbit + 2 (l % 4) + h with
     p = kbit + 2 slice + 16 rbit. Only joins, reshapes and a permute: no data moves between threads."""
     HALF: tl.constexpr = 16 // W0
-    c0 = _pair(w0, w1, s2, nzs2, sc, zp, 0, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
-    c1 = _pair(w0, w1, s2, nzs2, sc, zp, 1, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
-    c2 = _pair(w0, w1, s2, nzs2, sc, zp, 2, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
-    c3 = _pair(w0, w1, s2, nzs2, sc, zp, 3, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+    c0 = _pair(w0, w1, s2, nzs2, sc, nzs, 0, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+    c1 = _pair(w0, w1, s2, nzs2, sc, nzs, 1, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+    c2 = _pair(w0, w1, s2, nzs2, sc, nzs, 2, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+    c3 = _pair(w0, w1, s2, nzs2, sc, nzs, 3, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
     if HALF == 4:  # (4, 32, 8 words, h, j0, j1): p bits j0 j1 v0 v1 v2 = kbit s0 s1 s2 rbit
         t = tl.join(tl.join(c0, c1), tl.join(c2, c3))
         t = tl.reshape(t, (4, 8, 4, 2, 2, 2, 2, 2, 2))  # warp, lq, lr, v2, v1, v0, h, j0, j1
         t = tl.permute(t, (0, 3, 1, 4, 5, 8, 7, 2, 6))  # warp, rbit, lq | s2, s1, s0, kbit, lr, h
     else:  # (4, 32, 4 words, h, j0, j1, j2): p bits j0 j1 j2 v0 v1 = kbit s0 s1 s2 rbit
-        c4 = _pair(w0, w1, s2, nzs2, sc, zp, 4, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
-        c5 = _pair(w0, w1, s2, nzs2, sc, zp, 5, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
-        c6 = _pair(w0, w1, s2, nzs2, sc, zp, 6, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
-        c7 = _pair(w0, w1, s2, nzs2, sc, zp, 7, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+        c4 = _pair(w0, w1, s2, nzs2, sc, nzs, 4, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+        c5 = _pair(w0, w1, s2, nzs2, sc, nzs, 5, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+        c6 = _pair(w0, w1, s2, nzs2, sc, nzs, 6, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+        c7 = _pair(w0, w1, s2, nzs2, sc, nzs, 7, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
         t = tl.join(tl.join(tl.join(c0, c1), tl.join(c2, c3)), tl.join(tl.join(c4, c5), tl.join(c6, c7)))
         t = tl.reshape(t, (4, 8, 4, 2, 2, 2, 2, 2, 2))  # warp, lq, lr, v1, v0, h, j0, j1, j2
         t = tl.permute(t, (0, 3, 1, 4, 8, 7, 6, 2, 5))  # warp, rbit, lq | s2, s1, s0, kbit, lr, h
@@ -84,20 +84,55 @@ def _per_word(v2, V: tl.constexpr):
 
 
 @triton.jit
+def _step(acc, s, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, offs_m, mask_m, stride_xm, offs_w0, offs_w1, offs_sz,
+          W0: tl.constexpr, W1: tl.constexpr, V0: tl.constexpr, DT: tl.constexpr, SZ_BF16: tl.constexpr,
+          PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr):  # fmt: skip
+    """One 128-input step (one group) of a program: acc += W_tile x^T."""
+    block = pid_n * steps + s
+    w0 = tl.load(p0_ptr + block * (128 * V0) + offs_w0)
+    if W1 > 0:  # the high-bit word of pair p = j + 8 v is p // 16 = v // 2, at bit p % 16 = j + 8 (v % 2)
+        w1 = tl.load(p1_ptr + block * 256 + offs_w1)
+        w1 = tl.reshape(tl.join(w1, w1 >> 8), (4, 32, 4))
+    else:
+        w1 = w0
+    # the group's (s, -z s) pair of the thread's two rows, spread over its words
+    sz = tl.load(sz_ptr + block * 64 + offs_sz)  # (4, 32, 2)
+    if PTX:  # s and -z s in both halves of a b32
+        s2 = _per_word((sz & 0xFFFF) * 65537, V0)
+        nzs2 = _per_word(((sz >> 16) & 0xFFFF) * 65537, V0)
+        sc = s2
+        nzs = s2
+    else:  # the interpreter: both as fp32
+        s2 = w0
+        nzs2 = w0
+        if SZ_BF16:
+            sc = _per_word((sz << 16).to(tl.float32, bitcast=True), V0)
+            nzs = _per_word((sz & -65536).to(tl.float32, bitcast=True), V0)
+        else:
+            sc = _per_word((sz & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32), V0)
+            nzs = _per_word((sz >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32), V0)
+    w = _weight_tile(w0, w1, s2, nzs2, sc, nzs, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+    offs_k = s * 128 + tl.arange(0, 128)
+    x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)  # (BLOCK_M, 128)
+    return tl.dot(w, tl.trans(x.to(DT)), acc)  # (64, BLOCK_M)
+
+
+@triton.jit
 def mma_matmul_kernel(
-    x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr,
+    x_ptr, p0_ptr, p1_ptr, sz_ptr, y_ptr, ws_ptr, lock_ptr,
     M, N, K, stride_xm, stride_ym, SPLIT_K,
-    W0: tl.constexpr, W1: tl.constexpr, BLOCK_M: tl.constexpr, REDUCE: tl.constexpr,
+    W0: tl.constexpr, W1: tl.constexpr, BLOCK_M: tl.constexpr, REDUCE: tl.constexpr, UNROLL: tl.constexpr, SZ_BF16: tl.constexpr,
     PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, DOT_FP32: tl.constexpr,
 ):  # fmt: skip
-    """y = x W^T for M <= BLOCK_M (16) rows, W in the mma layout. Program (n tile of 64, k split)."""
+    """y = x W^T for M <= BLOCK_M (16) rows, W in the mma layout. Program (n tile of 64, k split);
+    UNROLL steps per loop iteration (every split's step count is a multiple of it)."""
     HALF: tl.constexpr = 16 // W0
     V0: tl.constexpr = 32 // HALF  # plane-0 words per thread per step
     DT: tl.constexpr = tl.float32 if DOT_FP32 else x_ptr.dtype.element_ty
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     steps = K // 128
-    per_split = tl.cdiv(steps, SPLIT_K)
+    per_split = tl.cdiv(steps // UNROLL, SPLIT_K) * UNROLL
     s_start = pid_k * per_split
     s_end = tl.minimum(s_start + per_split, steps)
     offs_n = pid_n * 64 + tl.arange(0, 64)
@@ -106,29 +141,11 @@ def mma_matmul_kernel(
     thread = tl.arange(0, 4)[:, None, None] * 32 + tl.arange(0, 32)[None, :, None]
     offs_w0 = thread * V0 + tl.arange(0, V0)[None, None, :]  # (4, 32, V0)
     offs_w1 = thread * 2 + tl.arange(0, 2)[None, None, :]  # (4, 32, 2): the 1-bit plane
-    # the thread's rows 16 w + l // 4 + 8 rbit, as (4, 32, 2 (rbit))
-    offs_r = pid_n * 64 + tl.arange(0, 4)[:, None, None] * 16 + (tl.arange(0, 32) // 4)[None, :, None] + 8 * tl.arange(0, 2)[None, None, :]
+    # the (s, -z s) slots of the thread's rows 16 w + l // 4 + 8 rbit: 16 w + 2 (l // 4) + rbit
+    offs_sz = tl.arange(0, 4)[:, None, None] * 16 + (tl.arange(0, 32) // 4)[None, :, None] * 2 + tl.arange(0, 2)[None, None, :]
     acc = tl.zeros((64, BLOCK_M), dtype=tl.float32)
-    for s in range(s_start, s_end):
-        w0 = tl.load(p0_ptr + (pid_n * steps + s) * (128 * V0) + offs_w0)
-        if W1 > 0:  # the high-bit word of pair p = j + 8 v is p // 16 = v // 2, at bit p % 16 = j + 8 (v % 2)
-            w1 = tl.load(p1_ptr + (pid_n * steps + s) * 256 + offs_w1)
-            w1 = tl.reshape(tl.join(w1, w1 >> 8), (4, 32, 4))
-        else:
-            w1 = w0
-        # the group's scale and zero for the thread's two rows, spread over its words
-        sc = tl.load(s_ptr + s * N + offs_r).to(tl.float32)
-        zp = tl.load(z_ptr + s * N + offs_r).to(tl.float32)
-        if PTX:  # s and -z s as 16-bit pairs
-            sb = sc.to(DT).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-            zb = (-(zp * sc)).to(DT).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-            s2 = _per_word(sb | (sb << 16), V0)
-            nzs2 = _per_word(zb | (zb << 16), V0)
-        else:  # unused
-            s2 = w0
-            nzs2 = w0
-        w = _weight_tile(w0, w1, s2, nzs2, _per_word(sc, V0), _per_word(zp, V0), W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
-        offs_k = s * 128 + tl.arange(0, 128)
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)  # (BLOCK_M, 128)
-        acc = tl.dot(w, tl.trans(x.to(DT)), acc)  # (64, BLOCK_M)
+    for s in range(s_start, s_end, UNROLL):
+        for u in tl.static_range(UNROLL):
+            acc = _step(acc, s + u, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, offs_m, mask_m, stride_xm, offs_w0, offs_w1, offs_sz,
+                        W0, W1, V0, DT, SZ_BF16, PTX, PTX_SRC, PTX_ARGS)  # fmt: skip
     _epilogue(tl.trans(acc), y_ptr, ws_ptr, lock_ptr, offs_m, offs_n, M, N, stride_ym, pid_n, pid_k, SPLIT_K, REDUCE)

@@ -19,6 +19,8 @@ and zero are applied to the step's (64, 16) result: s (W x - z sum(x)). M = 1..1
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from amq_kernels.packing import PackedWeight, plane_widths, unpack_codes
@@ -47,9 +49,25 @@ def _pair_positions(width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return row.expand(shape), col.expand(shape), shift.expand(shape)
 
 
-def pack_mma(packed: PackedWeight) -> list[torch.Tensor]:
-    """The bit planes of `packed` in the mma layout: per plane an int32 tensor
-    (N / 64, K / 128, 128 x V) (V = 8 / 4 / 2 words for 4 / 2 / 1-bit planes)."""
+@dataclass
+class MmaWeight:
+    """A layer in the mma layout: its bit planes reordered (`pack_mma`), per (tile, step) the
+    (s, -z s) pair of each row as two 16-bit values of the activations' dtype (64 int32 a step,
+    row slot 16 w + 2 (l // 4) + rbit: a thread's two rows side by side), and the shape."""
+
+    planes: list[torch.Tensor]  # int32 (N / 64, K / 128, 128 x V) each
+    sz: torch.Tensor  # int32 (N / 64, K / 128, 64)
+    bits: int
+    out_features: int
+    in_features: int
+    dtype: torch.dtype
+
+    def nbytes(self) -> int:
+        return sum(p.numel() * 4 for p in self.planes) + self.sz.numel() * 4
+
+
+def pack_mma(packed: PackedWeight, dtype: torch.dtype = torch.float16) -> MmaWeight:
+    """`packed` in the mma layout, for activations of `dtype` (fp16 or bf16); the same bytes."""
     n, k = packed.out_features, packed.in_features
     if n % TILE_N or k % STEP_K or packed.group_size != STEP_K:
         raise ValueError(
@@ -57,16 +75,22 @@ def pack_mma(packed: PackedWeight) -> list[torch.Tensor]:
         )
     q = unpack_codes(packed).to(torch.int64)  # (N, K)
     blocks = q.view(n // TILE_N, TILE_N, k // STEP_K, STEP_K).permute(0, 2, 1, 3)  # (tiles, steps, 64, 128)
-    out, offset = [], 0
+    planes, offset = [], 0
     for w in plane_widths(packed.bits):
         row, col, shift = (t.to(q.device) for t in _pair_positions(w))
         part = (blocks >> offset) & ((1 << w) - 1)
         codes = part[:, :, row, col]  # (tiles, steps, 4, 32, V, HALF, 2)
         words = (codes << shift).sum((-1, -2))  # (tiles, steps, 4, 32, V)
         words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
-        out.append(words.reshape(n // TILE_N, k // STEP_K, -1).contiguous())
+        planes.append(words.reshape(n // TILE_N, k // STEP_K, -1).contiguous())
         offset += w
-    return out
+    s = packed.scales.float().t()  # (N, groups)
+    nzs = -(packed.zeros.float().t() * s)
+    pair = torch.stack([s.to(dtype), nzs.to(dtype)], -1).view(torch.int32).squeeze(-1)  # (N, groups): s low, -z s high
+    slot = torch.arange(64)
+    row_of_slot = 16 * (slot // 16) + (slot % 16) // 2 + 8 * (slot % 2)  # slot 16 w + 2 lq + rbit -> row 16 w + lq + 8 rbit
+    sz = pair.view(n // TILE_N, TILE_N, k // STEP_K)[:, row_of_slot.to(q.device)].permute(0, 2, 1).contiguous()
+    return MmaWeight(planes, sz, packed.bits, n, k, dtype)
 
 
 def mma_ok(packed: PackedWeight) -> bool:
@@ -94,15 +118,15 @@ def placed_pair_ptx(high_bits: bool, bf16: bool) -> tuple[str, str]:
 
 def mma_matmul(
     x: torch.Tensor,
-    packed: PackedWeight,
-    planes: list[torch.Tensor],
+    weight: MmaWeight,
     split_k: int | None = None,
     out: torch.Tensor | None = None,
     num_stages: int = 1,
     waves: int = 4,
+    unroll: int | None = None,
 ) -> torch.Tensor:
-    """x (M <= 16, K) fp16/bf16 @ W^T with W's planes in the mma layout (`pack_mma(packed)`);
-    `packed` gives the scales, zeros and shape. K split over programs to fill the GPU."""
+    """x (M <= 16, K) @ W^T for W in the mma layout (x of the dtype `pack_mma` was given). K split
+    over programs to fill the GPU (about `waves` programs per SM); `unroll` steps a loop iteration."""
     import os
 
     from amq_kernels.jit_mma import mma_matmul_kernel
@@ -110,25 +134,28 @@ def mma_matmul(
 
     interpreting = os.environ.get("TRITON_INTERPRET") == "1"
     m, k = x.shape
-    n = packed.out_features
-    if m > 16:
-        raise ValueError(f"mma_matmul takes up to 16 rows, got {m}")
-    widths = plane_widths(packed.bits)
+    n = weight.out_features
+    if m > 16 or k != weight.in_features or x.dtype != weight.dtype:
+        raise ValueError(f"mma_matmul takes up to 16 rows of {weight.in_features} {weight.dtype} inputs, got {tuple(x.shape)} {x.dtype}")
+    widths = plane_widths(weight.bits)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
     steps, tiles = k // STEP_K, n // TILE_N
+    unroll = unroll or (2 if steps % 2 == 0 else 1)
+    if steps % unroll:
+        raise ValueError(f"unroll {unroll} does not divide the {steps} steps")
     if split_k is None:
-        split_k = max(1, min(steps, -(-waves * _sm_count(x.device) // tiles)))
-    per = -(-steps // split_k)
+        split_k = max(1, -(-waves * _sm_count(x.device) // tiles))
+    per = -(-(steps // unroll) // max(1, min(split_k, steps // unroll))) * unroll
     split = -(-steps // per)
     reduce = _reduction({}, split)
     y, ws, lock = _outputs(x, n, split, reduce, tiles, out)
     ptx = x.is_cuda and not interpreting
     src, args = placed_pair_ptx(w1 > 0, x.dtype == torch.bfloat16) if ptx else ("", "")
-    p1 = planes[1] if w1 else planes[0]
+    p1 = weight.planes[1] if w1 else weight.planes[0]
     mma_matmul_kernel[(tiles, split)](
-        x, planes[0], p1, packed.scales, packed.zeros, y, ws, lock, m, n, k, x.stride(0), y.stride(0), split,
-        W0=w0, W1=w1, BLOCK_M=16, REDUCE=reduce, PTX=ptx, PTX_SRC=src, PTX_ARGS=args,
-        DOT_FP32=interpreting and x.dtype == torch.bfloat16, num_warps=4, num_stages=num_stages, **FUSE,
+        x, weight.planes[0], p1, weight.sz, y, ws, lock, m, n, k, x.stride(0), y.stride(0), split,
+        W0=w0, W1=w1, BLOCK_M=16, REDUCE=reduce, UNROLL=unroll, SZ_BF16=x.dtype == torch.bfloat16, PTX=ptx, PTX_SRC=src,
+        PTX_ARGS=args, DOT_FP32=interpreting and x.dtype == torch.bfloat16, num_warps=4, num_stages=num_stages, **FUSE,
     )  # fmt: skip
     if out is not None and y is not out:
         y = out.copy_(y)

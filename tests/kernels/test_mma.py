@@ -28,7 +28,7 @@ def test_each_code_sits_where_its_mma_fragment_reads_it(bits):
     """Decoded word by word from the docstring's map (lane l of warp w, pair p = j + HALF v:
     row 16 w + 8 (p >> 4) + l // 4, column 16 ((p >> 1) & 7) + 8 (p & 1) + 2 (l % 4) + h)."""
     codes, p = _packed(128, 256, bits)
-    planes = pack_mma(p)
+    planes = pack_mma(p).planes
     got = torch.zeros(128, 256, dtype=torch.int64)
     offset = 0
     for width, plane in zip(plane_widths(bits), planes, strict=True):
@@ -69,16 +69,16 @@ for bits in (2, 3, 4):
     w = torch.randn(128, 384) * 0.05
     q = quantize_hqq(w, bits, 128, iters=2)
     p = pack(q.codes, q.scale, q.zero, bits, 128)
-    planes = pack_mma(p)
     for dtype in (torch.float16, torch.bfloat16):
-        for m, split in ((1, 1), (1, 2), (3, 3), (16, 2)):
+        mw = pack_mma(p, dtype)
+        for m, split, unroll in ((1, 1, 1), (1, 2, 1), (3, 3, 1), (16, 1, 3), (1, 2, 3)):
             x = torch.randn(m, 384).to(dtype)
             ref = x.double() @ dequantize(p, torch.float64).t()
-            y = mma_matmul(x, p, planes, split_k=split, out=torch.full((m, 128), float("nan"), dtype=dtype))
+            y = mma_matmul(x, mw, split_k=split, unroll=unroll, out=torch.full((m, 128), float("nan"), dtype=dtype))
             err = ((y.double() - ref).norm() / ref.norm()).item()
             ok = err < 1e-2 and not torch.isnan(y).any() and y.dtype == dtype
             fails += not ok
-            print(bits, dtype, m, split, f"{err:.2e}", "ok" if ok else "FAIL")
+            print(bits, dtype, m, split, unroll, f"{err:.2e}", "ok" if ok else "FAIL")
 raise SystemExit(fails)
 """
 
@@ -109,10 +109,9 @@ def test_weights_reach_the_warpgroup_mma_in_registers(bits, act):
     w = plane_widths(bits)
     src, cons = placed_pair_ptx(len(w) > 1, act == "*bf16")
     fn = jit_mma.mma_matmul_kernel
-    consts = {"W0": w[0], "W1": w[1] if len(w) > 1 else 0, "BLOCK_M": 16, "REDUCE": "atomic", "PTX": True, "PTX_SRC": src,
-              "PTX_ARGS": cons, "DOT_FP32": False}  # fmt: skip
-    sig = {n: "constexpr" if n in consts else act if n in ("x_ptr", "y_ptr") else "*fp16" if n in ("s_ptr", "z_ptr")
-           else "*fp32" if n == "ws_ptr" else "*i32" if n.endswith("_ptr") else "i32" for n in fn.arg_names}  # fmt: skip
+    consts = {"W0": w[0], "W1": w[1] if len(w) > 1 else 0, "BLOCK_M": 16, "REDUCE": "atomic", "UNROLL": 2, "SZ_BF16": act == "*bf16",
+              "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons, "DOT_FP32": False}  # fmt: skip
+    sig = {n: "constexpr" if n in consts else act if n in ("x_ptr", "y_ptr") else "*fp32" if n == "ws_ptr" else "*i32" if n.endswith("_ptr") else "i32" for n in fn.arg_names}  # fmt: skip
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if sig[n].startswith("*") or n in ("N", "K")}
     k = triton.compile(
         ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 1, **FUSE}
