@@ -10,8 +10,9 @@ from amq_kernels.jit import _epilogue
 
 @triton.jit
 def _pair(w0, w1, s2, nzs2, sc, nzs, j: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, DT: tl.constexpr, PTX: tl.constexpr,
-          PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr):  # fmt: skip
-    """Pair j of each word as two weights (q - z) s in DT, joined (low half, high half).
+          PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, INT_ZERO: tl.constexpr):  # fmt: skip
+    """Pair j of each word as two weights (q - z) s in DT, joined (low half, high half); INT_ZERO:
+    as q - z (an exact small integer; the caller scales the step's result), s2 = z in both halves.
     The word is shifted only every CHUNK pairs: pair j is masked where it sits, r bits up, and
     OR-ed with the 16-bit exponent that makes its value 2^(MANT - r) + q exactly (fp16: 10
     mantissa bits, bf16: 7; the code's top bit must stay below them), so one sub gives q."""
@@ -31,10 +32,18 @@ def _pair(w0, w1, s2, nzs2, sc, nzs, j: tl.constexpr, W0: tl.constexpr, W1: tl.c
         BIAS: tl.constexpr = (134 - R) << 7 if tl.bfloat16 == DT else (25 - R) << 10
         mask = tl.full(a.shape, ((1 << W0) - 1) * 65537 << R, tl.int32)
         magic = tl.full(a.shape, BIAS * 65537, tl.int32)
-        if W1 > 0:
-            args = [a, mask, magic, b, mask << W0, s2, nzs2]
+        if INT_ZERO:  # sub 2^e + z instead of 2^e (the same for every pair at this R: computed once)
+            if tl.bfloat16 == DT:
+                c = tl.inline_asm_elementwise("add.bf16x2 $0, $1, $2;", "=r,r,r", [magic, s2], dtype=tl.int32, is_pure=True, pack=1)
+            else:
+                c = tl.inline_asm_elementwise("add.f16x2 $0, $1, $2;", "=r,r,r", [magic, s2], dtype=tl.int32, is_pure=True, pack=1)
+            tail = [magic, c]
         else:
-            args = [a, mask, magic, s2, nzs2]
+            tail = [magic, s2, nzs2]
+        if W1 > 0:
+            args = [a, mask, b, mask << W0] + tail  # noqa: RUF005 (no starred lists in triton.jit)
+        else:
+            args = [a, mask] + tail  # noqa: RUF005
         if tl.bfloat16 == DT:
             lo, hi = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=1)
         else:
@@ -46,31 +55,35 @@ def _pair(w0, w1, s2, nzs2, sc, nzs, j: tl.constexpr, W0: tl.constexpr, W1: tl.c
         if W1 > 0:
             lo = lo | ((b >> R) & (m0 + 1))
             hi = hi | ((b >> (16 + R)) & (m0 + 1))
-        lo = (lo.to(tl.float32) * sc + nzs).to(DT)
-        hi = (hi.to(tl.float32) * sc + nzs).to(DT)
+        if INT_ZERO:  # nzs = z
+            lo = (lo.to(tl.float32) - nzs).to(DT)
+            hi = (hi.to(tl.float32) - nzs).to(DT)
+        else:
+            lo = (lo.to(tl.float32) * sc + nzs).to(DT)
+            hi = (hi.to(tl.float32) * sc + nzs).to(DT)
     return tl.join(lo, hi)
 
 
 @triton.jit
 def _weight_tile(w0, w1, s2, nzs2, sc, nzs, W0: tl.constexpr, W1: tl.constexpr, DT: tl.constexpr, PTX: tl.constexpr,
-                 PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr):  # fmt: skip
+                 PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, INT_ZERO: tl.constexpr):  # fmt: skip
     """The (64, 128) weight tile of one step from the threads' words (4, 32, V): pair p = j + HALF v of
     lane l of warp w is row 16 w + 8 rbit + l // 4, column 16 slice + 8 kbit + 2 (l % 4) + h with
     p = kbit + 2 slice + 16 rbit. Only joins, reshapes and a permute: no data moves between threads."""
     HALF: tl.constexpr = 16 // W0
-    c0 = _pair(w0, w1, s2, nzs2, sc, nzs, 0, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
-    c1 = _pair(w0, w1, s2, nzs2, sc, nzs, 1, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
-    c2 = _pair(w0, w1, s2, nzs2, sc, nzs, 2, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
-    c3 = _pair(w0, w1, s2, nzs2, sc, nzs, 3, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+    c0 = _pair(w0, w1, s2, nzs2, sc, nzs, 0, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS, INT_ZERO)
+    c1 = _pair(w0, w1, s2, nzs2, sc, nzs, 1, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS, INT_ZERO)
+    c2 = _pair(w0, w1, s2, nzs2, sc, nzs, 2, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS, INT_ZERO)
+    c3 = _pair(w0, w1, s2, nzs2, sc, nzs, 3, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS, INT_ZERO)
     if HALF == 4:  # (4, 32, 8 words, h, j0, j1): p bits j0 j1 v0 v1 v2 = kbit s0 s1 s2 rbit
         t = tl.join(tl.join(c0, c1), tl.join(c2, c3))
         t = tl.reshape(t, (4, 8, 4, 2, 2, 2, 2, 2, 2))  # warp, lq, lr, v2, v1, v0, h, j0, j1
         t = tl.permute(t, (0, 3, 1, 4, 5, 8, 7, 2, 6))  # warp, rbit, lq | s2, s1, s0, kbit, lr, h
     else:  # (4, 32, 4 words, h, j0, j1, j2): p bits j0 j1 j2 v0 v1 = kbit s0 s1 s2 rbit
-        c4 = _pair(w0, w1, s2, nzs2, sc, nzs, 4, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
-        c5 = _pair(w0, w1, s2, nzs2, sc, nzs, 5, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
-        c6 = _pair(w0, w1, s2, nzs2, sc, nzs, 6, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
-        c7 = _pair(w0, w1, s2, nzs2, sc, nzs, 7, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+        c4 = _pair(w0, w1, s2, nzs2, sc, nzs, 4, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS, INT_ZERO)
+        c5 = _pair(w0, w1, s2, nzs2, sc, nzs, 5, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS, INT_ZERO)
+        c6 = _pair(w0, w1, s2, nzs2, sc, nzs, 6, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS, INT_ZERO)
+        c7 = _pair(w0, w1, s2, nzs2, sc, nzs, 7, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS, INT_ZERO)
         t = tl.join(tl.join(tl.join(c0, c1), tl.join(c2, c3)), tl.join(tl.join(c4, c5), tl.join(c6, c7)))
         t = tl.reshape(t, (4, 8, 4, 2, 2, 2, 2, 2, 2))  # warp, lq, lr, v1, v0, h, j0, j1, j2
         t = tl.permute(t, (0, 3, 1, 4, 8, 7, 6, 2, 5))  # warp, rbit, lq | s2, s1, s0, kbit, lr, h
@@ -84,10 +97,11 @@ def _per_word(v2, V: tl.constexpr):
 
 
 @triton.jit
-def _step(acc, s, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, offs_m, mask_m, stride_xm, offs_w0, offs_w1, offs_sz,
+def _step(acc, s, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, s_ptr, N, offs_n, offs_m, mask_m, stride_xm, offs_w0, offs_w1, offs_sz,
           W0: tl.constexpr, W1: tl.constexpr, V0: tl.constexpr, DT: tl.constexpr, SZ_BF16: tl.constexpr,
-          PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr):  # fmt: skip
-    """One 128-input step (one group) of a program: acc += W_tile x^T."""
+          PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, INT_ZERO: tl.constexpr):  # fmt: skip
+    """One 128-input step (one group) of a program: acc += W_tile x^T (INT_ZERO: acc += s (W - z) x^T,
+    the (s, -z s) slots holding z in both halves, s read from the scales)."""
     block = pid_n * steps + s
     w0 = tl.load(p0_ptr + block * (128 * V0) + offs_w0)
     if W1 > 0:  # the high-bit word of pair p = j + 8 v is p // 16 = v // 2, at bit p % 16 = j + 8 (v % 2)
@@ -95,9 +109,16 @@ def _step(acc, s, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, offs_m, mask_m, s
         w1 = tl.reshape(tl.join(w1, w1 >> 8), (4, 32, 4))
     else:
         w1 = w0
-    # the group's (s, -z s) pair of the thread's two rows, spread over its words
-    sz = tl.load(sz_ptr + block * 64 + offs_sz)  # (4, 32, 2)
-    if PTX:  # s and -z s in both halves of a b32
+    sz = tl.load(sz_ptr + block * 64 + offs_sz)  # (4, 32, 2): the thread's two rows' slots
+    if INT_ZERO:  # the slots hold z (16-bit, the activations' dtype)
+        if PTX:  # z in both halves of a b32
+            s2 = _per_word((sz.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF) * 65537, V0)
+        else:
+            s2 = w0
+        nzs2 = s2
+        sc = s2
+        nzs = _per_word(sz.to(tl.float32), V0)
+    elif PTX:  # the slots hold (s, -z s) as 16-bit halves: each in both halves of a b32
         s2 = _per_word((sz & 0xFFFF) * 65537, V0)
         nzs2 = _per_word(((sz >> 16) & 0xFFFF) * 65537, V0)
         sc = s2
@@ -111,18 +132,21 @@ def _step(acc, s, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, offs_m, mask_m, s
         else:
             sc = _per_word((sz & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32), V0)
             nzs = _per_word((sz >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32), V0)
-    w = _weight_tile(w0, w1, s2, nzs2, sc, nzs, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS)
+    w = _weight_tile(w0, w1, s2, nzs2, sc, nzs, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS, INT_ZERO)
     offs_k = s * 128 + tl.arange(0, 128)
     x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)  # (BLOCK_M, 128)
+    if INT_ZERO:  # a fresh fp32 result for the step, scaled per row
+        d = tl.dot(w, tl.trans(x.to(DT)))
+        return acc + d * tl.load(s_ptr + s * N + offs_n).to(tl.float32)[:, None]
     return tl.dot(w, tl.trans(x.to(DT)), acc)  # (64, BLOCK_M)
 
 
 @triton.jit
 def mma_matmul_kernel(
-    x_ptr, p0_ptr, p1_ptr, sz_ptr, y_ptr, ws_ptr, lock_ptr,
+    x_ptr, p0_ptr, p1_ptr, sz_ptr, s_ptr, y_ptr, ws_ptr, lock_ptr,
     M, N, K, stride_xm, stride_ym, SPLIT_K,
     W0: tl.constexpr, W1: tl.constexpr, BLOCK_M: tl.constexpr, REDUCE: tl.constexpr, UNROLL: tl.constexpr, SZ_BF16: tl.constexpr,
-    PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, DOT_FP32: tl.constexpr,
+    PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, DOT_FP32: tl.constexpr, INT_ZERO: tl.constexpr,
 ):  # fmt: skip
     """y = x W^T for M <= BLOCK_M (16) rows, W in the mma layout. Program (n tile of 64, k split);
     UNROLL steps per loop iteration (every split's step count is a multiple of it)."""
@@ -146,6 +170,6 @@ def mma_matmul_kernel(
     acc = tl.zeros((64, BLOCK_M), dtype=tl.float32)
     for s in range(s_start, s_end, UNROLL):
         for u in tl.static_range(UNROLL):
-            acc = _step(acc, s + u, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, offs_m, mask_m, stride_xm, offs_w0, offs_w1, offs_sz,
-                        W0, W1, V0, DT, SZ_BF16, PTX, PTX_SRC, PTX_ARGS)  # fmt: skip
+            acc = _step(acc, s + u, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, s_ptr, N, offs_n, offs_m, mask_m, stride_xm, offs_w0,
+                        offs_w1, offs_sz, W0, W1, V0, DT, SZ_BF16, PTX, PTX_SRC, PTX_ARGS, INT_ZERO)  # fmt: skip
     _epilogue(tl.trans(acc), y_ptr, ws_ptr, lock_ptr, offs_m, offs_n, M, N, stride_ym, pid_n, pid_k, SPLIT_K, REDUCE)

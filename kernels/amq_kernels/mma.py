@@ -56,18 +56,22 @@ class MmaWeight:
     row slot 16 w + 2 (l // 4) + rbit: a thread's two rows side by side), and the shape."""
 
     planes: list[torch.Tensor]  # int32 (N / 64, K / 128, 128 x V) each
-    sz: torch.Tensor  # int32 (N / 64, K / 128, 64)
+    sz: torch.Tensor  # int32 (N / 64, K / 128, 64): (s, -z s); with integer zeros z alone, 16-bit
+    scales: torch.Tensor | None  # with integer zeros: fp16 (K / 128, N), applied to each step's fp32 result
     bits: int
     out_features: int
     in_features: int
     dtype: torch.dtype
 
     def nbytes(self) -> int:
-        return sum(p.numel() * 4 for p in self.planes) + self.sz.numel() * 4
+        extra = 0 if self.scales is None else self.scales.numel() * 2
+        return sum(p.numel() * 4 for p in self.planes) + self.sz.numel() * self.sz.element_size() + extra
 
 
-def pack_mma(packed: PackedWeight, dtype: torch.dtype = torch.float16) -> MmaWeight:
-    """`packed` in the mma layout, for activations of `dtype` (fp16 or bf16); the same bytes."""
+def pack_mma(packed: PackedWeight, dtype: torch.dtype = torch.float16, int_zero: bool | None = None) -> MmaWeight:
+    """`packed` in the mma layout, for activations of `dtype` (fp16 or bf16); the same bytes.
+    Integer zeros (GPTQ, AWQ, RTN; `int_zero=None`: detected) take the cheaper path: per pair
+    q - z exactly in 16 bits, the scale applied to each step's fp32 result."""
     n, k = packed.out_features, packed.in_features
     if n % TILE_N or k % STEP_K or packed.group_size != STEP_K:
         raise ValueError(
@@ -84,13 +88,19 @@ def pack_mma(packed: PackedWeight, dtype: torch.dtype = torch.float16) -> MmaWei
         words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
         planes.append(words.reshape(n // TILE_N, k // STEP_K, -1).contiguous())
         offset += w
-    s = packed.scales.float().t()  # (N, groups)
-    nzs = -(packed.zeros.float().t() * s)
-    pair = torch.stack([s.to(dtype), nzs.to(dtype)], -1).view(torch.int32).squeeze(-1)  # (N, groups): s low, -z s high
+    z = packed.zeros.float().t()  # (N, groups)
+    if int_zero is None:
+        int_zero = bool((z == z.round()).all()) and bool((z.abs() < 2**packed.bits).all())
+    if int_zero:
+        slots, scales = z.to(dtype), packed.scales
+    else:
+        s = packed.scales.float().t()
+        slots = torch.stack([s.to(dtype), (-z * s).to(dtype)], -1).view(torch.int32).squeeze(-1)  # s low, -z s high
+        scales = None
     slot = torch.arange(64)
     row_of_slot = 16 * (slot // 16) + (slot % 16) // 2 + 8 * (slot % 2)  # slot 16 w + 2 lq + rbit -> row 16 w + lq + 8 rbit
-    sz = pair.view(n // TILE_N, TILE_N, k // STEP_K)[:, row_of_slot.to(q.device)].permute(0, 2, 1).contiguous()
-    return MmaWeight(planes, sz, packed.bits, n, k, dtype)
+    sz = slots.view(n // TILE_N, TILE_N, k // STEP_K)[:, row_of_slot.to(q.device)].permute(0, 2, 1).contiguous()
+    return MmaWeight(planes, sz, scales, packed.bits, n, k, dtype)
 
 
 def mma_ok(packed: PackedWeight) -> bool:
@@ -100,20 +110,24 @@ def mma_ok(packed: PackedWeight) -> bool:
     )
 
 
-def placed_pair_ptx(high_bits: bool, bf16: bool) -> tuple[str, str]:
+def placed_pair_ptx(high_bits: bool, bf16: bool, int_zero: bool = False) -> tuple[str, str]:
     """One code pair masked where it sits in its word to two 16-bit weights (q - z) s, exactly
     as `dequantize` rounds them: lop3 (mask, OR the exponent that makes the pair 2^e + q),
-    [lop3: the high-bit plane's bits], sub of 2^e (q exact), fma with s and -z s. Operands:
-    $0, $1 the weights; word, mask, magic (= 2^e in both halves), [high word, high mask], s, -z s
-    (16-bit pairs)."""
+    [lop3: the high-bit plane's bits], sub of 2^e (q exact), fma with s and -z s. int_zero: the
+    sub takes 2^e + z instead (q - z exact, a small integer) and there is no fma: the caller scales
+    the step's fp32 result. Operands: $0, $1 the weights; word, mask, [high word, high mask],
+    magic (2^e in both halves), then s, -z s (16-bit pairs) or, int_zero, 2^e + z."""
     kind = "bf16x2" if bf16 else "f16x2"
-    lines = ["{", ".reg .b32 t;", "lop3.b32 t, $2, $3, $4, 0xEA;"]
-    first = 5
+    magic = 4 if high_bits else 2
+    lines = ["{", ".reg .b32 t;", f"lop3.b32 t, $2, $3, ${magic + 2}, 0xEA;"]
     if high_bits:
-        lines.append("lop3.b32 t, $5, $6, t, 0xEA;")
-        first = 7
-    lines += [f"sub.{kind} t, t, $4;", f"fma.rn.{kind} t, t, ${first}, ${first + 1};", "mov.b32 {$0, $1}, t;", "}"]
-    return "\n".join(lines), ",".join(["=h", "=h"] + ["r"] * (first - 2 + 2))
+        lines.append("lop3.b32 t, $4, $5, t, 0xEA;")
+    if int_zero:
+        lines.append(f"sub.{kind} t, t, ${magic + 3};")
+    else:
+        lines += [f"sub.{kind} t, t, ${magic + 2};", f"fma.rn.{kind} t, t, ${magic + 3}, ${magic + 4};"]
+    lines += ["mov.b32 {$0, $1}, t;", "}"]
+    return "\n".join(lines), ",".join(["=h", "=h"] + ["r"] * (magic + (2 if int_zero else 3)))
 
 
 def mma_matmul(
@@ -150,12 +164,14 @@ def mma_matmul(
     reduce = _reduction({}, split)
     y, ws, lock = _outputs(x, n, split, reduce, tiles, out)
     ptx = x.is_cuda and not interpreting
-    src, args = placed_pair_ptx(w1 > 0, x.dtype == torch.bfloat16) if ptx else ("", "")
+    int_zero = weight.scales is not None
+    src, args = placed_pair_ptx(w1 > 0, x.dtype == torch.bfloat16, int_zero) if ptx else ("", "")
     p1 = weight.planes[1] if w1 else weight.planes[0]
     mma_matmul_kernel[(tiles, split)](
-        x, weight.planes[0], p1, weight.sz, y, ws, lock, m, n, k, x.stride(0), y.stride(0), split,
+        x, weight.planes[0], p1, weight.sz, weight.scales if int_zero else weight.sz, y, ws, lock, m, n, k, x.stride(0), y.stride(0), split,
         W0=w0, W1=w1, BLOCK_M=16, REDUCE=reduce, UNROLL=unroll, SZ_BF16=x.dtype == torch.bfloat16, PTX=ptx, PTX_SRC=src,
-        PTX_ARGS=args, DOT_FP32=interpreting and x.dtype == torch.bfloat16, num_warps=4, num_stages=num_stages, **FUSE,
+        PTX_ARGS=args, DOT_FP32=interpreting and x.dtype == torch.bfloat16, INT_ZERO=int_zero, num_warps=4, num_stages=num_stages,
+        **FUSE,
     )  # fmt: skip
     if out is not None and y is not out:
         y = out.copy_(y)

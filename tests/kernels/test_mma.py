@@ -65,12 +65,14 @@ from amq_kernels.packing import pack, dequantize
 from amq_kernels.mma import mma_matmul, pack_mma
 torch.manual_seed(0)
 fails = 0
-for bits in (2, 3, 4):
+for bits, int_zero in ((2, False), (3, False), (4, False), (2, True), (3, True), (4, True)):
     w = torch.randn(128, 384) * 0.05
-    q = quantize_hqq(w, bits, 128, iters=2)
-    p = pack(q.codes, q.scale, q.zero, bits, 128)
+    q = quantize_hqq(w, bits, 128, iters=2)  # fractional zeros
+    zero = q.zero.round() if int_zero else q.zero  # integer zeros (as GPTQ / RTN / AWQ make them): the cheaper path
+    p = pack(q.codes, q.scale, zero, bits, 128)
     for dtype in (torch.float16, torch.bfloat16):
         mw = pack_mma(p, dtype)
+        assert (mw.scales is not None) == int_zero
         for m, split, unroll in ((1, 1, 1), (1, 2, 1), (3, 3, 1), (16, 1, 3), (1, 2, 3)):
             x = torch.randn(m, 384).to(dtype)
             ref = x.double() @ dequantize(p, torch.float64).t()
@@ -78,7 +80,7 @@ for bits in (2, 3, 4):
             err = ((y.double() - ref).norm() / ref.norm()).item()
             ok = err < 1e-2 and not torch.isnan(y).any() and y.dtype == dtype
             fails += not ok
-            print(bits, dtype, m, split, unroll, f"{err:.2e}", "ok" if ok else "FAIL")
+            print(bits, int_zero, dtype, m, split, unroll, f"{err:.2e}", "ok" if ok else "FAIL")
 raise SystemExit(fails)
 """
 
@@ -95,7 +97,8 @@ def test_mma_kernel_under_interpreter():
 
 @pytest.mark.parametrize("bits", [2, 3, 4])
 @pytest.mark.parametrize("act", ["*fp16", "*bf16"])
-def test_weights_reach_the_warpgroup_mma_in_registers(bits, act):
+@pytest.mark.parametrize("int_zero", [False, True])
+def test_weights_reach_the_warpgroup_mma_in_registers(bits, act, int_zero):
     triton = pytest.importorskip("triton")
     if os.environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("TRITON_INTERPRET=1")
@@ -107,11 +110,12 @@ def test_weights_reach_the_warpgroup_mma_in_registers(bits, act):
     from amq_kernels.mma import placed_pair_ptx
 
     w = plane_widths(bits)
-    src, cons = placed_pair_ptx(len(w) > 1, act == "*bf16")
+    src, cons = placed_pair_ptx(len(w) > 1, act == "*bf16", int_zero)
     fn = jit_mma.mma_matmul_kernel
-    consts = {"W0": w[0], "W1": w[1] if len(w) > 1 else 0, "BLOCK_M": 16, "REDUCE": "atomic", "UNROLL": 2, "SZ_BF16": act == "*bf16",
+    consts = {"W0": w[0], "W1": w[1] if len(w) > 1 else 0, "BLOCK_M": 16, "REDUCE": "atomic", "UNROLL": 2, "SZ_BF16": act == "*bf16", "INT_ZERO": int_zero,
               "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons, "DOT_FP32": False}  # fmt: skip
     sig = {n: "constexpr" if n in consts else act if n in ("x_ptr", "y_ptr") else "*fp32" if n == "ws_ptr" else "*i32" if n.endswith("_ptr") else "i32" for n in fn.arg_names}  # fmt: skip
+    sig.update(sz_ptr=act if int_zero else "*i32", s_ptr="*fp16")  # integer zeros: z in the slots, s from the scales
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if sig[n].startswith("*") or n in ("N", "K")}
     k = triton.compile(
         ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 1, **FUSE}
