@@ -17,7 +17,7 @@ from bench_kernels import SHAPES, random_packed, time_cycle
 
 from amq_kernels.matmul import matmul
 from amq_kernels.mma import mma_matmul, pack_mma
-from amq_kernels.packing import dequantize
+from amq_kernels.packing import PackedWeight, dequantize
 
 COPIES = 8
 
@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16")
     ap.add_argument("--stages", default="1,2")
     ap.add_argument("--waves", default="4")
+    ap.add_argument("--zeros", default="frac,int", help="fractional zeros (HQQ-like) and/or integer zeros (GPTQ/AWQ/RTN: the 2-op pair)")
     ap.add_argument("--unroll", default="2", help="K steps per loop iteration (every shape here has an even step count)")
     args = ap.parse_args()
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
@@ -37,13 +38,14 @@ def main() -> None:
     unrolls = [int(v) for v in args.unroll.split(",")]
     print(f"# Register-fed tensor-core kernel (mma) vs today's kernels, {torch.cuda.get_device_name()}, {args.dtype}\n")
     print(
-        f"Command: `PYTHONPATH=kernels python benchmarks/kernels/mma_probe.py --ms {args.ms} --dtype {args.dtype} --stages {args.stages} --waves {args.waves} --unroll {args.unroll}`\n"
+        f"Command: `PYTHONPATH=kernels python benchmarks/kernels/mma_probe.py --ms {args.ms} --dtype {args.dtype} --stages {args.stages} --waves {args.waves} --unroll {args.unroll} --zeros {args.zeros}`\n"
     )
     worst, nan = 0.0, False
-    variants = [(st, wv, un) for st in stages for wv in waves for un in unrolls]
+    zero_kinds = args.zeros.split(",")
+    variants = [(st, wv, un, zk) for zk in zero_kinds for st in stages for wv in waves for un in unrolls]
     head = (
         "| N x K | bits | M | fp16 us | today us | today x fp16 | today % ceil | "
-        + " | ".join(f"mma s{st} w{wv} u{un} us | x fp16 | % ceil" for st, wv, un in variants)
+        + " | ".join(f"mma {zk} s{st} w{wv} u{un} us | x fp16 | % ceil" for st, wv, un, zk in variants)
         + " | mma / today |"
     )
     print(head)
@@ -52,20 +54,25 @@ def main() -> None:
         ws = [torch.randn(n, k, device="cuda", dtype=dtype) * 0.02 for _ in range(COPIES)]
         for bits in (2, 3, 4):
             ps = [random_packed(n, k, bits) for _ in range(COPIES)]
-            planes = [pack_mma(p, dtype) for p in ps]
+            mmas = {"frac": [pack_mma(p, dtype, int_zero=False) for p in ps]}
+            if "int" in zero_kinds:  # the same codes and scales, zeros rounded to integers
+                ps_int = [PackedWeight(p.planes, p.scales, p.zeros.round(), p.bits, p.group_size, n, k) for p in ps]
+                mmas["int"] = [pack_mma(p, dtype, int_zero=True) for p in ps_int]
             nbytes = ps[0].nbytes()
             ratio = n * k * 2 / nbytes
             for m in ms:
                 x = torch.randn(m, k, device="cuda", dtype=dtype)
-                ref = x.double() @ dequantize(ps[0], torch.float64).t()
-                y = mma_matmul(x, planes[0], out=torch.full((m, n), float("nan"), device="cuda", dtype=dtype))
-                nan |= bool(torch.isnan(y).any())
-                worst = max(worst, ((y.double() - ref).norm() / ref.norm()).item())
+                for zk in zero_kinds:
+                    src = ps[0] if zk == "frac" else ps_int[0]
+                    ref = x.double() @ dequantize(src, torch.float64).t()
+                    y = mma_matmul(x, mmas[zk][0], out=torch.full((m, n), float("nan"), device="cuda", dtype=dtype))
+                    nan |= bool(torch.isnan(y).any())
+                    worst = max(worst, ((y.double() - ref).norm() / ref.norm()).item())
                 t16 = time_cycle([lambda w=w, x=x: torch.nn.functional.linear(x, w) for w in ws])
                 today = time_cycle([lambda p=p, x=x: matmul(x, p) for p in ps])
                 cells = []
                 best = None
-                for st, wv, un in variants:
+                for st, wv, un, zk in variants:
                     t = time_cycle(
                         [lambda pl=pl, st=st, wv=wv, un=un, x=x: mma_matmul(x, pl, num_stages=st, waves=wv, unroll=un) for pl in planes]
                     )
@@ -79,7 +86,7 @@ def main() -> None:
                 )
         del ws
     print(
-        f"\nCorrectness (mma, M in {ms}, every shape and bit-width, output poisoned with NaN): worst relative error {worst:.2e}, NaN: {nan}."
+        f"\nCorrectness (mma, M in {ms}, every shape and bit-width, zeros {args.zeros}, output poisoned with NaN): worst relative error {worst:.2e}, NaN: {nan}."
     )
 
 
