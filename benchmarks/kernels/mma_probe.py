@@ -74,7 +74,7 @@ def main() -> None:
                 best = None
                 for st, wv, un, zk in variants:
                     t = time_cycle(
-                        [lambda pl=pl, st=st, wv=wv, un=un, x=x: mma_matmul(x, pl, num_stages=st, waves=wv, unroll=un) for pl in planes]
+                        [lambda pl=pl, st=st, wv=wv, un=un, x=x: mma_matmul(x, pl, num_stages=st, waves=wv, unroll=un) for pl in mmas[zk]]
                     )
                     best = t if best is None else min(best, t)
                     cells.append(f"{t:.1f} | {t16 / t:.2f} | {100 * t16 / ratio / t:.0f}%")
