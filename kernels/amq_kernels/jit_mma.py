@@ -148,7 +148,7 @@ def mma_matmul_kernel(
     W0: tl.constexpr, W1: tl.constexpr, BLOCK_M: tl.constexpr, REDUCE: tl.constexpr, UNROLL: tl.constexpr, SZ_BF16: tl.constexpr,
     PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, DOT_FP32: tl.constexpr, INT_ZERO: tl.constexpr,
 ):  # fmt: skip
-    """y = x W^T for M <= BLOCK_M (16) rows, W in the mma layout. Program (n tile of 64, k split);
+    """y = x W^T, W in the mma layout. Program (n tile of 64, k split, BLOCK_M rows of x);
     UNROLL steps per loop iteration (every split's step count is a multiple of it)."""
     HALF: tl.constexpr = 16 // W0
     V0: tl.constexpr = 32 // HALF  # plane-0 words per thread per step
@@ -160,7 +160,7 @@ def mma_matmul_kernel(
     s_start = pid_k * per_split
     s_end = tl.minimum(s_start + per_split, steps)
     offs_n = pid_n * 64 + tl.arange(0, 64)
-    offs_m = tl.arange(0, BLOCK_M)
+    offs_m = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < M
     thread = tl.arange(0, 4)[:, None, None] * 32 + tl.arange(0, 32)[None, :, None]
     offs_w0 = thread * V0 + tl.arange(0, V0)[None, None, :]  # (4, 32, V0)

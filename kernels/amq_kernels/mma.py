@@ -130,6 +130,10 @@ def placed_pair_ptx(high_bits: bool, bf16: bool, int_zero: bool = False) -> tupl
     return "\n".join(lines), ",".join(["=h", "=h"] + ["r"] * (magic + (2 if int_zero else 3)))
 
 
+def triton_next_pow2(m: int) -> int:
+    return 1 << max(0, m - 1).bit_length()
+
+
 def mma_matmul(
     x: torch.Tensor,
     weight: MmaWeight,
@@ -139,7 +143,7 @@ def mma_matmul(
     waves: int = 4,
     unroll: int | None = None,
 ) -> torch.Tensor:
-    """x (M <= 16, K) @ W^T for W in the mma layout (x of the dtype `pack_mma` was given). K split
+    """x (M, K) @ W^T for W in the mma layout (x of the dtype `pack_mma` was given). K split
     over programs to fill the GPU (about `waves` programs per SM); `unroll` steps a loop iteration."""
     import os
 
@@ -149,16 +153,18 @@ def mma_matmul(
     interpreting = os.environ.get("TRITON_INTERPRET") == "1"
     m, k = x.shape
     n = weight.out_features
-    if m > 16 or k != weight.in_features or x.dtype != weight.dtype:
-        raise ValueError(f"mma_matmul takes up to 16 rows of {weight.in_features} {weight.dtype} inputs, got {tuple(x.shape)} {x.dtype}")
+    if k != weight.in_features or x.dtype != weight.dtype:
+        raise ValueError(f"mma_matmul takes rows of {weight.in_features} {weight.dtype} inputs, got {tuple(x.shape)} {x.dtype}")
+    block_m = min(64, max(16, triton_next_pow2(m)))
     widths = plane_widths(weight.bits)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
     steps, tiles = k // STEP_K, n // TILE_N
     unroll = unroll or (2 if steps % 2 == 0 else 1)
     if steps % unroll:
         raise ValueError(f"unroll {unroll} does not divide the {steps} steps")
+    m_tiles = -(-m // block_m)
     if split_k is None:
-        split_k = max(1, -(-waves * _sm_count(x.device) // tiles))
+        split_k = max(1, -(-waves * _sm_count(x.device) // (tiles * m_tiles)))
     per = -(-(steps // unroll) // max(1, min(split_k, steps // unroll))) * unroll
     split = -(-steps // per)
     reduce = _reduction({}, split)
@@ -167,9 +173,9 @@ def mma_matmul(
     int_zero = weight.scales is not None
     src, args = placed_pair_ptx(w1 > 0, x.dtype == torch.bfloat16, int_zero) if ptx else ("", "")
     p1 = weight.planes[1] if w1 else weight.planes[0]
-    mma_matmul_kernel[(tiles, split)](
+    mma_matmul_kernel[(tiles, split, m_tiles)](
         x, weight.planes[0], p1, weight.sz, weight.scales if int_zero else weight.sz, y, ws, lock, m, n, k, x.stride(0), y.stride(0), split,
-        W0=w0, W1=w1, BLOCK_M=16, REDUCE=reduce, UNROLL=unroll, SZ_BF16=x.dtype == torch.bfloat16, PTX=ptx, PTX_SRC=src,
+        W0=w0, W1=w1, BLOCK_M=block_m, REDUCE=reduce, UNROLL=unroll, SZ_BF16=x.dtype == torch.bfloat16, PTX=ptx, PTX_SRC=src,
         PTX_ARGS=args, DOT_FP32=interpreting and x.dtype == torch.bfloat16, INT_ZERO=int_zero, num_warps=4, num_stages=num_stages,
         **FUSE,
     )  # fmt: skip

@@ -73,7 +73,7 @@ for bits, int_zero in ((2, False), (3, False), (4, False), (2, True), (3, True),
     for dtype in (torch.float16, torch.bfloat16):
         mw = pack_mma(p, dtype)
         assert (mw.scales is not None) == int_zero
-        for m, split, unroll in ((1, 1, 1), (1, 2, 1), (3, 3, 1), (16, 1, 3), (1, 2, 3)):
+        for m, split, unroll in ((1, 1, 1), (1, 2, 1), (3, 3, 1), (16, 1, 3), (1, 2, 3), (40, 2, 1), (70, 1, 1)):
             x = torch.randn(m, 384).to(dtype)
             ref = x.double() @ dequantize(p, torch.float64).t()
             y = mma_matmul(x, mw, split_k=split, unroll=unroll, out=torch.full((m, 128), float("nan"), dtype=dtype))
