@@ -54,10 +54,10 @@ def main() -> None:
         ws = [torch.randn(n, k, device="cuda", dtype=dtype) * 0.02 for _ in range(COPIES)]
         for bits in (2, 3, 4):
             ps = [random_packed(n, k, bits) for _ in range(COPIES)]
-            mmas = {"frac": [pack_mma(p, dtype, int_zero=False) for p in ps]}
+            mmas = {"frac": [pack_mma(p) for p in ps]}
             if "int" in zero_kinds:  # the same codes and scales, zeros rounded to integers
                 ps_int = [PackedWeight(p.planes, p.scales, p.zeros.round(), p.bits, p.group_size, n, k) for p in ps]
-                mmas["int"] = [pack_mma(p, dtype, int_zero=True) for p in ps_int]
+                mmas["int"] = [pack_mma(p) for p in ps_int]
             nbytes = ps[0].nbytes()
             ratio = n * k * 2 / nbytes
             for m in ms:

@@ -97,11 +97,18 @@ def _per_word(v2, V: tl.constexpr):
 
 
 @triton.jit
-def _step(acc, s, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, s_ptr, N, offs_n, offs_m, mask_m, stride_xm, offs_w0, offs_w1, offs_sz,
-          W0: tl.constexpr, W1: tl.constexpr, V0: tl.constexpr, DT: tl.constexpr, SZ_BF16: tl.constexpr,
+def _bits16(v, DT: tl.constexpr):
+    """fp32 values rounded to DT, their 16 bits in both halves of a b32."""
+    b = v.to(DT).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    return b * 65537
+
+
+@triton.jit
+def _step(acc, s, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, offs_m, mask_m, stride_xm, offs_w0, offs_w1, offs_sz, slot_of_row,
+          W0: tl.constexpr, W1: tl.constexpr, V0: tl.constexpr, DT: tl.constexpr,
           PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, INT_ZERO: tl.constexpr):  # fmt: skip
-    """One 128-input step (one group) of a program: acc += W_tile x^T (INT_ZERO: acc += s (W - z) x^T,
-    the (s, -z s) slots holding z in both halves, s read from the scales)."""
+    """One 128-input step (one group) of a program: acc += W_tile x^T, the tile (q - z) s in DT;
+    INT_ZERO: acc += s (q - z) x^T, the tile q - z (exact) and s applied to the fp32 result."""
     block = pid_n * steps + s
     w0 = tl.load(p0_ptr + block * (128 * V0) + offs_w0)
     if W1 > 0:  # the high-bit word of pair p = j + 8 v is p // 16 = v // 2, at bit p % 16 = j + 8 (v % 2)
@@ -109,43 +116,32 @@ def _step(acc, s, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, s_ptr, N, offs_n,
         w1 = tl.reshape(tl.join(w1, w1 >> 8), (4, 32, 4))
     else:
         w1 = w0
-    sz = tl.load(sz_ptr + block * 64 + offs_sz)  # (4, 32, 2): the thread's two rows' slots
-    if INT_ZERO:  # the slots hold z (16-bit, the activations' dtype)
-        if PTX:  # z in both halves of a b32
-            s2 = _per_word((sz.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF) * 65537, V0)
-        else:
-            s2 = w0
-        nzs2 = s2
-        sc = s2
-        nzs = _per_word(sz.to(tl.float32), V0)
-    elif PTX:  # the slots hold (s, -z s) as 16-bit halves: each in both halves of a b32
-        s2 = _per_word((sz & 0xFFFF) * 65537, V0)
-        nzs2 = _per_word(((sz >> 16) & 0xFFFF) * 65537, V0)
-        sc = s2
-        nzs = s2
-    else:  # the interpreter: both as fp32
-        s2 = w0
-        nzs2 = w0
-        if SZ_BF16:
-            sc = _per_word((sz << 16).to(tl.float32, bitcast=True), V0)
-            nzs = _per_word((sz & -65536).to(tl.float32, bitcast=True), V0)
-        else:
-            sc = _per_word((sz & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32), V0)
-            nzs = _per_word((sz >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32), V0)
-    w = _weight_tile(w0, w1, s2, nzs2, sc, nzs, W0, W1, DT, PTX, PTX_SRC, PTX_ARGS, INT_ZERO)
+    sz = tl.load(sz_ptr + block * 64 + offs_sz)  # (4, 32, 2): the (s, z) fp16 pairs of the thread's two rows
+    sc = (sz & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+    zp = (sz >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+    if INT_ZERO:
+        nzs = zp  # the pair takes z
+        s2 = _bits16(zp, DT) if PTX else sz
+    else:
+        nzs = -(zp * sc)
+        s2 = _bits16(sc, DT) if PTX else sz
+    nzs2 = _bits16(nzs, DT) if PTX else sz
+    w = _weight_tile(w0, w1, _per_word(s2, V0), _per_word(nzs2, V0), _per_word(sc, V0), _per_word(nzs, V0), W0, W1, DT, PTX, PTX_SRC,
+                     PTX_ARGS, INT_ZERO)  # fmt: skip
     offs_k = s * 128 + tl.arange(0, 128)
     x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)  # (BLOCK_M, 128)
-    if INT_ZERO:  # a fresh fp32 result for the step, scaled per row
+    if INT_ZERO:  # a fresh fp32 result for the step, scaled per row (s read again, in the result's layout)
         d = tl.dot(w, tl.trans(x.to(DT)))
-        return acc + d * tl.load(s_ptr + s * N + offs_n).to(tl.float32)[:, None]
+        s_rows = (tl.load(sz_ptr + block * 64 + slot_of_row) & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+        return acc + d * s_rows[:, None]
     return tl.dot(w, tl.trans(x.to(DT)), acc)  # (64, BLOCK_M)
 
 
 @triton.jit
 def mma_matmul_kernel(
-    x_ptr, p0_ptr, p1_ptr, sz_ptr, s_ptr, y_ptr, ws_ptr, lock_ptr,
+    x_ptr, p0_ptr, p1_ptr, sz_ptr, y_ptr, ws_ptr, lock_ptr,
     M, N, K, stride_xm, stride_ym, SPLIT_K,
-    W0: tl.constexpr, W1: tl.constexpr, BLOCK_M: tl.constexpr, REDUCE: tl.constexpr, UNROLL: tl.constexpr, SZ_BF16: tl.constexpr,
+    W0: tl.constexpr, W1: tl.constexpr, BLOCK_M: tl.constexpr, REDUCE: tl.constexpr, UNROLL: tl.constexpr,
     PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, DOT_FP32: tl.constexpr, INT_ZERO: tl.constexpr,
 ):  # fmt: skip
     """y = x W^T, W in the mma layout. Program (n tile of 64, k split, BLOCK_M rows of x);
@@ -167,9 +163,11 @@ def mma_matmul_kernel(
     offs_w1 = thread * 2 + tl.arange(0, 2)[None, None, :]  # (4, 32, 2): the 1-bit plane
     # the (s, -z s) slots of the thread's rows 16 w + l // 4 + 8 rbit: 16 w + 2 (l // 4) + rbit
     offs_sz = tl.arange(0, 4)[:, None, None] * 16 + (tl.arange(0, 32) // 4)[None, :, None] * 2 + tl.arange(0, 2)[None, None, :]
+    r = tl.arange(0, 64)
+    slot_of_row = (r // 16) * 16 + (r % 8) * 2 + (r % 16) // 8  # row 16 w + lq + 8 rbit -> slot 16 w + 2 lq + rbit
     acc = tl.zeros((64, BLOCK_M), dtype=tl.float32)
     for s in range(s_start, s_end, UNROLL):
         for u in tl.static_range(UNROLL):
-            acc = _step(acc, s + u, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, s_ptr, N, offs_n, offs_m, mask_m, stride_xm, offs_w0,
-                        offs_w1, offs_sz, W0, W1, V0, DT, SZ_BF16, PTX, PTX_SRC, PTX_ARGS, INT_ZERO)  # fmt: skip
+            acc = _step(acc, s + u, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, offs_m, mask_m, stride_xm, offs_w0, offs_w1, offs_sz,
+                        slot_of_row, W0, W1, V0, DT, PTX, PTX_SRC, PTX_ARGS, INT_ZERO)  # fmt: skip
     _epilogue(tl.trans(acc), y_ptr, ws_ptr, lock_ptr, offs_m, offs_n, M, N, stride_ym, pid_n, pid_k, SPLIT_K, REDUCE)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from amq_kernels.packing import PackedWeight, plane_widths, unpack_codes
+from amq_kernels.packing import PackedWeight, pack_planes, plane_widths, unpack_codes
 
 TILE_N = 64  # rows of W per program: 4 warps x 16 (the warpgroup MMA's m64)
 STEP_K = 128  # inputs per step: one group
@@ -51,31 +51,35 @@ def _pair_positions(width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 @dataclass
 class MmaWeight:
-    """A layer in the mma layout: its bit planes reordered (`pack_mma`), per (tile, step) the
-    (s, -z s) pair of each row as two 16-bit values of the activations' dtype (64 int32 a step,
-    row slot 16 w + 2 (l // 4) + rbit: a thread's two rows side by side), and the shape."""
+    """A layer in the mma layout: its bit planes reordered (`pack_mma`), and per (tile, step) each
+    row's fp16 scale and zero as one int32 (s low half, z high), in slot 16 w + 2 (l // 4) + rbit
+    (a thread's two rows side by side). The same bytes as the PackedWeight, which `unpack_mma`
+    gives back exactly. int_zero: every zero is an integer (GPTQ, AWQ, RTN make them so): the
+    kernel then takes q - z per pair exactly and scales each step's fp32 result (one op a pair
+    fewer)."""
 
     planes: list[torch.Tensor]  # int32 (N / 64, K / 128, 128 x V) each
-    sz: torch.Tensor  # int32 (N / 64, K / 128, 64): (s, -z s); with integer zeros z alone, 16-bit
-    scales: torch.Tensor | None  # with integer zeros: fp16 (K / 128, N), applied to each step's fp32 result
+    sz: torch.Tensor  # int32 (N / 64, K / 128, 64)
     bits: int
     out_features: int
     in_features: int
-    dtype: torch.dtype
+    int_zero: bool
 
     def nbytes(self) -> int:
-        extra = 0 if self.scales is None else self.scales.numel() * 2
-        return sum(p.numel() * 4 for p in self.planes) + self.sz.numel() * self.sz.element_size() + extra
+        return sum(p.numel() * 4 for p in self.planes) + self.sz.numel() * 4
 
 
-def pack_mma(packed: PackedWeight, dtype: torch.dtype = torch.float16, int_zero: bool | None = None) -> MmaWeight:
-    """`packed` in the mma layout, for activations of `dtype` (fp16 or bf16); the same bytes.
-    Integer zeros (GPTQ, AWQ, RTN; `int_zero=None`: detected) take the cheaper path: per pair
-    q - z exactly in 16 bits, the scale applied to each step's fp32 result."""
+SLOT = torch.arange(64)
+ROW_OF_SLOT = 16 * (SLOT // 16) + (SLOT % 16) // 2 + 8 * (SLOT % 2)  # slot 16 w + 2 lq + rbit -> row 16 w + lq + 8 rbit
+
+
+def pack_mma(packed: PackedWeight) -> MmaWeight:
+    """`packed` in the mma layout (the same bytes, reordered)."""
     n, k = packed.out_features, packed.in_features
-    if n % TILE_N or k % STEP_K or packed.group_size != STEP_K:
+    if not mma_ok(packed):
         raise ValueError(
-            f"the mma layout takes N % {TILE_N} == 0, K % {STEP_K} == 0 and group {STEP_K}; got {n} x {k}, group {packed.group_size}"
+            f"the mma layout takes 2-4 bits, N % {TILE_N} == 0, K % {STEP_K} == 0 and group {STEP_K}; "
+            f"got {packed.bits} bits, {n} x {k}, group {packed.group_size}"
         )
     q = unpack_codes(packed).to(torch.int64)  # (N, K)
     blocks = q.view(n // TILE_N, TILE_N, k // STEP_K, STEP_K).permute(0, 2, 1, 3)  # (tiles, steps, 64, 128)
@@ -88,19 +92,30 @@ def pack_mma(packed: PackedWeight, dtype: torch.dtype = torch.float16, int_zero:
         words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
         planes.append(words.reshape(n // TILE_N, k // STEP_K, -1).contiguous())
         offset += w
-    z = packed.zeros.float().t()  # (N, groups)
-    if int_zero is None:
-        int_zero = bool((z == z.round()).all()) and bool((z.abs() < 2**packed.bits).all())
-    if int_zero:
-        slots, scales = z.to(dtype), packed.scales
-    else:
-        s = packed.scales.float().t()
-        slots = torch.stack([s.to(dtype), (-z * s).to(dtype)], -1).view(torch.int32).squeeze(-1)  # s low, -z s high
-        scales = None
-    slot = torch.arange(64)
-    row_of_slot = 16 * (slot // 16) + (slot % 16) // 2 + 8 * (slot % 2)  # slot 16 w + 2 lq + rbit -> row 16 w + lq + 8 rbit
-    sz = slots.view(n // TILE_N, TILE_N, k // STEP_K)[:, row_of_slot.to(q.device)].permute(0, 2, 1).contiguous()
-    return MmaWeight(planes, sz, scales, packed.bits, n, k, dtype)
+    pair = torch.stack([packed.scales.half(), packed.zeros.half()], -1).view(torch.int32).squeeze(-1)  # (groups, N)
+    sz = pair.t().reshape(n // TILE_N, TILE_N, k // STEP_K)[:, ROW_OF_SLOT.to(q.device)].permute(0, 2, 1).contiguous()
+    z = packed.zeros.float()
+    int_zero = bool((z == z.round()).all()) and bool((z.abs() < 128).all())  # 2^e + z exact in 16 bits
+    return MmaWeight(planes, sz, packed.bits, n, k, int_zero)
+
+
+def unpack_mma(weight: MmaWeight) -> PackedWeight:
+    """The PackedWeight `pack_mma` was made from, exactly."""
+    n, k = weight.out_features, weight.in_features
+    dev = weight.sz.device
+    codes = torch.zeros(n // TILE_N, k // STEP_K, TILE_N, STEP_K, dtype=torch.int64, device=dev)
+    offset = 0
+    for w, plane in zip(plane_widths(weight.bits), weight.planes, strict=True):
+        row, col, shift = (t.to(dev) for t in _pair_positions(w))
+        words = (plane.to(torch.int64) & 0xFFFFFFFF).view(n // TILE_N, k // STEP_K, 4, 32, -1, 1, 1)
+        part = ((words >> shift) & ((1 << w) - 1)) << offset  # (tiles, steps, 4, 32, V, HALF, 2)
+        codes[:, :, row, col] |= part
+        offset += w
+    codes = codes.permute(0, 2, 1, 3).reshape(n, k).to(torch.uint8)
+    pair = torch.empty(n // TILE_N, TILE_N, k // STEP_K, dtype=torch.int32, device=dev)
+    pair[:, ROW_OF_SLOT.to(dev)] = weight.sz.permute(0, 2, 1)
+    sz = pair.reshape(n, k // STEP_K).t().contiguous().view(torch.float16).view(k // STEP_K, n, 2)
+    return PackedWeight(pack_planes(codes, weight.bits), sz[..., 0].contiguous(), sz[..., 1].contiguous(), weight.bits, STEP_K, n, k)
 
 
 def mma_ok(packed: PackedWeight) -> bool:
@@ -143,7 +158,7 @@ def mma_matmul(
     waves: int = 4,
     unroll: int | None = None,
 ) -> torch.Tensor:
-    """x (M, K) @ W^T for W in the mma layout (x of the dtype `pack_mma` was given). K split
+    """x (M, K) fp16/bf16 @ W^T for W in the mma layout. K split
     over programs to fill the GPU (about `waves` programs per SM); `unroll` steps a loop iteration."""
     import os
 
@@ -153,8 +168,8 @@ def mma_matmul(
     interpreting = os.environ.get("TRITON_INTERPRET") == "1"
     m, k = x.shape
     n = weight.out_features
-    if k != weight.in_features or x.dtype != weight.dtype:
-        raise ValueError(f"mma_matmul takes rows of {weight.in_features} {weight.dtype} inputs, got {tuple(x.shape)} {x.dtype}")
+    if k != weight.in_features or x.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"mma_matmul takes fp16/bf16 rows of {weight.in_features} inputs, got {tuple(x.shape)} {x.dtype}")
     block_m = min(64, max(16, triton_next_pow2(m)))
     widths = plane_widths(weight.bits)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
@@ -170,12 +185,12 @@ def mma_matmul(
     reduce = _reduction({}, split)
     y, ws, lock = _outputs(x, n, split, reduce, tiles, out)
     ptx = x.is_cuda and not interpreting
-    int_zero = weight.scales is not None
+    int_zero = weight.int_zero
     src, args = placed_pair_ptx(w1 > 0, x.dtype == torch.bfloat16, int_zero) if ptx else ("", "")
     p1 = weight.planes[1] if w1 else weight.planes[0]
     mma_matmul_kernel[(tiles, split, m_tiles)](
-        x, weight.planes[0], p1, weight.sz, weight.scales if int_zero else weight.sz, y, ws, lock, m, n, k, x.stride(0), y.stride(0), split,
-        W0=w0, W1=w1, BLOCK_M=block_m, REDUCE=reduce, UNROLL=unroll, SZ_BF16=x.dtype == torch.bfloat16, PTX=ptx, PTX_SRC=src,
+        x, weight.planes[0], p1, weight.sz, y, ws, lock, m, n, k, x.stride(0), y.stride(0), split,
+        W0=w0, W1=w1, BLOCK_M=block_m, REDUCE=reduce, UNROLL=unroll, PTX=ptx, PTX_SRC=src,
         PTX_ARGS=args, DOT_FP32=interpreting and x.dtype == torch.bfloat16, INT_ZERO=int_zero, num_warps=4, num_stages=num_stages,
         **FUSE,
     )  # fmt: skip

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from amq.quant.groupwise import quantize_hqq
-from amq_kernels.mma import mma_ok, pack_mma
+from amq_kernels.mma import mma_ok, pack_mma, unpack_mma
 from amq_kernels.packing import pack, plane_widths
 
 
@@ -51,6 +51,18 @@ def test_each_code_sits_where_its_mma_fragment_reads_it(bits):
     assert torch.equal(got, codes.to(torch.int64))
 
 
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_unpack_gives_the_packed_weight_back_exactly(bits):
+    _, p = _packed(128, 384, bits)
+    mw = pack_mma(p)
+    assert mw.nbytes() == p.nbytes() and not mw.int_zero  # HQQ zeros are fractional
+    back = unpack_mma(mw)
+    assert all(torch.equal(a, b) for a, b in zip(back.planes, p.planes, strict=True))
+    assert torch.equal(back.scales, p.scales) and torch.equal(back.zeros, p.zeros)
+    rounded = pack_mma(type(p)(p.planes, p.scales, p.zeros.round(), bits, 128, 128, 384))
+    assert rounded.int_zero
+
+
 def test_the_layout_names_what_it_does_not_cover():
     _, p = _packed(96, 256, 4)  # 96 rows: not a multiple of 64
     assert not mma_ok(p)
@@ -71,8 +83,8 @@ for bits, int_zero in ((2, False), (3, False), (4, False), (2, True), (3, True),
     zero = q.zero.round() if int_zero else q.zero  # integer zeros (as GPTQ / RTN / AWQ make them): the cheaper path
     p = pack(q.codes, q.scale, zero, bits, 128)
     for dtype in (torch.float16, torch.bfloat16):
-        mw = pack_mma(p, dtype)
-        assert (mw.scales is not None) == int_zero
+        mw = pack_mma(p)
+        assert mw.int_zero == int_zero
         for m, split, unroll in ((1, 1, 1), (1, 2, 1), (3, 3, 1), (16, 1, 3), (1, 2, 3), (40, 2, 1), (70, 1, 1)):
             x = torch.randn(m, 384).to(dtype)
             ref = x.double() @ dequantize(p, torch.float64).t()
@@ -112,10 +124,9 @@ def test_weights_reach_the_warpgroup_mma_in_registers(bits, act, int_zero):
     w = plane_widths(bits)
     src, cons = placed_pair_ptx(len(w) > 1, act == "*bf16", int_zero)
     fn = jit_mma.mma_matmul_kernel
-    consts = {"W0": w[0], "W1": w[1] if len(w) > 1 else 0, "BLOCK_M": 16, "REDUCE": "atomic", "UNROLL": 2, "SZ_BF16": act == "*bf16", "INT_ZERO": int_zero,
+    consts = {"W0": w[0], "W1": w[1] if len(w) > 1 else 0, "BLOCK_M": 16, "REDUCE": "atomic", "UNROLL": 2, "INT_ZERO": int_zero,
               "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons, "DOT_FP32": False}  # fmt: skip
     sig = {n: "constexpr" if n in consts else act if n in ("x_ptr", "y_ptr") else "*fp32" if n == "ws_ptr" else "*i32" if n.endswith("_ptr") else "i32" for n in fn.arg_names}  # fmt: skip
-    sig.update(sz_ptr=act if int_zero else "*i32", s_ptr="*fp16")  # integer zeros: z in the slots, s from the scales
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if sig[n].startswith("*") or n in ("N", "K")}
     k = triton.compile(
         ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 1, **FUSE}
