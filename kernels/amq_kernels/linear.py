@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from amq_kernels.matmul import matmul, matmul_group, reference_matmul
+from amq_kernels.mma import MmaWeight, mma_matmul, mma_ok, pack_mma, unpack_mma
 from amq_kernels.packing import PackedWeight
 
 
@@ -55,6 +56,47 @@ def packed_linear_group(
 @packed_linear_group.register_fake
 def _(x, planes, n_planes, scales, zeros, bits, group_size):
     return x.new_empty(*x.shape[:-1], sum(s.shape[1] for s in scales))
+
+
+def _mma_forward(x: torch.Tensor, planes: list[torch.Tensor], sz: torch.Tensor, bits: int, out_features: int, int_zero: bool):
+    weight = MmaWeight(list(planes), sz, bits, out_features, x.shape[-1], int_zero)
+    if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
+        return mma_matmul(x.reshape(-1, x.shape[-1]), weight).reshape(*x.shape[:-1], out_features)
+    return reference_matmul(x, unpack_mma(weight))
+
+
+@torch.library.custom_op("amq_kernels::mma_linear", mutates_args=())
+def mma_linear(x: torch.Tensor, planes: list[torch.Tensor], sz: torch.Tensor, bits: int, out_features: int, int_zero: bool) -> torch.Tensor:
+    return _mma_forward(x, planes, sz, bits, out_features, int_zero)
+
+
+@mma_linear.register_fake
+def _(x, planes, sz, bits, out_features, int_zero):
+    return x.new_empty(*x.shape[:-1], out_features)
+
+
+def mma_supported(device: torch.device) -> bool:
+    """The mma layout's kernel runs here: a Hopper (sm_90) or newer GPU with Triton."""
+    from amq_kernels.matmul import triton
+
+    return triton is not None and device.type == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0)
+
+
+def use_mma_layout(model: nn.Module) -> int:
+    """Reorder, in place, every QuantLinear of `model` that the mma layout covers (2-4 bits,
+    group 128, N % 64 == 0, K % 128 == 0) into it: the same bytes, read by the register-fed
+    tensor-core kernel (amq_kernels/mma.py) at every batch size. Layers of a shared-input
+    group are unlinked (the grouped launch reads the bit planes). Returns how many changed."""
+    changed = 0
+    for mod in model.modules():
+        if isinstance(mod, QuantLinear) and mod.layout == "planes" and mma_ok(mod.packed) and mma_supported(mod.scales.device):
+            mod.to_mma()
+            changed += 1
+    for mod in model.modules():
+        if isinstance(mod, QuantLinear) and mod.group is not None and any(q.layout == "mma" for q in mod.group.members):
+            for q in mod.group.members:
+                q.group, q.slot = None, 0
+    return changed
 
 
 class SharedInputGroup:
@@ -114,15 +156,35 @@ class QuantLinear(nn.Module):
         self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
         self.group: SharedInputGroup | None = None  # set by group_shared_inputs
         self.slot = 0
+        self.layout = "planes"  # or "mma" (use_mma_layout): the buffers mma0.., sz replace plane0.., scales, zeros
+        self.int_zero = False
 
     def planes(self) -> list[torch.Tensor]:
-        return [getattr(self, f"plane{i}") for i in range(self.n_planes)]
+        prefix = "mma" if self.layout == "mma" else "plane"
+        return [getattr(self, f"{prefix}{i}") for i in range(self.n_planes)]
 
     @property
     def packed(self) -> PackedWeight:
+        if self.layout == "mma":
+            return unpack_mma(MmaWeight(self.planes(), self.sz, self.bits, self.out_features, self.in_features, self.int_zero))
         return PackedWeight(self.planes(), self.scales, self.zeros, self.bits, self.group_size, self.out_features, self.in_features)
 
+    def to_mma(self) -> None:
+        """This layer's weight into the mma layout (see `use_mma_layout`), in place."""
+        mw = pack_mma(self.packed)
+        for i in range(self.n_planes):
+            delattr(self, f"plane{i}")
+            self.register_buffer(f"mma{i}", mw.planes[i])
+        del self.scales, self.zeros
+        self.sz: torch.Tensor
+        self.register_buffer("sz", mw.sz)
+        self.layout, self.int_zero = "mma", mw.int_zero
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layout == "mma":
+            args = (x, self.planes(), self.sz, self.bits, self.out_features, self.int_zero)
+            y = mma_linear(*args) if torch.compiler.is_compiling() else _mma_forward(*args)
+            return y + self.bias if self.bias is not None else y
         y = self._from_group(x) if self.group is not None and x.shape[:-1].numel() == 1 else None
         if y is not None:
             return y + self.bias if self.bias is not None else y
@@ -151,4 +213,5 @@ class QuantLinear(nn.Module):
         return y
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, group_size={self.group_size}"
+        layout = ", layout=mma" if self.layout == "mma" else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, group_size={self.group_size}{layout}"

@@ -136,3 +136,28 @@ def test_weights_reach_the_warpgroup_mma_in_registers(bits, act, int_zero):
     assert "ttng.warp_group_dot %w" in k.asm["ttgir"] and f"tensor<64x128x{dt}, #ttg.dot_op<{{opIdx = 0" in k.asm["ttgir"]
     assert f"wgmma.mma_async.sync.aligned.m64n16k16.f32.{dt}.{dt}" in k.asm["ptx"]
     assert "ldmatrix" not in k.asm["ptx"]  # nothing of the weights read back from shared memory
+
+
+def test_quantlinear_in_the_mma_layout_computes_the_same_and_exports_the_same(monkeypatch):
+    from torch import nn
+
+    import amq_kernels.linear as linear
+    from amq_kernels.linear import QuantLinear, group_shared_inputs, use_mma_layout
+
+    _, p = _packed(128, 256, 3)
+    _, p64 = _packed(64, 256, 4, seed=1)
+    _, odd = _packed(96, 256, 4, seed=2)  # 96 rows: stays in the bit-plane layout
+    model = nn.ModuleDict({"a": QuantLinear(p), "b": QuantLinear(p64), "c": QuantLinear(odd)})
+    x = torch.randn(2, 256)
+    before = {k: m(x) for k, m in model.items()}
+    assert group_shared_inputs(model, [["a", "b"]]) == 1
+    assert use_mma_layout(model) == 0  # no Hopper GPU here: nothing changes
+    monkeypatch.setattr(linear, "mma_supported", lambda device: True)
+    assert use_mma_layout(model) == 2
+    assert [m.layout for m in model.values()] == ["mma", "mma", "planes"]
+    assert model["a"].group is None and model["b"].group is None  # the grouped launch reads bit planes: unlinked
+    assert "plane0" not in dict(model["a"].named_buffers()) and "sz" in dict(model["a"].named_buffers())
+    for k, m in model.items():
+        assert torch.allclose(m(x), before[k], atol=1e-6)
+    back = model["a"].packed  # what the exports read
+    assert all(torch.equal(u, v) for u, v in zip(back.planes, p.planes, strict=True)) and torch.equal(back.zeros, p.zeros)
