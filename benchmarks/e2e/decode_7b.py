@@ -31,7 +31,7 @@ from amq.cost import build_cost_model  # noqa: E402
 from amq.models import layer_infos, searchable_linears, shared_input_groups  # noqa: E402
 from amq.quant.apply import replace_with_quant_linears  # noqa: E402
 from amq.quant.groupwise import quantize_rtn  # noqa: E402
-from amq_kernels.linear import group_shared_inputs  # noqa: E402
+from amq_kernels.linear import group_shared_inputs, use_mma_layout  # noqa: E402
 
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)
 PROMPT, NEW = 128, 128
@@ -175,7 +175,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument(
-        "--variants", default="fp16,ours,ours-grouped,bnb-nf4", help="ours-grouped: q/k/v and gate/up in one launch each at batch 1"
+        "--variants",
+        default="fp16,ours,ours-grouped,bnb-nf4",
+        help="ours-grouped: q/k/v and gate/up in one launch each at batch 1; ours-mma: every layer in the mma layout (amq_kernels/mma.py)",
     )
     ap.add_argument("--batches", default="1,8", help='decode batch sizes ("" for prefill only)')
     ap.add_argument("--compile", action="store_true", help="torch.compile each decode step before capturing its CUDA graph")
@@ -193,10 +195,12 @@ def main() -> None:
         cost = build_cost_model(layer_infos(model), (2, 3, 4), 128, n_params)
         plan = mixed_plan(names)
         try:
-            if variant in ("ours", "ours-grouped"):
+            if variant in ("ours", "ours-grouped", "ours-mma"):
                 to_ours(model, plan)
                 if variant == "ours-grouped":
                     print(variant, f"{group_shared_inputs(model, shared_input_groups(model))} groups linked", flush=True)
+                if variant == "ours-mma":
+                    print(variant, f"{use_mma_layout(model)} layers in the mma layout", flush=True)
                 bits = [plan[n] for n in names]
                 plan_doc = {"avg_bits": cost.avg_bits(bits), "model_gb": cost.model_gb(bits)}
             elif variant == "bnb-nf4":

@@ -104,12 +104,10 @@ def _bits16(v, DT: tl.constexpr):
 
 
 @triton.jit
-def _step(acc, s, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, offs_m, mask_m, stride_xm, offs_w0, offs_w1, offs_sz, slot_of_row,
-          W0: tl.constexpr, W1: tl.constexpr, V0: tl.constexpr, DT: tl.constexpr,
-          PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, INT_ZERO: tl.constexpr):  # fmt: skip
-    """One 128-input step (one group) of a program: acc += W_tile x^T, the tile (q - z) s in DT;
-    INT_ZERO: acc += s (q - z) x^T, the tile q - z (exact) and s applied to the fp32 result."""
-    block = pid_n * steps + s
+def _tile(block, p0_ptr, p1_ptr, sz_ptr, offs_w0, offs_w1, offs_sz, W0: tl.constexpr, W1: tl.constexpr, V0: tl.constexpr,
+          DT: tl.constexpr, PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, INT_ZERO: tl.constexpr):  # fmt: skip
+    """Block (tile, step)'s (64, 128) weight tile in DT, in the MMA's register layout: (q - z) s, or
+    with INT_ZERO q - z (exact; the caller applies s)."""
     w0 = tl.load(p0_ptr + block * (128 * V0) + offs_w0)
     if W1 > 0:  # the high-bit word of pair p = j + 8 v is p // 16 = v // 2, at bit p % 16 = j + 8 (v % 2)
         w1 = tl.load(p1_ptr + block * 256 + offs_w1)
@@ -126,8 +124,31 @@ def _step(acc, s, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, offs_m, mask_m, s
         nzs = -(zp * sc)
         s2 = _bits16(sc, DT) if PTX else sz
     nzs2 = _bits16(nzs, DT) if PTX else sz
-    w = _weight_tile(w0, w1, _per_word(s2, V0), _per_word(nzs2, V0), _per_word(sc, V0), _per_word(nzs, V0), W0, W1, DT, PTX, PTX_SRC,
-                     PTX_ARGS, INT_ZERO)  # fmt: skip
+    return _weight_tile(w0, w1, _per_word(s2, V0), _per_word(nzs2, V0), _per_word(sc, V0), _per_word(nzs, V0), W0, W1, DT, PTX,
+                        PTX_SRC, PTX_ARGS, INT_ZERO)  # fmt: skip
+
+
+@triton.jit
+def _offsets(V0: tl.constexpr):
+    """A thread's word offsets in a block (plane 0, the 1-bit plane), its (s, z) slots, and the slot of each of the 64 rows."""
+    thread = tl.arange(0, 4)[:, None, None] * 32 + tl.arange(0, 32)[None, :, None]
+    offs_w0 = thread * V0 + tl.arange(0, V0)[None, None, :]  # (4, 32, V0)
+    offs_w1 = thread * 2 + tl.arange(0, 2)[None, None, :]  # (4, 32, 2): the 1-bit plane
+    # the (s, z) slots of the thread's rows 16 w + l // 4 + 8 rbit: 16 w + 2 (l // 4) + rbit
+    offs_sz = tl.arange(0, 4)[:, None, None] * 16 + (tl.arange(0, 32) // 4)[None, :, None] * 2 + tl.arange(0, 2)[None, None, :]
+    r = tl.arange(0, 64)
+    slot_of_row = (r // 16) * 16 + (r % 8) * 2 + (r % 16) // 8  # row 16 w + lq + 8 rbit -> slot 16 w + 2 lq + rbit
+    return offs_w0, offs_w1, offs_sz, slot_of_row
+
+
+@triton.jit
+def _step(acc, s, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, offs_m, mask_m, stride_xm, offs_w0, offs_w1, offs_sz, slot_of_row,
+          W0: tl.constexpr, W1: tl.constexpr, V0: tl.constexpr, DT: tl.constexpr,
+          PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, INT_ZERO: tl.constexpr):  # fmt: skip
+    """One 128-input step (one group) of a program: acc += W_tile x^T, the tile (q - z) s in DT;
+    INT_ZERO: acc += s (q - z) x^T, the tile q - z (exact) and s applied to the fp32 result."""
+    block = pid_n * steps + s
+    w = _tile(block, p0_ptr, p1_ptr, sz_ptr, offs_w0, offs_w1, offs_sz, W0, W1, V0, DT, PTX, PTX_SRC, PTX_ARGS, INT_ZERO)
     offs_k = s * 128 + tl.arange(0, 128)
     x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)  # (BLOCK_M, 128)
     if INT_ZERO:  # a fresh fp32 result for the step, scaled per row (s read again, in the result's layout)
@@ -135,6 +156,21 @@ def _step(acc, s, pid_n, steps, x_ptr, p0_ptr, p1_ptr, sz_ptr, offs_m, mask_m, s
         s_rows = (tl.load(sz_ptr + block * 64 + slot_of_row) & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
         return acc + d * s_rows[:, None]
     return tl.dot(w, tl.trans(x.to(DT)), acc)  # (64, BLOCK_M)
+
+
+@triton.jit
+def mma_dequant_kernel(p0_ptr, p1_ptr, sz_ptr, w_ptr, K, W0: tl.constexpr, W1: tl.constexpr, PTX: tl.constexpr, PTX_SRC: tl.constexpr,
+                       PTX_ARGS: tl.constexpr):  # fmt: skip
+    """W (N, K) in w's dtype from the mma layout, one block per program (prefill: cuBLAS multiplies it)."""
+    V0: tl.constexpr = 32 // (16 // W0)
+    DT: tl.constexpr = w_ptr.dtype.element_ty
+    pid_n = tl.program_id(0)
+    s = tl.program_id(1)
+    offs_w0, offs_w1, offs_sz, _ = _offsets(V0)
+    w = _tile(pid_n * (K // 128) + s, p0_ptr, p1_ptr, sz_ptr, offs_w0, offs_w1, offs_sz, W0, W1, V0, DT, PTX, PTX_SRC, PTX_ARGS, False)
+    rows = pid_n * 64 + tl.arange(0, 64)
+    cols = s * 128 + tl.arange(0, 128)
+    tl.store(w_ptr + rows[:, None] * K + cols[None, :], w)
 
 
 @triton.jit
@@ -158,13 +194,7 @@ def mma_matmul_kernel(
     offs_n = pid_n * 64 + tl.arange(0, 64)
     offs_m = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < M
-    thread = tl.arange(0, 4)[:, None, None] * 32 + tl.arange(0, 32)[None, :, None]
-    offs_w0 = thread * V0 + tl.arange(0, V0)[None, None, :]  # (4, 32, V0)
-    offs_w1 = thread * 2 + tl.arange(0, 2)[None, None, :]  # (4, 32, 2): the 1-bit plane
-    # the (s, -z s) slots of the thread's rows 16 w + l // 4 + 8 rbit: 16 w + 2 (l // 4) + rbit
-    offs_sz = tl.arange(0, 4)[:, None, None] * 16 + (tl.arange(0, 32) // 4)[None, :, None] * 2 + tl.arange(0, 2)[None, None, :]
-    r = tl.arange(0, 64)
-    slot_of_row = (r // 16) * 16 + (r % 8) * 2 + (r % 16) // 8  # row 16 w + lq + 8 rbit -> slot 16 w + 2 lq + rbit
+    offs_w0, offs_w1, offs_sz, slot_of_row = _offsets(V0)
     acc = tl.zeros((64, BLOCK_M), dtype=tl.float32)
     for s in range(s_start, s_end, UNROLL):
         for u in tl.static_range(UNROLL):

@@ -145,6 +145,26 @@ def placed_pair_ptx(high_bits: bool, bf16: bool, int_zero: bool = False) -> tupl
     return "\n".join(lines), ",".join(["=h", "=h"] + ["r"] * (magic + (2 if int_zero else 3)))
 
 
+def mma_dequantize(weight: MmaWeight, dtype: torch.dtype) -> torch.Tensor:
+    """W (N, K) in `dtype` from the mma layout, one kernel (the prefill path's first half)."""
+    import os
+
+    from amq_kernels.jit_mma import mma_dequant_kernel
+    from amq_kernels.matmul import FUSE
+
+    n, k = weight.out_features, weight.in_features
+    widths = plane_widths(weight.bits)
+    w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
+    w = torch.empty(n, k, device=weight.sz.device, dtype=dtype)
+    ptx = w.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
+    src, args = placed_pair_ptx(w1 > 0, dtype == torch.bfloat16) if ptx else ("", "")
+    mma_dequant_kernel[(n // TILE_N, k // STEP_K)](
+        weight.planes[0], weight.planes[1] if w1 else weight.planes[0], weight.sz, w, k,
+        W0=w0, W1=w1, PTX=ptx, PTX_SRC=src, PTX_ARGS=args, num_warps=4, **FUSE,
+    )  # fmt: skip
+    return w
+
+
 def triton_next_pow2(m: int) -> int:
     return 1 << max(0, m - 1).bit_length()
 
@@ -157,19 +177,24 @@ def mma_matmul(
     num_stages: int = 1,
     waves: int = 4,
     unroll: int | None = None,
+    fused: bool | None = None,
 ) -> torch.Tensor:
     """x (M, K) fp16/bf16 @ W^T for W in the mma layout. K split
-    over programs to fill the GPU (about `waves` programs per SM); `unroll` steps a loop iteration."""
+    over programs to fill the GPU (about `waves` programs per SM); `unroll` steps a loop iteration.
+    From DEQUANT_MIN_M rows on (`fused=None`), the layer is dequantized once and cuBLAS multiplies."""
     import os
 
     from amq_kernels.jit_mma import mma_matmul_kernel
-    from amq_kernels.matmul import FUSE, _outputs, _reduction, _sm_count
+    from amq_kernels.matmul import DEQUANT_MIN_M, FUSE, _outputs, _reduction, _sm_count
 
     interpreting = os.environ.get("TRITON_INTERPRET") == "1"
     m, k = x.shape
     n = weight.out_features
     if k != weight.in_features or x.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(f"mma_matmul takes fp16/bf16 rows of {weight.in_features} inputs, got {tuple(x.shape)} {x.dtype}")
+    if not (fused if fused is not None else m < DEQUANT_MIN_M):
+        w = mma_dequantize(weight, x.dtype)
+        return torch.mm(x, w.t(), out=out) if out is not None else x @ w.t()
     block_m = min(64, max(16, triton_next_pow2(m)))
     widths = plane_widths(weight.bits)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0

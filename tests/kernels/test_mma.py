@@ -74,7 +74,7 @@ INTERPRETER_CHECK = r"""
 import torch
 from amq.quant.groupwise import quantize_hqq
 from amq_kernels.packing import pack, dequantize
-from amq_kernels.mma import mma_matmul, pack_mma
+from amq_kernels.mma import mma_matmul, pack_mma  # M = 130: dequantize (mma_dequant_kernel) + matmul
 torch.manual_seed(0)
 fails = 0
 for bits, int_zero in ((2, False), (3, False), (4, False), (2, True), (3, True), (4, True)):
@@ -85,7 +85,7 @@ for bits, int_zero in ((2, False), (3, False), (4, False), (2, True), (3, True),
     for dtype in (torch.float16, torch.bfloat16):
         mw = pack_mma(p)
         assert mw.int_zero == int_zero
-        for m, split, unroll in ((1, 1, 1), (1, 2, 1), (3, 3, 1), (16, 1, 3), (1, 2, 3), (40, 2, 1), (70, 1, 1)):
+        for m, split, unroll in ((1, 1, 1), (1, 2, 1), (3, 3, 1), (16, 1, 3), (1, 2, 3), (40, 2, 1), (70, 1, 1), (130, 1, 1)):
             x = torch.randn(m, 384).to(dtype)
             ref = x.double() @ dequantize(p, torch.float64).t()
             y = mma_matmul(x, mw, split_k=split, unroll=unroll, out=torch.full((m, 128), float("nan"), dtype=dtype))
@@ -136,6 +136,11 @@ def test_weights_reach_the_warpgroup_mma_in_registers(bits, act, int_zero):
     assert "ttng.warp_group_dot %w" in k.asm["ttgir"] and f"tensor<64x128x{dt}, #ttg.dot_op<{{opIdx = 0" in k.asm["ttgir"]
     assert f"wgmma.mma_async.sync.aligned.m64n16k16.f32.{dt}.{dt}" in k.asm["ptx"]
     assert "ldmatrix" not in k.asm["ptx"]  # nothing of the weights read back from shared memory
+    if not int_zero:  # the prefill path's dequantization builds the same tile
+        fn = jit_mma.mma_dequant_kernel
+        consts = {"W0": consts["W0"], "W1": consts["W1"], "PTX": True, "PTX_SRC": src, "PTX_ARGS": cons}
+        sig = {n: "constexpr" if n in consts else act if n == "w_ptr" else "*i32" if n.endswith("_ptr") else "i32" for n in fn.arg_names}
+        assert triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, **FUSE}).asm["cubin"]
 
 
 def test_quantlinear_in_the_mma_layout_computes_the_same_and_exports_the_same(monkeypatch):
