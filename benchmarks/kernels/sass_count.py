@@ -1,4 +1,4 @@
-"""Issue 20's first question, answered without a GPU: is the M = 1 kernel bound by instructions?
+"""Issue 20: are the M = 1 kernels bound by instruction issue? Answered without a GPU.
 
     python benchmarks/kernels/sass_count.py     # writes benchmarks/kernels/results/sass_count.md
 
@@ -31,13 +31,15 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from amq_kernels import jit  # noqa: E402
+from amq_kernels import jit, jit_mma  # noqa: E402
 from amq_kernels.matmul import FUSE, _tiling  # noqa: E402
+from amq_kernels.mma import placed_pair_ptx  # noqa: E402
 from amq_kernels.packing import plane_widths  # noqa: E402
 from amq_kernels.ptx import pair_dot_ptx  # noqa: E402
 
 SMS, SCHEDULERS, CLOCK_HZ, HBM_BPS = 132, 4, 1.98e9, 4.8e12
 GROUP = 128
+MMA_UNROLL = 2
 SHAPE = (11008, 4096)  # Llama-2-7B gate/up (N, K): the tiling at M = 1 depends on bits, not on the shape's K loop
 KINDS = {  # opcode prefix -> what it is
     "LDG": "global load", "LDS": "shared load", "STS": "shared store", "LOP3": "logic (mask/merge)", "SHF": "shift",
@@ -114,68 +116,85 @@ def opcode(line: str) -> str:
     return text.split()[0].rstrip(";") if text else ""
 
 
+def compile_mma(bits: int, int_zero: bool) -> bytes:
+    """The cubin of `mma_matmul_kernel` as `mma_matmul` launches it at M = 1 (fp16, 2 steps a loop iteration)."""
+    widths = plane_widths(bits)
+    w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
+    src, args = placed_pair_ptx(w1 > 0, False, int_zero)
+    fn = jit_mma.mma_matmul_kernel
+    consts = dict(W0=w0, W1=w1, BLOCK_M=16, REDUCE="atomic", UNROLL=MMA_UNROLL, PTX=True, PTX_SRC=src, PTX_ARGS=args, DOT_FP32=False,
+                  INT_ZERO=int_zero)  # fmt: skip
+    sig = {n: "constexpr" if n in consts else "*fp16" if n in ("x_ptr", "y_ptr") else "*fp32" if n == "ws_ptr" else "*i32"
+           if n.endswith("_ptr") else "i32" for n in fn.arg_names}  # fmt: skip
+    k = triton.compile(ASTSource(fn, sig, consts, aligned(fn, consts)), target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": 4, "num_stages": 1, **FUSE})  # fmt: skip
+    return k.asm["cubin"]
+
+
+def count(cubin: bytes) -> collections.Counter:
+    return collections.Counter(opcode(x) for x in k_loop(sass(cubin)))
+
+
 def main() -> None:
-    rows = []
+    rows = []  # (kernel, bits, warps, loop instructions, weight bytes per iteration, per byte, issue / HBM)
     detail = {}
     for bits in (2, 3, 4):
         cubin, tile = compile_gemv(bits)
-        warps, block_n, block_k = tile["num_warps"], tile["BLOCK_N"], tile["BLOCK_K"]
-        body = k_loop(sass(cubin))
-        ops = collections.Counter(opcode(x) for x in body)
+        # one K-loop iteration of one program: BLOCK_N x BLOCK_K codes + one group's scales and zeros
+        wb = tile["BLOCK_N"] * tile["BLOCK_K"] * bits / 8 + tile["BLOCK_N"] * 4 * tile["BLOCK_K"] / GROUP
+        detail[("gemv", bits)] = (count(cubin), tile["num_warps"], wb)
+        for int_zero in (False, True):
+            # MMA_UNROLL steps of a 64 x 128 block: codes + each row's scale and zero
+            wb = MMA_UNROLL * (64 * 128 * bits / 8 + 64 * 4)
+            detail[("mma int z" if int_zero else "mma", bits)] = (count(compile_mma(bits, int_zero)), 4, wb)
+    for (kernel, bits), (ops, warps, wb) in detail.items():
         n = sum(ops.values())
-        # one K-loop iteration of one program: BLOCK_N x BLOCK_K codes + one group's scales and zeros + BLOCK_K inputs
-        weight_bytes = block_n * block_k * bits / 8 + block_n * 4 * block_k / GROUP
-        per_byte = n * warps / weight_bytes
-        issue_s_per_byte = per_byte / (SMS * SCHEDULERS * CLOCK_HZ)
-        ratio = issue_s_per_byte * HBM_BPS
-        rows.append((bits, warps, n, weight_bytes, per_byte, ratio, block_k))
-        detail[bits] = ops
+        per_byte = n * warps / wb
+        rows.append((kernel, bits, warps, n, wb, per_byte, per_byte / (SMS * SCHEDULERS * CLOCK_HZ) * HBM_BPS))
+    kernels = ["gemv", "mma", "mma int z"]
+    ratio = {(r[0], r[1]): r[6] for r in rows}
     lines = [
-        "# M = 1 decode kernel: SASS instructions per byte (issue 20)",
+        "# M = 1: SASS instructions per byte, today's decode kernel and the mma kernel (issue 20)",
         "",
         "Command: `python benchmarks/kernels/sass_count.py` (no GPU: Triton's compiler and its bundled nvdisasm, sm_90).",
         "",
-        "`gemv_kernel` with the tiling `matmul._tiling` picks at M = 1 (group 128, inline PTX, the |x| guard; warps per",
-        "bit-width in the table); its K loop's instructions, and per byte of packed weights (codes + fp16",
-        "scale and zero) the warp instructions issued. `issue / HBM` is the time issuing them takes on an H200",
+        "- `gemv`: `gemv_kernel` with the tiling `matmul._tiling` picks at M = 1 (group 128, inline PTX, the |x| guard).",
+        f"- `mma`: `mma_matmul_kernel` (amq_kernels/mma.py) at M = 1, {MMA_UNROLL} steps of 128 inputs a loop iteration; `mma int z`: the",
+        "  same with integer zeros (GPTQ / AWQ / RTN), one fp16x2 op a pair fewer.",
+        "",
+        "Each compiled with the 16-divisibility Triton's launcher gives our tensors and shapes (without it loads are",
+        "not vectorized and the counts are higher: the first version of this page had 0.30-0.36 for `gemv`).",
+        "Per byte of packed weights (codes + fp16 scale and zero) the warp instructions the K loop issues;",
+        "`issue / HBM` is the time issuing them takes on an H200",
         f"({SMS} SMs x {SCHEDULERS} schedulers x 1 warp instruction per cycle at {CLOCK_HZ / 1e9:.2f} GHz) over the time",
         f"HBM needs for the same bytes ({HBM_BPS / 1e12:.1f} TB/s). Above 1: bound by instruction issue before memory.",
         "",
-        "| bits | warps | loop instructions (per warp) | weight bytes per iteration | warp instructions per byte | issue / HBM |",
-        "|---|---|---|---|---|---|",
-        *[f"| {b} | {w} | {n} | {wb:.0f} | {pb:.3f} | **{r:.2f}** |" for b, w, n, wb, pb, r, _ in rows],
+        "| kernel | bits | warps | loop instructions (per warp) | weight bytes per iteration | warp instructions per byte | issue / HBM |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {k} | {b} | {w} | {n} | {wb:.0f} | {pb:.3f} | **{r:.2f}** |" for k, b, w, n, wb, pb, r in rows],
         "",
         "Loop body by kind (per warp, one iteration):",
         "",
-        "| opcode | what | 2 bits | 3 bits | 4 bits |",
-        "|---|---|---|---|---|",
+        "| opcode | what | " + " | ".join(f"{k} {b}b" for k in kernels for b in (2, 3, 4)) + " |",
+        "|---|---|" + "---|" * 9,
     ]
-    names = sorted(set().union(*detail.values()), key=lambda o: -sum(d[o] for d in detail.values()))
+    names = sorted(set().union(*(d[0] for d in detail.values())), key=lambda o: -sum(d[0][o] for d in detail.values()))
     for o in names:
         kind = next((v for k, v in KINDS.items() if o.startswith(k)), "")
-        lines.append(f"| {o} | {kind} | {detail[2][o]} | {detail[3][o]} | {detail[4][o]} |")
-    per_byte = [r[4] for r in rows]
-    ratio = [r[5] for r in rows]
-    by_bits = {r[0]: r[4] for r in rows}
-    issued = {r[0]: r[4] * r[3] / r[6] for r in rows}  # warp instructions per input column of one program
-    speed_3_over_4 = issued[4] / issued[3]
+        lines.append(f"| {o} | {kind} | " + " | ".join(str(detail[(k, b)][0][o]) for k in kernels for b in (2, 3, 4)) + " |")
     lines += [
         "",
         "## Reading",
         "",
-        f"The K loop issues {min(per_byte):.2f}-{max(per_byte):.2f} warp instructions per streamed byte, which an H200 needs",
-        f"{min(ratio):.2f}-{max(ratio):.2f}x longer to issue than its HBM needs to deliver the bytes: with perfect latency hiding",
-        f"the kernel can reach at most {100 / max(ratio):.0f}-{100 / min(ratio):.0f}% of the byte ceiling (issue 20 measured 43-60%).",
-        "Instruction issue, not memory, is the first bound. Per byte, 3 bits costs about what 4 bits does",
-        f"({by_bits[3]:.3f} vs {by_bits[4]:.3f}), so 3 bits could be up to {speed_3_over_4:.2f}x faster than 4 on issue alone;",
-        "that it measures equal points at a second bound (latency / occupancy at 2 warps), which ncu on the GPU can show.",
-        "",
-        "Where the instructions go: the per-pair core (LOP3 + HFMA2) is about half; the rest is per word and per group:",
-        "fp16 word sums widened to fp32 (HADD2.F32, F2F), scaled (FMUL) and added (FADD/FFMA), shifts and addresses.",
-        "Reaching 85% of the ceiling needs the count per byte roughly halved: e.g. tensor-core MMA for the",
-        "multiply-accumulate even at M = 1 (the activation row padded to the MMA's narrow side, as Marlin does), so",
-        "that a pair costs one LOP3 + one HSUB2/HFMA2 to dequantize and the MMA does the rest, and accumulating",
-        "more words before each widening.",
+        "`gemv` issues its instructions on CUDA cores for everything: per pair of codes a LOP3 to unpack, an HFMA2 to",
+        "remove the exponent bias and scale, an HFMA2 to multiply-accumulate, plus per word the fp16 sums widened to",
+        f"fp32, scaled and added: issue / HBM {ratio[('gemv', 2)]:.2f} / {ratio[('gemv', 3)]:.2f} / {ratio[('gemv', 4)]:.2f} at 2 / 3 / 4 bits.",
+        "`mma` hands the multiply-accumulate to the tensor cores (HGMMA, the weights as the register operand): per pair",
+        "LOP3 (mask + exponent, the pair masked where it sits, one shift a word) + HADD2 (exact code) + HFMA2 (scale and",
+        f"zero): {ratio[('mma', 2)]:.2f} / {ratio[('mma', 3)]:.2f} / {ratio[('mma', 4)]:.2f}; with integer zeros the HFMA2 goes:",
+        f"{ratio[('mma int z', 2)]:.2f} / {ratio[('mma int z', 3)]:.2f} / {ratio[('mma int z', 4)]:.2f}. Below 1 the kernel can be memory-bound; the",
+        "2- and 3-bit rows still sit at the issue limit (a 2-bit byte holds twice the pairs of a 4-bit byte;",
+        "3 bits pays a second LOP3 and a shift per pair for its high-bit plane).",
         "",
     ]
     out = Path(__file__).parent / "results" / "sass_count.md"
