@@ -19,12 +19,14 @@ import triton
 from triton.testing import do_bench_cudagraph
 
 from amq_kernels.matmul import matmul
+from amq_kernels.mma import mma_matmul, mma_ok, pack_mma
 from amq_kernels.packing import dequantize, pack
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (5120, 5120), (13824, 5120), (5120, 13824)]  # (N out, K in)
 MS = [1, 4, 16, 64, 256, 2048]
 BITS = [2, 3, 4]
 GROUP = 128
+COPIES = 8  # distinct weight copies cycled in every timing: the weights stream from HBM, not L2
 
 
 def copy_bandwidth() -> float:
@@ -41,24 +43,25 @@ def random_packed(n: int, k: int, bits: int):
     return pack(codes, scale, zero, bits, GROUP)
 
 
-def check(n: int, k: int, bits: int, m: int, dtype: torch.dtype) -> float:
+def check(n: int, k: int, bits: int, m: int, dtype: torch.dtype, layout: str = "planes") -> float:
     p = random_packed(n, k, bits)
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     ref = x.double() @ dequantize(p, torch.float64).t()
-    y = matmul(x, p, out=torch.full((m, n), float("nan"), device="cuda", dtype=dtype))  # poisoned: unwritten shows
+    poisoned = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)  # unwritten shows
+    y = mma_matmul(x, pack_mma(p), out=poisoned) if layout == "mma" and mma_ok(p) else matmul(x, p, out=poisoned)
     if torch.isnan(y).any():
         return float("nan")
     return ((y.double() - ref).norm() / ref.norm()).item()
 
 
-def correctness(shapes: list[tuple[int, int]]) -> str:
+def correctness(shapes: list[tuple[int, int]], layout: str = "planes") -> str:
     """Fresh random data, fp16 and bf16, M = 1/5/16/64/300: relative error vs float64, one line."""
     errs = []
     for bits in BITS:
         for dtype in (torch.float16, torch.bfloat16):
             for m in (1, 5, 16, 64, 300):
                 for n, k in shapes:
-                    errs.append(check(n, k, bits, m, dtype))
+                    errs.append(check(n, k, bits, m, dtype, layout))
     worst = max((e if e == e else float("inf") for e in errs), default=float("nan"))
     return (
         f"Correctness: {len(errs)} cases (bits 2/3/4 x fp16/bf16 x M 1/5/16/64/300 x {len(shapes)} shapes), "
@@ -134,6 +137,9 @@ def main() -> None:
     ap.add_argument("--no-check", action="store_true", help="skip the correctness block")
     ap.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16", help="activations, and the baseline's weights")
     ap.add_argument("--peers", action="store_true", help="also time bitsandbytes NF4 and gemlite where they run the setting")
+    ap.add_argument(
+        "--layout", choices=["planes", "mma"], default="planes", help="ours: the bit planes (matmul) or the mma layout (mma_matmul)"
+    )
     args = ap.parse_args()
     shapes = parse_shapes(args.shapes) if args.shapes else SHAPES[:3] if args.quick else SHAPES
     ms = [1, 16, 2048] if args.quick else MS
@@ -148,19 +154,19 @@ def main() -> None:
     print(f"# Mixed-bit matmul on {dev}\n")
     print(
         f"Command: `PYTHONPATH=kernels python benchmarks/kernels/bench_kernels.py{' --quick' if args.quick else ''}"
-        f"{' --peers' if args.peers else ''}{f' --shapes {args.shapes}' if args.shapes else ''}{f' --ms {args.ms}' if args.ms else ''}{f' --dtype {args.dtype}' if args.dtype != 'fp16' else ''}{' --no-check' if args.no_check else ''}`; torch {torch.__version__}, triton {triton.__version__}."
+        f"{' --peers' if args.peers else ''}{f' --shapes {args.shapes}' if args.shapes else ''}{f' --ms {args.ms}' if args.ms else ''}{f' --dtype {args.dtype}' if args.dtype != 'fp16' else ''}{' --no-check' if args.no_check else ''}{' --layout mma' if args.layout == 'mma' else ''}`; torch {torch.__version__}, triton {triton.__version__}."
     )
     print(f"Copy bandwidth measured in this run: {bw:.0f} GB/s (read + write).\n")
 
     if not args.no_check:
-        print(correctness(shapes[:3]) + "\n")
+        print(correctness(shapes[:3], args.layout) + "\n")
 
     # --- timing ---------------------------------------------------------------------------
     peer_cols = " bnb NF4 us | ours vs bnb | gemlite us | ours vs gemlite |" if args.peers else ""
-    print(f"| N x K | M | bits | ours us | {args.dtype} us | speedup | ours GB/s | % of copy BW |" + peer_cols)
-    print("|---|---|---|---|---|---|---|---|" + "---|" * (4 if args.peers else 0))
+    print(f"| N x K | M | bits | ours us | {args.dtype} us | speedup | % of byte ceiling | ours GB/s | % of copy BW |" + peer_cols)
+    print("|---|---|---|---|---|---|---|---|---|" + "---|" * (4 if args.peers else 0))
     for n, k in shapes:
-        copies = max(2, min(8, int(200e6 // (n * k * 2))))  # > L2 for the fp16 weights
+        copies = COPIES
         ws = [torch.randn(n, k, device="cuda", dtype=dtype) * 0.02 for _ in range(copies)]
         peers = {b: peer_layers(n, k, b, copies) for b in BITS} if args.peers else {}
         for m in ms:
@@ -168,10 +174,16 @@ def main() -> None:
             t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
             for bits in BITS:
                 ps = [random_packed(n, k, bits) for _ in range(copies)]
-                t = time_cycle([lambda p=p: matmul(x, p) for p in ps])
+                if args.layout == "mma" and mma_ok(ps[0]):
+                    mws = [pack_mma(p) for p in ps]
+                    t = time_cycle([lambda mw=mw: mma_matmul(x, mw) for mw in mws])
+                    del mws
+                else:
+                    t = time_cycle([lambda p=p: matmul(x, p) for p in ps])
                 nbytes = ps[0].nbytes() + x.numel() * 2 + m * n * 2
                 gbs = nbytes / (t * 1e-6) / 1e9
-                row = f"| {n} x {k} | {m} | {bits} | {t:.1f} | {t16:.1f} | {t16 / t:.2f}x | {gbs:.0f} | {100 * gbs / bw:.0f}% |"
+                ceiling = t16 * ps[0].nbytes() / (n * k * 2)  # fp16's time at the packed bytes
+                row = f"| {n} x {k} | {m} | {bits} | {t:.1f} | {t16:.1f} | {t16 / t:.2f}x | {100 * ceiling / t:.0f}% | {gbs:.0f} | {100 * gbs / bw:.0f}% |"
                 if args.peers:
                     for name in ("bnb", "gemlite"):
                         tp = time_peer(peers[bits][name], x) if name in peers.get(bits, {}) else None
