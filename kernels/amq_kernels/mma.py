@@ -11,10 +11,12 @@ width w, the pair's two codes 16 bits apart as in the bit planes. Block (tile, s
 contiguous run of 128 x V words, thread-major, so a program streams its K split as one
 contiguous range.
 
-Kernel: per 128-input step, each pair of codes is one lop3 (mask + the 16-bit exponent of 1024
-(fp16) or 128 (bf16)) and one sub (exact code q in 16 bits); the weights as the MMA's left
-operand (y^T = W x^T: 64 rows of W x up to 16 rows of x), fp32 accumulators; the group's scale
-and zero are applied to the step's (64, 16) result: s (W x - z sum(x)). M = 1..16 rows.
+Kernel (jit_mma.py): per 128-input step, each pair of codes is masked where it sits and OR-ed with
+the 16-bit exponent that makes it 2^e + q exactly (one shift a word, not a pair), one sub gives q,
+one fma (q - z) s; with integer zeros the sub takes 2^e + z and the scale goes on the step's fp32
+result instead. The tile is the MMA's left operand (y^T = W x^T: 64 rows of W, x in tiles of
+16 / 32 / 64 rows), fp32 accumulators, K split over programs. From DEQUANT_MIN_M rows the layer is
+dequantized from this layout (`mma_dequantize`) and cuBLAS multiplies.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from amq_kernels.packing import PackedWeight, pack_planes, plane_widths, unpack_
 
 TILE_N = 64  # rows of W per program: 4 warps x 16 (the warpgroup MMA's m64)
 STEP_K = 128  # inputs per step: one group
-THREADS = 128
 
 
 def _pair_positions(width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -147,16 +148,14 @@ def placed_pair_ptx(high_bits: bool, bf16: bool, int_zero: bool = False) -> tupl
 
 def mma_dequantize(weight: MmaWeight, dtype: torch.dtype) -> torch.Tensor:
     """W (N, K) in `dtype` from the mma layout, one kernel (the prefill path's first half)."""
-    import os
-
     from amq_kernels.jit_mma import mma_dequant_kernel
-    from amq_kernels.matmul import FUSE
+    from amq_kernels.matmul import _INTERPRETING, FUSE
 
     n, k = weight.out_features, weight.in_features
     widths = plane_widths(weight.bits)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
     w = torch.empty(n, k, device=weight.sz.device, dtype=dtype)
-    ptx = w.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
+    ptx = w.is_cuda and not _INTERPRETING
     src, args = placed_pair_ptx(w1 > 0, dtype == torch.bfloat16) if ptx else ("", "")
     mma_dequant_kernel[(n // TILE_N, k // STEP_K)](
         weight.planes[0], weight.planes[1] if w1 else weight.planes[0], weight.sz, w, k,
@@ -165,7 +164,7 @@ def mma_dequantize(weight: MmaWeight, dtype: torch.dtype) -> torch.Tensor:
     return w
 
 
-def triton_next_pow2(m: int) -> int:
+def _next_pow2(m: int) -> int:
     return 1 << max(0, m - 1).bit_length()
 
 
@@ -179,15 +178,14 @@ def mma_matmul(
     unroll: int | None = None,
     fused: bool | None = None,
 ) -> torch.Tensor:
-    """x (M, K) fp16/bf16 @ W^T for W in the mma layout. K split
+    """x (M, K) fp16/bf16 @ W^T for W in the mma layout (`out`: (M, N), written in place). K split
     over programs to fill the GPU (about `waves` programs per SM); `unroll` steps a loop iteration.
     From DEQUANT_MIN_M rows on (`fused=None`), the layer is dequantized once and cuBLAS multiplies."""
-    import os
-
     from amq_kernels.jit_mma import mma_matmul_kernel
-    from amq_kernels.matmul import DEQUANT_MIN_M, FUSE, _outputs, _reduction, _sm_count
+    from amq_kernels.matmul import _INTERPRETING, DEQUANT_MIN_M, FUSE, _outputs, _reduction, _sm_count
 
-    interpreting = os.environ.get("TRITON_INTERPRET") == "1"
+    interpreting = _INTERPRETING
+    x = x.contiguous()
     m, k = x.shape
     n = weight.out_features
     if k != weight.in_features or x.dtype not in (torch.float16, torch.bfloat16):
@@ -195,7 +193,7 @@ def mma_matmul(
     if not (fused if fused is not None else m < DEQUANT_MIN_M):
         w = mma_dequantize(weight, x.dtype)
         return torch.mm(x, w.t(), out=out) if out is not None else x @ w.t()
-    block_m = min(64, max(16, triton_next_pow2(m)))
+    block_m = min(64, max(16, _next_pow2(m)))
     widths = plane_widths(weight.bits)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
     steps, tiles = k // STEP_K, n // TILE_N
