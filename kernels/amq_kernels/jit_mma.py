@@ -40,8 +40,9 @@ def _pair(w0, w1, s2, nzs2, sc, nzs, j: tl.constexpr, W0: tl.constexpr, W1: tl.c
             tail = [magic, c]
         else:
             tail = [magic, s2, nzs2]
-        if W1 > 0:
-            args = [a, mask, b, mask << W0] + tail  # noqa: RUF005 (no starred lists in triton.jit)
+        if W1 > 0:  # the high-bit plane's one bit (W1 = 1) above the pair's low bits
+            himask = tl.full(a.shape, ((1 << W1) - 1) * 65537 << (R + W0), tl.int32)
+            args = [a, mask, b, himask] + tail  # noqa: RUF005 (no starred lists in triton.jit)
         else:
             args = [a, mask] + tail  # noqa: RUF005
         if tl.bfloat16 == DT:

@@ -166,3 +166,45 @@ def test_quantlinear_in_the_mma_layout_computes_the_same_and_exports_the_same(mo
         assert torch.allclose(m(x), before[k], atol=1e-6)
     back = model["a"].packed  # what the exports read
     assert all(torch.equal(u, v) for u, v in zip(back.planes, p.planes, strict=True)) and torch.equal(back.zeros, p.zeros)
+
+
+def _as_u32(v: int) -> int:
+    return v & 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_placed_pair_ptx_decodes_every_code_of_the_mma_words(bits, bf16):
+    """The mma kernel's pair PTX, run by test_pair_ptx's emulator on the words `pack_mma` writes, with
+    the operands `jit_mma._pair` builds (shift per chunk of pairs, mask and 16-bit exponent where the
+    pair sits, the high-bit plane's one bit above it): every code comes out exactly (q, integer zero 0)."""
+    from test_pair_ptx import run_ptx
+
+    from amq_kernels.mma import placed_pair_ptx
+
+    codes, p = _packed(64, 128, bits)
+    mw = pack_mma(type(p)(p.planes, p.scales, p.zeros.round(), bits, 128, 64, 128))
+    w = plane_widths(bits)
+    w0, w1 = w[0], w[1] if len(w) > 1 else 0
+    src, _ = placed_pair_ptx(w1 > 0, bf16, int_zero=True)
+    mant = 7 if bf16 else 10
+    chunk = (mant - w0 - w1) // w0 + 1
+    half, v_words = 16 // w0, 32 // (16 // w0)
+    for thread in (0, 37, 127):
+        wd, lane = divmod(thread, 32)
+        for v in range(v_words):
+            word = int(mw.planes[0][0, 0, thread * v_words + v])
+            hi_word = int(mw.planes[1][0, 0, thread * 2 + v // 2]) >> (8 * (v % 2)) if w1 else 0
+            for j in range(half):
+                r = (j % chunk) * w0
+                a = _as_u32(word) >> ((j // chunk) * chunk * w0)
+                up = r + w0 - j
+                b = (_as_u32(hi_word << up) if up >= 0 else _as_u32(hi_word) >> -up) if w1 else 0
+                mask = ((1 << w0) - 1) * 65537 << r
+                magic = (((134 - r) << 7) if bf16 else ((25 - r) << 10)) * 65537
+                ops = [a, mask, b, ((1 << w1) - 1) * 65537 << (r + w0), magic, magic] if w1 else [a, mask, magic, magic]
+                got = run_ptx(src, ops, outputs=2, bf16=bf16)
+                pair = j + half * v
+                row = 16 * wd + 8 * (pair >> 4) + lane // 4
+                col = 16 * ((pair >> 1) & 7) + 8 * (pair & 1) + 2 * (lane % 4)
+                assert got == [float(codes[row, col]), float(codes[row, col + 1])], (thread, v, j)
