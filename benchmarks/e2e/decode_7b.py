@@ -256,10 +256,11 @@ def render(rows: list[dict], bw: float, plan_doc: dict, compiled: bool) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
-    for r in rows:
+    for r in rows:  # every row complete before any is compared with fp16's (a run may skip batch 8)
         for k in ("decode_b1", "peak_b1", "decode_b8", "peak_b8", "tensor_gb", "weights_gb", "roofline_b1", "prefill"):
             r.setdefault(k, nan)
         r.setdefault("how_b1", "-")
+    for r in rows:
 
         def rel(k: str, r: dict = r) -> str:
             ratio = r[k] / base[k] if base else nan
