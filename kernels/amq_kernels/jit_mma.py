@@ -28,7 +28,7 @@ def _pair(w0, w1, s2, nzs2, sc, nzs, j: tl.constexpr, W0: tl.constexpr, W1: tl.c
             b = w1 >> (-UP)
     else:
         b = a
-    if PTX:  # lop3, [lop3], sub, fma (pair_dequant_ptx)
+    if PTX:  # lop3, [lop3], sub, [fma] (mma.placed_pair_ptx)
         BIAS: tl.constexpr = (134 - R) << 7 if tl.bfloat16 == DT else (25 - R) << 10
         mask = tl.full(a.shape, ((1 << W0) - 1) * 65537 << R, tl.int32)
         magic = tl.full(a.shape, BIAS * 65537, tl.int32)
