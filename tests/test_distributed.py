@@ -107,6 +107,8 @@ def _driver_and_three_workers_one_killed(tmp_path, small_model_dir, url: str, wo
         with contextlib.suppress(KeyError):  # the study is not created yet
             if _completed(url, study) >= after:
                 victim = next((w for w in workers if _running_of(url, study, w.pid)), None)
+        if victim is not None and not _frozen_holding(victim, url, study):
+            victim = None  # it finished that evaluation between the look and the stop
         time.sleep(0.02)
     assert victim is not None, f"{why}: no worker held an evaluation after that"
     victim.send_signal(signal.SIGKILL)
@@ -127,6 +129,17 @@ def _driver_and_three_workers_one_killed(tmp_path, small_model_dir, url: str, wo
     assert set(a) == set(b), why  # the same plans, each exactly once
     for plan, div in a.items():
         assert b[plan] == pytest.approx(div, rel=1e-5)
+
+
+def _frozen_holding(worker: subprocess.Popen, url: str, study: str) -> bool:
+    """Stop the worker, let a commit it had already sent reach the server, and look again: True (and
+    left stopped) only if it still holds an evaluation, so the SIGKILL that follows lands inside one."""
+    worker.send_signal(signal.SIGSTOP)
+    time.sleep(0.5)
+    if _running_of(url, study, worker.pid):
+        return True
+    worker.send_signal(signal.SIGCONT)
+    return False
 
 
 def _completed(url: str, study: str) -> int:
