@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -91,6 +92,8 @@ def main() -> None:
     ap.add_argument("--gptq-samples", type=int, default=32)
     ap.add_argument("--runs", default=str(ROOT / "outputs" / "bench-fast"), help="run dirs go to RUNS/NAME-<time>")
     ap.add_argument("--control", action="store_true", help="also the default with seed+1: the noise the 1%% bar is read against")
+    ap.add_argument("--variant", action="append", default=[], help="NAME=OVERRIDES (space-separated): another configuration beside fast")
+    ap.add_argument("--seeds", type=int, default=1, help="run every configuration under this many search seeds; the table compares means")
     ap.add_argument("--reuse", help="a RUNS/NAME-<time> dir of an earlier call: searches that finished there are not run again")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "search" / "results"))
     args = ap.parse_args()
@@ -100,8 +103,13 @@ def main() -> None:
     cfg_default = config(base)
     n = cfg_default.data.num_samples
     fast = args.fast or ["search.sensitivity_bits=lowest", f"data.num_samples={max(1, n // 4)}"]
-    cfgs = {"default": cfg_default, "fast": config([*base, *fast])}
-    if args.control:  # how far the default moves on its own: the same search with another seed
+    variants = {"default": [], "fast": fast, **dict(_variant(v) for v in args.variant)}
+    cfgs = {
+        label + (f", seed+{k}" if k else ""): config([*base, *extra, *([f"seed={cfg_default.seed + k}"] if k else [])])
+        for label, extra in variants.items()
+        for k in range(args.seeds)
+    }
+    if args.control and args.seeds == 1:  # how far the default moves on its own: the same search with another seed
         cfgs["default, seed+1"] = config([*base, f"seed={cfg_default.seed + 1}"])
     runs = Path(args.reuse) if args.reuse else Path(args.runs) / f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     log.info("run dirs under %s", runs)
@@ -140,7 +148,8 @@ def main() -> None:
     doc = {
         "command": command,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)",
-        "overrides": {"base": base, "fast": fast},
+        "overrides": {"base": base, **{k: v for k, v in variants.items() if k != "default"}},
+        "seeds": args.seeds,
         "search_seconds": seconds,
         "evaluations": evaluations,
         "budgets": {
@@ -160,8 +169,68 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"fast_vs_default_{args.name}.json").write_text(json.dumps(doc, indent=1))
-    (out / f"fast_vs_default_{args.name}.md").write_text(render(doc, list(tests)))
+    (out / f"fast_vs_default_{args.name}.md").write_text(
+        render(doc, list(tests)) + (render_means(doc, list(tests)) if args.seeds > 1 else "")
+    )
     print((out / f"fast_vs_default_{args.name}.md").read_text())
+
+
+def _variant(text: str) -> tuple[str, list[str]]:
+    name, _, overrides = text.partition("=")
+    if not name or not overrides:
+        raise SystemExit(f"--variant {text!r}: expected NAME=OVERRIDES, e.g. 'rescore=final.rescore=4 data.num_samples=4'")
+    return name, overrides.split()
+
+
+def _measures(tests: list[str]) -> list[tuple[str, Callable[[dict], float | None], str]]:
+    measures: list[tuple[str, Callable[[dict], float | None], str]] = [
+        ("after GPTQ (held-out calib)", lambda r: r.get("final"), "{:.5f}"),
+        ("proxy", lambda r: r["proxy"], "{:.5f}"),
+    ]
+    return measures + [(f"ppl {t}", lambda r, t=t: r["ppl"][t], "{:.3f}") for t in tests]
+
+
+def render_means(doc: dict, tests: list[str]) -> str:
+    """Each configuration's mean over its seeds, per budget and measure, against the default's mean; the
+    default's own spread (its worst seed / its mean) is the noise the 1% bar is read against."""
+    n = doc["seeds"]
+    configs = list(dict.fromkeys(label.split(", seed+")[0] for label in doc["search_seconds"]))
+    runs = {c: [c + (f", seed+{k}" if k else "") for k in range(n)] for c in configs}
+    lines = [
+        f"## Means over {n} search seeds",
+        "",
+        f"Each cell: the mean of the {n} runs (ratio to the default's mean); for the default, its worst run / its mean",
+        "in brackets (the search's own noise). Search time: "
+        + ", ".join(f"{c} {sum(doc['search_seconds'][r] for r in runs[c]) / n:.1f} s" for c in configs)
+        + ".",
+        "",
+    ]
+    measures = _measures(tests)
+    header = ["budget", "configuration", *(m for m, _, _ in measures)]
+    lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    worst = dict.fromkeys(configs, 0.0)
+    for b, row in doc["budgets"].items():
+        for c in configs:
+            cells = [b, c]
+            for _, get, fmt in measures:
+                vals = [get(row[r]) for r in runs[c]]
+                refs = [get(row[r]) for r in runs["default"]]
+                if any(v is None for v in vals + refs):
+                    cells.append("")
+                    continue
+                mean, ref = sum(vals) / n, sum(refs) / n
+                ratio = max(vals) / mean if c == "default" else mean / ref
+                worst[c] = max(worst[c], ratio)
+                cells.append(fmt.format(mean) + f" ({'worst ' if c == 'default' else ''}{ratio:.3f})")
+            lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"The default's worst run against its own mean: {worst['default']:.4f}.")
+    for c in configs[1:]:
+        lines.append(
+            f"Worst ratio of `{c}`'s mean to the default's mean: {worst[c]:.4f} ({'within' if worst[c] <= 1.01 else 'NOT within'} 1%)."
+        )
+    lines.append("")
+    return "\n".join(lines)
 
 
 def render(doc: dict, tests: list[str]) -> str:
@@ -172,8 +241,9 @@ def render(doc: dict, tests: list[str]) -> str:
         "",
         f"Command: `{doc['command']}`",
         "",
-        f"Device: {doc['device']}. All: `{' '.join(doc['overrides']['base'])}`; fast adds `{' '.join(doc['overrides']['fast'])}`"
-        + ("; `default, seed+1` is the default with another seed (the noise of the search itself)." if len(others) > 1 else "."),
+        f"Device: {doc['device']}. All: `{' '.join(doc['overrides']['base'])}`; "
+        + "; ".join(f"{k} adds `{' '.join(v)}`" for k, v in doc["overrides"].items() if k != "base")
+        + ("; `X, seed+k` is X with another search seed (the noise of the search itself)." if len(others) > 1 else "."),
         "Search time (phases + final step): "
         + ", ".join(f"{label} {s[label]:.1f} s" for label in s)
         + f" (fast **{s['default'] / s['fast']:.2f}x faster**); evaluations "
@@ -186,8 +256,7 @@ def render(doc: dict, tests: list[str]) -> str:
         "Ratio: the search / default (1.000 = equal; the bar is <= 1.01).",
         "",
     ]
-    measures = [("after GPTQ (held-out calib)", lambda r: r.get("final"), "{:.5f}"), ("proxy", lambda r: r["proxy"], "{:.5f}")]
-    measures += [(f"ppl {t}", lambda r, t=t: r["ppl"][t], "{:.3f}") for t in tests]
+    measures = _measures(tests)
     worst = {label: 1.0 for label in others}
     header = ["budget", "search", "avg bits", "chosen from", *(m for m, _, _ in measures)]
     lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
