@@ -232,10 +232,6 @@ class FinalConfig:
 
     method: str = "gptq"  # the final quantizer: gptq | awq | hqq | rtn | none (keep the proxy's choice)
     top_k: int = 4  # the search's best plans under each budget that compete
-    # before the top_k are taken, this many of the search's best under each budget are scored again by the
-    # proxy on the held-out windows (samples x seq_len; one forward each): the top_k are the best of those.
-    # For a search that scores its candidates on fewer windows than the final step (the one-GPU experiments)
-    rescore: int = 0
     peers: bool = True  # the ILP, greedy and uniform plans at each budget compete too
     samples: int | None = None  # calibration windows the final quantizer fits on, and held-out windows it is scored on; None: data's
     seq_len: int | None = None  # their length; None: data.seq_len. Set both to what `amq.evaluate` will quantize with
@@ -244,9 +240,6 @@ class FinalConfig:
         methods = (*QUANT_METHODS, "none")
         _check(self.method in methods, f"final.method must be one of {', '.join(methods)}, got {self.method!r}")
         _check(self.top_k >= 1, f"final.top_k must be >= 1, got {self.top_k}")
-        _check(
-            self.rescore == 0 or self.rescore >= self.top_k, f"final.rescore must be 0 or >= final.top_k ({self.top_k}), got {self.rescore}"
-        )
         _check(self.samples is None or self.samples > 0, f"final.samples must be positive, got {self.samples}")
         _check(self.seq_len is None or self.seq_len > 1, f"final.seq_len must be > 1, got {self.seq_len}")
 

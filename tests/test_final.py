@@ -9,7 +9,7 @@ from amq.config import DataConfig, ModelConfig, QuantizerConfig
 from amq.data import calibration_ids
 from amq.models import load_model, load_tokenizer, searchable_linears
 from amq.search.archive import Record
-from amq.search.final import BudgetChoice, Candidate, FinalScorer, best_fitting, budget_candidates, choose
+from amq.search.final import BudgetChoice, Candidate, FinalScorer, budget_candidates, choose
 
 
 def _rec(plan, div, source="nsga2"):
@@ -27,16 +27,6 @@ def test_candidates_are_the_top_k_that_fit_then_the_peers_once_each():
     assert proxy_calls == []
     cands = budget_candidates(5, records, {"ilp": (1, 4)}, 1, sum, lambda p: sum(p) / 2, lambda p: 9.0)
     assert [(c.plan, c.proxy) for c in cands] == [((3, 2), 0.2), ((1, 4), 9.0)]
-
-
-def test_rescored_plans_take_the_top_k_by_their_held_out_scores():
-    records = [_rec((2, 2), 0.5), _rec((3, 2), 0.2), _rec((2, 3), 0.3), _rec((3, 3), 0.1), _rec((4, 4), 0.01)]
-    # the 2 best under each cap, each plan once: cap 5 -> (3, 2), (2, 3); cap 8 -> (4, 4), (3, 3)
-    assert best_fitting(records, [5, 8], 2) == [(3, 2), (2, 3), (4, 4), (3, 3)]
-    held_out = {(3, 2): 0.4, (2, 3): 0.35}  # on more windows the second is better
-    cands = budget_candidates(5, records, {}, 1, sum, lambda p: sum(p) / 2, lambda p: 9.0, held_out)
-    assert [(c.plan, c.proxy, c.proxy_held_out) for c in cands] == [((2, 3), 0.3, 0.35)]
-    assert "proxy_held_out" in cands[0].as_dict(["a", "b"])
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])

@@ -181,10 +181,9 @@ def test_tied_search_keeps_every_group_at_one_bit_width(tmp_path, small_model_di
 def test_untrusted_predictor_falls_back_and_the_final_choice_beats_every_peer(tmp_path, small_model_dir):
     """predictor.min_tau=1.0: no predictor is trusted, so NSGA-II proposes nothing and the log and
     iterations.jsonl say so; then each budget's plan is the lowest GPTQ divergence among its
-    candidates, peers included, and plans/ records that choice; the search's candidates were ranked by
-    the proxy on the held-out windows (final.rescore)."""
+    candidates, peers included, and plans/ records that choice."""
     run = tmp_path / "run"
-    extra = ["predictor.min_tau=1.0", "search.iterations=2", "final.top_k=2", "final.rescore=3"]
+    extra = ["predictor.min_tau=1.0", "search.iterations=2", "final.top_k=2"]
     r = subprocess.run(_cmd(small_model_dir, run, *extra), capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     log = r.stdout + r.stderr
@@ -205,8 +204,6 @@ def test_untrusted_predictor_falls_back_and_the_final_choice_beats_every_peer(tm
         assert all(c["bytes"] <= b["bytes"] for c in cands)
         best = cands[0]
         assert best["final_divergence"] == min(c["final_divergence"] for c in cands)
-        searched = [c for c in cands if c["sources"][0].startswith("search:")]
-        assert searched and all(c["proxy_held_out"] > 0 for c in searched)  # final.rescore: ranked on the held-out windows
         plan = json.loads((run / "plans" / f"{b['budget']:g}bits.json").read_text())
         assert plan["layers"] == best["layers"] and plan["chosen_by"]["divergence"] == best["final_divergence"]
         assert plan["chosen_by"]["method"] == "gptq" and plan["chosen_by"]["sources"] == best["sources"]

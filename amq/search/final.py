@@ -56,7 +56,6 @@ class Candidate:
     proxy: float  # divergence with the proxy bank, on the search's calibration windows
     final: float | None = None  # divergence after the final quantizer, on the held-out windows
     seconds: float = 0.0  # time to quantize and score it
-    proxy_held_out: float | None = None  # the proxy's divergence on the held-out windows (final.rescore)
 
     def as_dict(self, names: Sequence[str]) -> dict:
         return {
@@ -64,7 +63,6 @@ class Candidate:
             "avg_bits": self.avg_bits,
             "bytes": self.bytes,
             "proxy_divergence": self.proxy,
-            **({"proxy_held_out": self.proxy_held_out} if self.proxy_held_out is not None else {}),
             "final_divergence": self.final,
             "seconds": round(self.seconds, 3),
             "layers": dict(zip(names, self.plan, strict=True)),
@@ -92,13 +90,10 @@ def budget_candidates(
     plan_bytes: Callable[[Plan], int],
     avg_bits: Callable[[Plan], float],
     proxy_score: Callable[[Plan], float],
-    held_out: Mapping[Plan, float] | None = None,
 ) -> list[Candidate]:
     """The search's `top_k` plans under `cap` by proxy divergence, then every peer plan that
-    fits; a plan found by several is one candidate with all its sources. `held_out` (final.rescore):
-    the proxy's divergence of some plans on more windows; then the `top_k` are the best of those."""
-    fits = [r for r in records if r.bytes <= cap and (held_out is None or r.plan in held_out)]
-    fits.sort(key=lambda r: r.divergence if held_out is None else held_out[r.plan])
+    fits; a plan found by several is one candidate with all its sources."""
+    fits = sorted((r for r in records if r.bytes <= cap), key=lambda r: r.divergence)
     known = {r.plan: r.divergence for r in records}
     out: dict[Plan, Candidate] = {}
     for r in fits:
@@ -106,7 +101,6 @@ def budget_candidates(
             break
         if r.plan not in out:
             out[r.plan] = Candidate(r.plan, [f"search:{r.source}"], r.bytes, r.avg_bits, r.divergence)
-            out[r.plan].proxy_held_out = held_out[r.plan] if held_out is not None else None
     for source, plan in peers.items():
         if plan is None or plan_bytes(plan) > cap:
             continue
@@ -202,25 +196,6 @@ class FinalRecord:
         write_json_atomic(self.path, {"key": self.key, "seconds": self.seconds, "scores": scores, "budgets": self.budgets})
 
 
-def best_fitting(records: Sequence[Record], caps: Sequence[int], n: int) -> list[Plan]:
-    """The `n` lowest-divergence plans under each cap, each plan once (in order of first appearance)."""
-    out: dict[Plan, None] = {}
-    for cap in caps:
-        fits = sorted((r for r in records if r.bytes <= cap), key=lambda r: r.divergence)
-        out.update(dict.fromkeys(list(dict.fromkeys(r.plan for r in fits))[:n]))
-    return list(out)
-
-
-def rescore(plans: Sequence[Plan], bank: ProxyBank, evaluator: DivergenceEvaluator, show_progress: bool) -> dict[Plan, float]:
-    """Each plan's proxy divergence on `evaluator`'s windows (the bank is left at full precision)."""
-    out = {}
-    for plan in tqdm(plans, desc="final choice: proxy on held-out windows", unit="plan", disable=not show_progress):
-        bank.apply(plan)
-        out[plan] = float(f"{evaluator.score():.6e}")
-    bank.restore()
-    return out
-
-
 def choose(
     choices: list[BudgetChoice],
     names: Sequence[str],
@@ -269,21 +244,17 @@ def final_choice(
         bank.apply(plan)
         return float(f"{evaluator.score():.6e}")
 
-    def candidates(held_out: Mapping[Plan, float] | None = None) -> list[BudgetChoice]:
-        choices = []
-        for b, cap in budgets_bytes.items():
-            peers: dict[str, Plan | None] = {}
-            if cfg.final.peers:
-                peers = {"ilp": allocate(table, cost.table(), cap, peer_space), "greedy": greedy(table, cost.table(), cap, peer_space)}
-                fitting = [u for u in cfg.bits.choices if cost.plan_bytes([u] * n) <= cap]
-                if fitting:
-                    peers[f"uniform-{max(fitting)}"] = (max(fitting),) * n
-            cands = budget_candidates(cap, records, peers, cfg.final.top_k, cost.plan_bytes, cost.avg_bits, proxy_score, held_out)
-            choices.append(BudgetChoice(b, cap, cands))
-        return choices
-
+    choices = []
+    for b, cap in budgets_bytes.items():
+        peers: dict[str, Plan | None] = {}
+        if cfg.final.peers:
+            peers = {"ilp": allocate(table, cost.table(), cap, peer_space), "greedy": greedy(table, cost.table(), cap, peer_space)}
+            fitting = [u for u in cfg.bits.choices if cost.plan_bytes([u] * n) <= cap]
+            if fitting:
+                peers[f"uniform-{max(fitting)}"] = (max(fitting),) * n
+        cands = budget_candidates(cap, records, peers, cfg.final.top_k, cost.plan_bytes, cost.avg_bits, proxy_score)
+        choices.append(BudgetChoice(b, cap, cands))
     if cfg.final.method == "none":
-        choices = candidates()
         for ch in choices:
             ch.candidates.sort(key=lambda c: (c.proxy, c.bytes))
         return choices
@@ -291,24 +262,12 @@ def final_choice(
     data = replace(cfg.data, num_samples=cfg.final.samples or cfg.data.num_samples, seq_len=cfg.final.seq_len or cfg.data.seq_len)
     key = {"method": cfg.final.method, "group_size": cfg.bits.group_size, "data": asdict(data), "metric": cfg.search.metric}
     record = FinalRecord(run_dir / "final.json", key, names)
+    bank.release()  # no proxy plan is swapped in after this
     tokenizer = load_tokenizer(prep.model_path, cfg.model.trust_remote_code)
     calib = calibration_ids(data, tokenizer)  # the windows `amq.evaluate` quantizes with, for the same data settings
     held_out = calibration_ids(replace(data, seed=data.seed + 1), tokenizer)
     quantizer = QuantizerConfig(method=cfg.final.method, group_size=cfg.bits.group_size, batch_size=cfg.data.batch_size)
-
-    def final_scorer() -> FinalScorer:  # the held-out references come from the full-precision model
-        bank.restore()
-        return FinalScorer(evaluator.model, bank.linears, calib, held_out, quantizer, cfg.search.metric, bank.original)
-
-    if cfg.final.rescore:  # the search's best, ranked again by the proxy on the (more) held-out windows
-        scorer = final_scorer()
-        best = best_fitting(records, list(budgets_bytes.values()), cfg.final.rescore)
-        choices = candidates(rescore(best, bank, scorer.evaluator, show_progress))
-        bank.release()  # no proxy plan is swapped in after this
-    else:
-        choices = candidates()
-        bank.release()  # before the held-out references: the bank's memory is free for them
-        scorer = final_scorer()
+    scorer = FinalScorer(evaluator.model, bank.linears, calib, held_out, quantizer, cfg.search.metric, bank.original)
     choose(choices, names, scorer, record, show_progress)
     record.write(choices, cfg.search.budget_unit)
     _report(choices, cfg, record.seconds, tracker)

@@ -12,9 +12,7 @@ adds up what such a search does:
   128 x 2048 to the experiment's calibration by the measured candidate ratio;
 - the search's real evaluations (initial plans, ILP seeds, iterations x candidates) at the
   experiment's calibration, plus a predictor fit and an NSGA-II round per iteration;
-- the final choice: with final.rescore, at most budgets x rescore plans scored by the proxy on the
-  held-out windows (a candidate's forward at 128 x 2048); then at most budgets x (top_k + 3 peers)
-  plans, each a whole-model GPTQ + score.
+- the final choice: at most budgets x (top_k + 3 peers) plans, each a whole-model GPTQ + score.
 A phase missing from a log (the first 13B run was cut before the NSGA-II round) is taken from the
 13B run with the bank in host memory (results/logs/search_cost_13b_h200_bank-cpu.log, the same GPU machine),
 else measured here, on this machine's CPU.
@@ -119,7 +117,6 @@ def project(
         round_s, round_note = nsga_round_seconds(meta, cfg), "measured on this CPU (not in the log)"
     final_plans = len(s.budgets) * (cfg.final.top_k + 3)
     final_plan_s = ph["final step: one candidate plan, GPTQ on 128 x 2048 + score"][0]
-    rescored = len(s.budgets) * cfg.final.rescore  # final.rescore: the proxy on the held-out windows, one forward each
     rows = [
         (
             "setup: model + proxy bank",
@@ -142,17 +139,6 @@ def project(
             "final step: held-out reference log-probs (128 x 2048)",
             "measured, with a host copy of the weights the code no longer makes (it restores from the proxy bank's): an upper bound",
             ph["final step: reference log-probs of the held-out windows (128 x 2048)"][0],
-        ),
-        *(
-            [
-                (
-                    f"final step: the proxy on the held-out windows, at most {rescored} plans (rescore {cfg.final.rescore} x {len(s.budgets)} budgets)",
-                    f"{rescored} x {eval_full:.2f} s (a candidate at 128 x 2048)",
-                    rescored * eval_full,
-                )
-            ]
-            if rescored
-            else []
         ),
         (
             f"final step: at most {final_plans} plans (top_k {cfg.final.top_k} + ILP, greedy, uniform, x {len(s.budgets)} budgets)",
