@@ -15,7 +15,8 @@ default's calibration windows (the default's own scorer), and GPTQ (`--gptq-samp
 windows of the calibration text, as `amq.evaluate` quantizes) + perplexity on each test text
 whole; and each search's front before the final step: its own best plans per budget re-scored on
 the default's windows. With --seeds N every configuration runs under N search seeds and a second
-table compares means (the default's spread over its seeds is the noise floor). The search's time is the sum of its phase timings (iterations.jsonl) plus the final step.
+table compares means (the default's spread over its seeds is the noise floor). The search's time
+is the sum of its phase timings (iterations.jsonl) plus the final step.
 Issue 19's bar: the fast front within 1% of the default's.
 
 Writes benchmarks/search/fast_vs_default_<name>.md and .json (or --out).
@@ -195,7 +196,7 @@ def main() -> None:
 def _variant(text: str) -> tuple[str, list[str]]:
     name, _, overrides = text.partition("=")
     if not name or not overrides:
-        raise SystemExit(f"--variant {text!r}: expected NAME=OVERRIDES, e.g. 'rescore=final.rescore=4 data.num_samples=4'")
+        raise SystemExit(f"--variant {text!r}: expected NAME=OVERRIDES, e.g. 'quarter=data.num_samples=4'")
     return name, overrides.split()
 
 
