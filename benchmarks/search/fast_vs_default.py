@@ -167,6 +167,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)",
         "overrides": {"base": base, **{k: v for k, v in variants.items() if k != "default"}},
         "seeds": args.seeds,
+        "calibration": {label: [cfg.data.num_samples, cfg.data.seq_len] for label, cfg in cfgs.items() if ", seed+" not in label},
         "search_seconds": seconds,
         "evaluations": evaluations,
         "budgets": {
