@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--control", action="store_true", help="also the default with seed+1: the noise the 1%% bar is read against")
     ap.add_argument("--variant", action="append", default=[], help="NAME=OVERRIDES (space-separated): another configuration beside fast")
     ap.add_argument("--front", type=int, default=4, help="the searched front's quality: the best of each search's N best plans per budget")
+    ap.add_argument("--max-windows", type=int, default=None, help="perplexity on the first N windows of each test text (CPU runs)")
     ap.add_argument("--seeds", type=int, default=1, help="run every configuration under this many search seeds; the table compares means")
     ap.add_argument("--reuse", help="a RUNS/NAME-<time> dir of an earlier call: searches that finished there are not run again")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "search" / "results"))
@@ -160,13 +161,16 @@ def main() -> None:
         for p in ps.values():
             if p not in after:
                 with full.quantized(dict(zip(names, p, strict=True))) as m:
-                    after[p] = {k: perplexity(m, ids, args.seq_len, batch, show_progress=False)[0] for k, ids in tests.items()}
+                    after[p] = {
+                        k: perplexity(m, ids, args.seq_len, batch, args.max_windows, show_progress=False)[0] for k, ids in tests.items()
+                    }
 
     doc = {
         "command": command,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)",
         "overrides": {"base": base, **{k: v for k, v in variants.items() if k != "default"}},
         "seeds": args.seeds,
+        "max_windows": args.max_windows,
         "calibration": {label: [cfg.data.num_samples, cfg.data.seq_len] for label, cfg in cfgs.items() if ", seed+" not in label},
         "search_seconds": seconds,
         "evaluations": evaluations,
@@ -272,7 +276,9 @@ def render(doc: dict, tests: list[str]) -> str:
         "",
         "Each budget's chosen plan, judged the same way for every search: divergence after GPTQ on the final step's",
         "held-out calibration windows (the same windows in every run: what the final choice ranks by), proxy divergence",
-        "on the default's calibration windows, and perplexity after GPTQ on each test text whole. And the searched front",
+        "on the default's calibration windows, and perplexity after GPTQ on each test text "
+        + (f"(its first {doc['max_windows']} windows)." if doc.get("max_windows") else "whole.")
+        + " And the searched front",
         "before the final step: the lowest proxy divergence, on the default's windows, among the search's own best",
         "plans under the budget (`front: best proxy`; --front of them, by the search's own scores).",
         "Ratio: the search / default (1.000 = equal; the bar is <= 1.01).",
