@@ -130,6 +130,30 @@ def sweep_mid_m(ms: list[int]) -> None:
         _print_best_row(n, k, m, bits, t16, [t_default, t_deq], _best_of(x, ps, ref, grid))
 
 
+def sweep_mma_large_m() -> None:
+    """M = 128 / 256 in the mma layout: the fused register-fed kernel (64-row x tiles, the weights read
+    once per tile) against its dequantize + cuBLAS path and fp16; relative error of the fused result."""
+    from amq_kernels.mma import mma_matmul, pack_mma
+
+    print(
+        "| N x K | M | bits | mma fused us | mma dequant+cuBLAS us | fp16 us | fused x fp16 | rel err |\n|---|---|---|---|---|---|---|---|"
+    )
+    for n, k in SWEEP_SHAPES[:2]:
+        ws = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(8)]
+        for m in (128, 256):
+            x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+            t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
+            for bits in (4, 2):
+                ps = [random_packed(n, k, bits) for _ in range(8)]
+                mws = [pack_mma(p) for p in ps]
+                ref = x.double() @ dequantize(ps[0], torch.float64).t()
+                y = mma_matmul(x, mws[0], fused=True)
+                err = ((y.double() - ref).norm() / ref.norm()).item()
+                tf = time_cycle([lambda mw=mw: mma_matmul(x, mw, fused=True) for mw in mws])
+                td = time_cycle([lambda mw=mw: mma_matmul(x, mw, fused=False) for mw in mws])
+                print(f"| {n} x {k} | {m} | {bits} | {tf:.1f} | {td:.1f} | {t16:.1f} | {t16 / tf:.2f}x | {err:.1e} |", flush=True)
+
+
 def sweep_pairs(dtype: torch.dtype) -> None:
     """Tensor-core tiles at M = 4, 8, 16 (and 64), same tiles and K split in the first four
     columns: the weight tile dequantized code by code in fp32; PAIRS (built pair by pair from the
@@ -334,6 +358,7 @@ def main() -> None:
     )
     ap.add_argument("--sweep-guard", action="store_true", help="M = 1: the |x| guard's cost (fp16); bf16 through the PTX vs the fp32 loop")
     ap.add_argument("--sweep-nosplit", action="store_true", help="M = 1: narrow unsplit tiles (no memset) vs the default")
+    ap.add_argument("--sweep-mma-large-m", action="store_true", help="M = 128/256: the fused mma kernel vs its dequantize + cuBLAS")
     ap.add_argument("--sweep-mid-m", default=None, help="e.g. 32,64,256: fused tiles with split K vs dequantize + cuBLAS")
     args = ap.parse_args()
     if args.shapes:
@@ -344,6 +369,7 @@ def main() -> None:
         "sweep_guard": sweep_guard,
         "sweep_nosplit": sweep_nosplit,
         "sweep_mid_m": lambda: sweep_mid_m([int(v) for v in args.sweep_mid_m.split(",")]),
+        "sweep_mma_large_m": sweep_mma_large_m,
         "sweep_ptx": sweep_ptx,
         "sweep_group": sweep_group,
         "sweep_small_m": sweep_small_m,
