@@ -97,6 +97,18 @@ def sass(cubin: bytes) -> list[str]:
     return out.splitlines()
 
 
+def registers(cubin: bytes) -> int:
+    """Registers a thread of the cubin's kernel (cuobjdump -res-usage): what bounds the warps resident on an SM."""
+    cuobjdump = str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+    try:
+        out = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(f.name)
+    return int(re.search(r"REG:(\d+)", out).group(1))  # type: ignore[union-attr]
+
+
 def k_loop(lines: list[str]) -> list[str]:
     """Instructions of the largest block that ends in a branch back to its own start label."""
     labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"^\s*\.?(L_x_\d+|\.L_x_\d+):", line))}
@@ -142,17 +154,18 @@ def main() -> None:
         cubin, tile = compile_gemv(bits)
         # one K-loop iteration of one program: BLOCK_N x BLOCK_K codes + one group's scales and zeros
         wb = tile["BLOCK_N"] * tile["BLOCK_K"] * bits / 8 + tile["BLOCK_N"] * 4 * tile["BLOCK_K"] / GROUP
-        detail[("gemv", bits)] = (count(cubin), tile["num_warps"], wb)
+        detail[("gemv", bits)] = (count(cubin), tile["num_warps"], wb, registers(cubin))
         for int_zero in (False, True):
             # MMA_UNROLL steps of a 64 x 128 block: codes + each row's scale and zero
             wb = MMA_UNROLL * (64 * 128 * bits / 8 + 64 * 4)
-            detail[("mma int z" if int_zero else "mma", bits)] = (count(compile_mma(bits, int_zero)), 4, wb)
-    for (kernel, bits), (ops, warps, wb) in detail.items():
+            mma = compile_mma(bits, int_zero)
+            detail[("mma int z" if int_zero else "mma", bits)] = (count(mma), 4, wb, registers(mma))
+    for (kernel, bits), (ops, warps, wb, regs) in detail.items():
         n = sum(ops.values())
         per_byte = n * warps / wb
-        rows.append((kernel, bits, warps, n, wb, per_byte, per_byte / (SMS * SCHEDULERS * CLOCK_HZ) * HBM_BPS))
+        rows.append((kernel, bits, warps, regs, n, wb, per_byte, per_byte / (SMS * SCHEDULERS * CLOCK_HZ) * HBM_BPS))
     kernels = ["gemv", "mma", "mma int z"]
-    ratio = {(r[0], r[1]): r[6] for r in rows}
+    ratio = {(r[0], r[1]): r[7] for r in rows}
     lines = [
         "# M = 1: SASS instructions per byte, today's decode kernel and the mma kernel (issue 20)",
         "",
@@ -169,9 +182,12 @@ def main() -> None:
         f"({SMS} SMs x {SCHEDULERS} schedulers x 1 warp instruction per cycle at {CLOCK_HZ / 1e9:.2f} GHz) over the time",
         f"HBM needs for the same bytes ({HBM_BPS / 1e12:.1f} TB/s). Above 1: bound by instruction issue before memory.",
         "",
-        "| kernel | bits | warps | loop instructions (per warp) | weight bytes per iteration | warp instructions per byte | issue / HBM |",
-        "|---|---|---|---|---|---|---|",
-        *[f"| {k} | {b} | {w} | {n} | {wb:.0f} | {pb:.3f} | **{r:.2f}** |" for k, b, w, n, wb, pb, r in rows],
+        "| kernel | bits | warps | registers a thread (warps an SM at most) | loop instructions (per warp) | weight bytes per iteration | warp instructions per byte | issue / HBM |",
+        "|---|---|---|---|---|---|---|---|",
+        *[
+            f"| {k} | {b} | {w} | {g} ({min(64, 65536 // (g * 32))}) | {n} | {wb:.0f} | {pb:.3f} | **{r:.2f}** |"
+            for k, b, w, g, n, wb, pb, r in rows
+        ],
         "",
         "Loop body by kind (per warp, one iteration):",
         "",
