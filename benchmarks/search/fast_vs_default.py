@@ -156,11 +156,13 @@ def main() -> None:
     held_out = calibration_ids(replace(calib, num_samples=args.gptq_samples, seq_len=args.seq_len, seed=calib.seed + 1), tok)
     gptq = QuantizerConfig(method="gptq", group_size=cfg_default.bits.group_size, batch_size=8)
     full = FinalScorer(model, searchable_linears(model), gptq_ids, held_out, gptq, cfg_default.search.metric)
-    after: dict[tuple, dict[str, float]] = {}
+    after: dict[tuple, dict[str, float]] = {}  # per plan: perplexity per test text, and the held-out divergence
+    held: dict[tuple, float] = {}
     for ps in plans.values():
         for p in ps.values():
             if p not in after:
                 with full.quantized(dict(zip(names, p, strict=True))) as m:
+                    held[p] = full.evaluator.score()  # the final step's measure, on the same windows for every search
                     after[p] = {
                         k: perplexity(m, ids, args.seq_len, batch, args.max_windows, show_progress=False)[0] for k, ids in tests.items()
                     }
@@ -179,7 +181,7 @@ def main() -> None:
                 label: {
                     "avg_bits": prep.cost.avg_bits(plans[label][b]),
                     "source": searched[label].get("sources", {}).get(str(b)),
-                    "final": searched[label].get("final", {}).get(str(b)),
+                    "final": held[plans[label][b]],
                     "proxy": proxy_div[label][b],
                     "front": front_div[label][b],
                     "ppl": after[plans[label][b]],
@@ -274,8 +276,8 @@ def render(doc: dict, tests: list[str]) -> str:
         + " / ".join(str(doc["evaluations"][label]) for label in s)
         + ".",
         "",
-        "Each budget's chosen plan, judged the same way for every search: divergence after GPTQ on the final step's",
-        "held-out calibration windows (the same windows in every run: what the final choice ranks by), proxy divergence",
+        "Each budget's chosen plan, judged the same way for every search: divergence after GPTQ (on the GPTQ windows",
+        "below) on held-out calibration windows of the same size (what the final choice ranks by), proxy divergence",
         "on the default's calibration windows, and perplexity after GPTQ on each test text "
         + (f"(its first {doc['max_windows']} windows)." if doc.get("max_windows") else "whole.")
         + " And the searched front",
