@@ -49,8 +49,15 @@ KINDS = {  # opcode prefix -> what it is
 }  # fmt: skip
 
 
-def nvdisasm() -> str:
-    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm")
+def _on_cubin(tool: str, cubin: bytes, *args: str) -> str:
+    """The stdout of one of Triton's bundled CUDA tools (nvdisasm, cuobjdump) run on `cubin`."""
+    exe = str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / tool)
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+    try:
+        return subprocess.run([exe, *args, f.name], capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(f.name)
 
 
 def compile_gemv(bits: int) -> tuple[bytes, dict]:
@@ -88,25 +95,12 @@ def aligned(fn, consts: dict) -> dict:
 
 
 def sass(cubin: bytes) -> list[str]:
-    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-        f.write(cubin)
-    try:
-        out = subprocess.run([nvdisasm(), "-c", f.name], capture_output=True, text=True, check=True).stdout
-    finally:
-        os.unlink(f.name)
-    return out.splitlines()
+    return _on_cubin("nvdisasm", cubin, "-c").splitlines()
 
 
 def registers(cubin: bytes) -> int:
     """Registers a thread of the cubin's kernel (cuobjdump -res-usage): what bounds the warps resident on an SM."""
-    cuobjdump = str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump")
-    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-        f.write(cubin)
-    try:
-        out = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
-    finally:
-        os.unlink(f.name)
-    return int(re.search(r"REG:(\d+)", out).group(1))  # type: ignore[union-attr]
+    return int(re.search(r"REG:(\d+)", _on_cubin("cuobjdump", cubin, "-res-usage")).group(1))  # type: ignore[union-attr]
 
 
 def k_loop(lines: list[str]) -> list[str]:
@@ -194,7 +188,9 @@ def main() -> None:
         "| opcode | what | " + " | ".join(f"{k} {b}b" for k in kernels for b in (2, 3, 4)) + " |",
         "|---|---|" + "---|" * 9,
     ]
-    names = sorted(set().union(*(d[0] for d in detail.values())), key=lambda o: -sum(d[0][o] for d in detail.values()))
+    names = sorted(
+        set().union(*(d[0] for d in detail.values())), key=lambda o: (-sum(d[0][o] for d in detail.values()), o)
+    )  # ties by name: the page is reproducible
     for o in names:
         kind = next((v for k, v in KINDS.items() if o.startswith(k)), "")
         lines.append(f"| {o} | {kind} | " + " | ".join(str(detail[(k, b)][0][o]) for k in kernels for b in (2, 3, 4)) + " |")

@@ -23,9 +23,6 @@ import torch
 import triton
 import triton.language as tl
 
-COPIES = 8
-GROUP = 128
-
 
 @triton.jit
 def stream_kernel(src_ptr, out_ptr, per_prog, BLOCK: tl.constexpr, UNROLL: tl.constexpr):
@@ -67,10 +64,6 @@ def check(device: str) -> None:
         assert np.array_equal(out.cpu().numpy().reshape(programs, block), want), (programs, warps, unroll)
 
 
-def layer_bytes(n: int, k: int, bits: int) -> int:
-    return n * k * bits // 8 + n * (k // GROUP) * 4
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="4096x4096,11008x4096,4096x11008")
@@ -81,7 +74,7 @@ def main() -> None:
         print("stream_kernel: XOR matches on the CPU interpreter")
         return
     check("cuda")
-    from bench_kernels import random_packed, time_cycle
+    from bench_kernels import COPIES, random_packed, time_cycle
 
     from amq_kernels.matmul import matmul
 
@@ -100,9 +93,9 @@ def main() -> None:
         t16 = time_cycle([lambda w=w: torch.nn.functional.linear(x, w) for w in ws])
         del ws
         for bits in (4, 3, 2):
-            nbytes = layer_bytes(n, k, bits)
-            ceiling = t16 * nbytes / (2 * n * k)
             ps = [random_packed(n, k, bits) for _ in range(COPIES)]
+            nbytes = ps[0].nbytes()  # codes + fp16 scale and zero per group
+            ceiling = t16 * nbytes / (2 * n * k)
             t_ours = time_cycle([lambda p=p: matmul(x, p) for p in ps])
             del ps
             best = (float("inf"), None)

@@ -72,7 +72,6 @@ def searched_plans(cfg: Config, run_dir: Path) -> dict:
     result = run_search(cfg, run_dir, show_progress=False)
     doc = {
         "plans": {str(ch.budget): list(ch.best.plan) for ch in result.choices if ch.best},
-        "final": {str(ch.budget): ch.best.final for ch in result.choices if ch.best},  # after GPTQ, held-out calibration
         "sources": {str(ch.budget): "+".join(ch.best.sources) for ch in result.choices if ch.best},
         "seconds": search_seconds(run_dir),
         "evaluations": len(result.records),
@@ -121,9 +120,9 @@ def main() -> None:
     fast = args.fast or ["search.sensitivity_bits=lowest", f"data.num_samples={max(1, n // 4)}"]
     variants = {"default": [], "fast": fast, **dict(_variant(v) for v in args.variant)}
     cfgs = {
-        label + (f", seed+{k}" if k else ""): config([*base, *extra, *([f"seed={cfg_default.seed + k}"] if k else [])])
+        run: config([*base, *extra, *([f"seed={cfg_default.seed + k}"] if k else [])])
         for label, extra in variants.items()
-        for k in range(args.seeds)
+        for k, run in enumerate(seed_runs(label, args.seeds))
     }
     if args.control and args.seeds == 1:  # how far the default moves on its own: the same search with another seed
         cfgs["default, seed+1"] = config([*base, f"seed={cfg_default.seed + 1}"])
@@ -216,12 +215,28 @@ def _measures(tests: list[str]) -> list[tuple[str, Callable[[dict], float | None
     return measures + [(f"ppl {t}", lambda r, t=t: r["ppl"][t], "{:.3f}") for t in tests]
 
 
+def seed_runs(config: str, n: int) -> list[str]:
+    """The run labels of `config` under n search seeds: NAME, NAME, seed+1, ..."""
+    return [config + (f", seed+{k}" if k else "") for k in range(n)]
+
+
+def mean_and_ratio(doc: dict, budget: str, config: str, get: Callable[[dict], float | None]) -> tuple[float, float] | None:
+    """`config`'s mean over its seeds at `budget`, and its ratio to the default's mean (for the default itself:
+    its worst seed / its mean, the search's own noise); None where a run lacks the measure."""
+    vals = [get(doc["budgets"][budget][r]) for r in seed_runs(config, doc["seeds"])]
+    refs = [get(doc["budgets"][budget][r]) for r in seed_runs("default", doc["seeds"])]
+    if any(v is None for v in vals + refs):
+        return None
+    mean, ref = sum(vals) / len(vals), sum(refs) / len(refs)  # type: ignore[arg-type]
+    return mean, (max(vals) / mean if config == "default" else mean / ref)  # type: ignore[type-var]
+
+
 def render_means(doc: dict, tests: list[str]) -> str:
     """Each configuration's mean over its seeds, per budget and measure, against the default's mean; the
     default's own spread (its worst seed / its mean) is the noise the 1% bar is read against."""
     n = doc["seeds"]
     configs = list(dict.fromkeys(label.split(", seed+")[0] for label in doc["search_seconds"]))
-    runs = {c: [c + (f", seed+{k}" if k else "") for k in range(n)] for c in configs}
+    runs = {c: seed_runs(c, n) for c in configs}
     lines = [
         f"## Means over {n} search seeds",
         "",
@@ -235,17 +250,15 @@ def render_means(doc: dict, tests: list[str]) -> str:
     header = ["budget", "configuration", *(m for m, _, _ in measures)]
     lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     worst = dict.fromkeys(configs, 0.0)
-    for b, row in doc["budgets"].items():
+    for b in doc["budgets"]:
         for c in configs:
             cells = [b, c]
             for _, get, fmt in measures:
-                vals = [get(row[r]) for r in runs[c]]
-                refs = [get(row[r]) for r in runs["default"]]
-                if any(v is None for v in vals + refs):
+                cell = mean_and_ratio(doc, b, c, get)
+                if cell is None:
                     cells.append("")
                     continue
-                mean, ref = sum(vals) / n, sum(refs) / n
-                ratio = max(vals) / mean if c == "default" else mean / ref
+                mean, ratio = cell
                 worst[c] = max(worst[c], ratio)
                 cells.append(fmt.format(mean) + f" ({'worst ' if c == 'default' else ''}{ratio:.3f})")
             lines.append("| " + " | ".join(cells) + " |")

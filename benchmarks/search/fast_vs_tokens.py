@@ -21,25 +21,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fast_vs_default import mean_and_ratio
+
 RESULTS = Path(__file__).resolve().parent / "results"
 MEASURES = {"final": "after GPTQ (held-out calib)", "proxy": "proxy, chosen plan", "front": "front: best proxy"}
 
 
-def _mean(doc: dict, b: str, config: str, key) -> float:
-    runs = [config + (f", seed+{k}" if k else "") for k in range(doc["seeds"])]
-    return sum(key(doc["budgets"][b][r]) for r in runs) / len(runs)
-
-
 def worst(doc: dict, key, config: str = "fast") -> float:
     """The worst budget's ratio: fast's mean / default's mean, or (config default) its worst seed / its mean."""
-    out = 0.0
-    for b, row in doc["budgets"].items():
-        if config == "default":
-            vals = [key(row["default" + (f", seed+{k}" if k else "")]) for k in range(doc["seeds"])]
-            out = max(out, max(vals) / (sum(vals) / len(vals)))
-        else:
-            out = max(out, _mean(doc, b, config, key) / _mean(doc, b, "default", key))
-    return out
+    return max(mean_and_ratio(doc, b, config, key)[1] for b in doc["budgets"])  # type: ignore[index]
 
 
 def main() -> None:
