@@ -49,10 +49,10 @@ def phases(log: Path) -> dict[str, tuple[float, float]]:
     return {m["phase"]: (float(m["s"]), float(m["gpu"])) for m in map(LINE.match, log.read_text().splitlines()) if m}
 
 
-def experiment(name: str) -> Config:
+def experiment(name: str, overrides: tuple[str, ...] = ()) -> Config:
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return to_object(compose(config_name="config", overrides=["logger=none", f"+experiment={name}"]))
+        return to_object(compose(config_name="config", overrides=["logger=none", f"+experiment={name}", *overrides]))
 
 
 def nsga_round_seconds(model, cfg: Config) -> float:
@@ -80,11 +80,11 @@ HOST_BANK = (
 
 
 def project(
-    model: str, log: Path, host_bank: Path | None = None, nsga_log: Path | None = None
+    model: str, log: Path, host_bank: Path | None = None, nsga_log: Path | None = None, overrides: tuple[str, ...] = ()
 ) -> tuple[list[tuple[str, str, float]], float, dict]:
-    """The experiment's phases from `log`; with `host_bank`, the phases in HOST_BANK and the search phases'
-    peak memory from that run instead."""
-    cfg = experiment(model)
+    """The experiment's phases (with `overrides`) from `log`; with `host_bank`, the phases in HOST_BANK and the
+    search phases' peak memory from that run instead."""
+    cfg = experiment(model, overrides)
     ph = phases(log)
     search_peak_from = ph
     if host_bank is not None:
@@ -95,11 +95,14 @@ def project(
     blocks = layer_blocks(meta, list(searchable_linears(meta)))
     n = len(blocks)
     tokens = f"{cfg.data.num_samples} x {cfg.data.seq_len}"
+    sens_tokens = f"{cfg.search.sensitivity_samples or cfg.data.num_samples} x {cfg.data.seq_len}"
+    final_tokens = f"{cfg.final.samples or cfg.data.num_samples} x {cfg.final.seq_len or cfg.data.seq_len}"
     eval_full = ph["candidate: swap + score (128 x 2048)"][0]
     eval_small = ph[f"candidate: swap + score ({tokens})"][0]
+    eval_sens = ph[f"candidate: swap + score ({sens_tokens})"][0]
     first = ph["sensitivity from cached inputs of block 0 (one evaluation)"][0]
     last = ph[f"sensitivity from cached inputs of block {n_blocks - 1} (one evaluation)"][0]
-    scale = eval_small / eval_full  # the blocks were timed at 128 x 2048
+    scale = eval_sens / eval_full  # the blocks were timed at 128 x 2048
     if host_bank is not None:  # timed at the setting's own calibration there
         first = search_peak_from["sensitivity from cached inputs of block 0 (one evaluation)"][0]
         last = search_peak_from[f"sensitivity from cached inputs of block {n_blocks - 1} (one evaluation)"][0]
@@ -116,7 +119,7 @@ def project(
     else:
         round_s, round_note = nsga_round_seconds(meta, cfg), "measured on this CPU (not in the log)"
     final_plans = len(s.budgets) * (cfg.final.top_k + 3)
-    final_plan_s = ph["final step: one candidate plan, GPTQ on 128 x 2048 + score"][0]
+    final_plan_s = ph[f"final step: one candidate plan, GPTQ on {final_tokens} + score"][0]
     rows = [
         (
             "setup: model + proxy bank",
@@ -125,7 +128,7 @@ def project(
         ),
         (f"setup: reference log-probs ({tokens})", "measured", ph[f"reference log-probs ({tokens})"][0]),
         (
-            f"sensitivity, lowest bit-width, {n} layers from cached block inputs ({tokens})",
+            f"sensitivity, lowest bit-width, {n} layers from cached block inputs ({sens_tokens})",
             f"{first:.2f} s (block 0) .. {last:.2f} s (block {n_blocks - 1}) x {scale:.3f}",
             sens_pass,
         ),
@@ -136,9 +139,9 @@ def project(
             s.iterations * round_s,
         ),
         (
-            "final step: held-out reference log-probs (128 x 2048)",
+            f"final step: held-out reference log-probs ({final_tokens})",
             "measured, with a host copy of the weights the code no longer makes (it restores from the proxy bank's): an upper bound",
-            ph["final step: reference log-probs of the held-out windows (128 x 2048)"][0],
+            ph[f"final step: reference log-probs of the held-out windows ({final_tokens})"][0],
         ),
         (
             f"final step: at most {final_plans} plans (top_k {cfg.final.top_k} + ILP, greedy, uniform, x {len(s.budgets)} budgets)",
@@ -171,19 +174,29 @@ def main() -> None:
         "limit after the predictor fit). Settings: `+experiment=llama2_7b` / `llama2_13b` as shipped.",
         "",
     ]
+    half = ("data.num_samples=64", "search.sensitivity_samples=32", "final.samples=32")
     runs = (
-        ("llama2_7b", "llama2_7b", RESULTS / "logs/search_cost_7b_h200.log", None),
-        ("llama2_13b", "llama2_13b", RESULTS / "logs/search_cost_13b_h200.log", None),
+        ("llama2_7b", "llama2_7b", RESULTS / "logs/search_cost_7b_h200.log", None, ()),
+        (
+            f"llama2_7b, the half split (`{' '.join(half)}`; phases from logs/search_cost_7b_h200_half.log:"
+            " `search_cost_7b.py --model llama2_7b --sens-evals 2 --small 32x2048,64x2048 --final 32x2048`)",
+            "llama2_7b",
+            RESULTS / "logs/search_cost_7b_h200_half.log",
+            None,
+            half,
+        ),
+        ("llama2_13b", "llama2_13b", RESULTS / "logs/search_cost_13b_h200.log", None, ()),
         (
             "llama2_13b, proxy bank in host memory (`proxy.bank_device=cpu`; what `auto` picks on an 80 GB GPU)",
             "llama2_13b",
             RESULTS / "logs/search_cost_13b_h200.log",
             RESULTS / "logs/search_cost_13b_h200_bank-cpu.log",
+            (),
         ),
     )
-    for title, model, log, host_bank in runs:
+    for title, model, log, host_bank, overrides in runs:
         nsga_log = RESULTS / "logs/search_cost_13b_h200_bank-cpu.log" if model == "llama2_13b" else None
-        rows, total, mem = project(model, log, host_bank, nsga_log)
+        rows, total, mem = project(model, log, host_bank, nsga_log, overrides)
         lines += [
             f"## {title}",
             "",
