@@ -135,3 +135,29 @@ def test_lowest_only_sensitivity_measures_a_third_and_estimates_the_rest(tmp_pat
     assert table["a"] == {2: 2.0, 3: 2.0 / 3, 4: 0.5}
     doc = json.loads((tmp_path / "s.json").read_text())
     assert doc["estimated_bits"] == [3, 4] and doc["per_bits"]["b"]["4"] == 0.5
+
+
+def test_nsga_generations_improve_the_predicted_front_and_keep_the_seeds():
+    from amq.config import OptimizerConfig
+    from amq.search.nsga import propose
+
+    space = SearchSpace(tuple(f"l{i}" for i in range(24)), (2, 3, 4), {0: (4,)})
+    weights = np.linspace(0.2, 3.0, 24)
+    sizes = np.arange(1, 25)
+    predict = lambda plans: np.array([float(np.dot(weights, (4 - np.array(p)) ** 2)) for p in plans])  # noqa: E731
+    nbytes = lambda p: int(np.dot(sizes, p))  # noqa: E731
+    window = (nbytes(space.uniform(2)), nbytes(space.uniform(4)))
+    cap = nbytes(space.uniform(3))
+    seed_plan = space.uniform(3)
+
+    def best_under_cap(generations: int, seeds: list | None = None) -> tuple[float, list]:
+        cfg = OptimizerConfig(population=24, generations=generations)
+        points = propose(space, predict, nbytes, window, cfg, seed=0, seeds=seeds, show_progress=False)
+        assert all(window[0] <= b <= window[1] and p[0] == 4 for p, _, b in points)  # feasible, the fixed layer kept
+        return min(d for _, d, b in points if b <= cap), points
+
+    assert seed_plan in {p for p, _, _ in best_under_cap(1, [seed_plan])[1]}  # a seed is a member of the first generation
+    first = best_under_cap(1)[0]
+    later, points = best_under_cap(12)
+    assert later < 0.8 * first  # selection and crossover find better plans than the first (random) population
+    assert best_under_cap(12)[1] == points  # one seed, one answer

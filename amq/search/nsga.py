@@ -22,7 +22,7 @@ from optuna.samplers.nsgaii import (
     UniformCrossover,
     VSBXCrossover,
 )
-from optuna.trial import TrialState
+from optuna.trial import TrialState, create_trial
 from tqdm import tqdm
 
 from amq.config import OptimizerConfig
@@ -49,18 +49,18 @@ class _SharedIntDistribution(IntDistribution):
 
 
 class _GenerationalNSGAII(NSGAIISampler):
-    """Optuna's NSGA-II, told each trial's generation by the ask/tell loop below, which asks
-    exactly one population per generation and tells it whole before the next. Optuna instead
-    finds it by scanning every finished trial at every ask (quadratic in a round's trials: about
-    a third of a default round), and never gives one to enqueued trials, so the seeds (the
-    archive's best plans) never became parents. Here every trial, seeds included, belongs to
-    the generation it was asked in."""
+    """Optuna's NSGA-II, told each trial's generation by `propose`, which draws exactly one
+    population per generation and adds it whole before the next. Optuna instead finds it by
+    scanning every finished trial at every ask (quadratic in a round's trials: about a third of
+    a default round), and never gives one to enqueued trials, so the seeds (the archive's best
+    plans) never became parents. Here every trial, seeds included, belongs to its generation."""
 
     generation = 0
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._parents: dict[int, list[optuna.trial.FrozenTrial]] = {}
+        self.generation_key = self._get_generation_key()
 
     def get_parent_population(self, study: optuna.Study, generation: int) -> list[optuna.trial.FrozenTrial]:
         # Optuna caches the ids and re-finds the trials among all of them at every ask; a generation's parents do not change
@@ -68,13 +68,19 @@ class _GenerationalNSGAII(NSGAIISampler):
             self._parents[generation] = super().get_parent_population(study, generation)
         return self._parents[generation]
 
-    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        study._storage.set_trial_system_attr(trial._trial_id, self._get_generation_key(), self.generation)
-        super().before_trial(study, trial)
-
     def get_trial_generation(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
-        known = trial.system_attrs.get(self._get_generation_key())
+        known = trial.system_attrs.get(self.generation_key)
         return self.generation if known is None else known
+
+
+def _child(sampler: _GenerationalNSGAII, study: optuna.Study, dists: dict[str, BaseDistribution], generation: int) -> dict[str, int]:
+    """One child of NSGA-II's generation, drawn exactly as `study.ask` + a suggest per parameter
+    would (the same sampler calls, in the same order: the same plans for a seed), without Optuna's
+    per-parameter bookkeeping on a running trial (a copy of the trial's whole parameter dict per
+    parameter: quadratic in the 224 layers of a 7B model, most of a round's time)."""
+    trial = create_trial(state=TrialState.RUNNING, system_attrs={sampler.generation_key: generation})
+    relative = sampler.sample_relative(study, trial, sampler.infer_relative_search_space(study, trial))
+    return {name: relative[name] if name in relative else sampler.sample_independent(study, trial, name, d) for name, d in dists.items()}
 
 
 def propose(
@@ -87,7 +93,12 @@ def propose(
     seeds: list[Plan] | None = None,
     show_progress: bool = True,
 ) -> list[tuple[Plan, float, int]]:
-    """Run NSGA-II; return every feasible plan it saw as (plan, predicted divergence, bytes)."""
+    """Run NSGA-II; return every feasible plan it saw as (plan, predicted divergence, bytes).
+
+    Generation by generation: the sampler draws a whole population from a fresh view of the study
+    (the previous generations' trials), the predictor scores it at once, and the population goes
+    into the study as finished trials (`add_trials`), each with its generation and its memory
+    constraint; the archive's best plans (`seeds`) are the first generation's first members."""
     if cfg.crossover not in CROSSOVERS:
         raise ValueError(f"unknown crossover {cfg.crossover!r}; choose from {sorted(CROSSOVERS)}")
     sampler = _GenerationalNSGAII(
@@ -98,27 +109,38 @@ def propose(
         mutation_prob=cfg.mutation_prob,
         seed=seed,
     )
-    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, directions=["minimize", "minimize"], sampler=sampler)
     free = space.free
     opts = {i: space.options(i) for i in free}
     dists: dict[str, BaseDistribution] = {f"l{i}": _SharedIntDistribution(0, len(opts[i]) - 1) for i in free}
-    for plan in (seeds or [])[: cfg.population]:
-        study.enqueue_trial({f"l{i}": opts[i].index(plan[i]) for i in free})
+    first = [{f"l{i}": opts[i].index(plan[i]) for i in free} for plan in (seeds or [])[: cfg.population]]
 
     lo, hi = window
     seen: dict[Plan, tuple[float, int]] = {}
     for gen in tqdm(range(cfg.generations), desc="nsga-ii", unit="gen", disable=not show_progress, leave=False):
         sampler.generation = gen
-        trials = [study.ask(fixed_distributions=dists) for _ in range(cfg.population)]
-        params = [t.params for t in trials]  # (a copy per call: read once)
+        view = optuna.load_study(study_name=study.study_name, storage=storage, sampler=sampler)  # sees every earlier generation
+        params = (first if gen == 0 else []) + [
+            _child(sampler, view, dists, gen) for _ in range(cfg.population - (len(first) if gen == 0 else 0))
+        ]
         plans = [space.make([opts[i][pp[f"l{i}"]] for i in free]) for pp in params]
         preds = predict(plans)
-        for t, plan, p in zip(trials, plans, preds, strict=True):
+        trials = []
+        for pp, plan, p in zip(params, plans, preds, strict=True):
             nbytes = plan_bytes(plan)
-            t.set_constraint("memory_window", max(lo - nbytes, nbytes - hi, 0))  # <= 0 is feasible
-            study.tell(t, [float(p), float(nbytes)], state=TrialState.COMPLETE)
+            trials.append(
+                create_trial(
+                    params=pp,
+                    distributions=dists,
+                    values=[float(p), float(nbytes)],
+                    constraints={"memory_window": max(lo - nbytes, nbytes - hi, 0)},  # <= 0 is feasible
+                    system_attrs={sampler.generation_key: gen},
+                )
+            )
             if lo <= nbytes <= hi:
                 seen[plan] = (float(p), nbytes)
+        view.add_trials(trials)
 
     return [(plan, pred, nbytes) for plan, (pred, nbytes) in seen.items()]
 
