@@ -43,6 +43,8 @@ from amq.search.space import SearchSpace  # noqa: E402
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 LINE = re.compile(r"^(?P<phase>.+?): (?P<s>[\d.]+) s, GPU peak (?P<gpu>[\d.]+) GB")
+ROUNDS_LOG = RESULTS / "logs/round_cost_h200.log"  # round_cost.py's output on the GPU machine, if taken
+ROUND_LINE = re.compile(r"^(\w+): predictor fit \+ NSGA-II round: ([\d.]+) s", re.M)
 
 
 def phases(log: Path) -> dict[str, tuple[float, float]]:
@@ -80,12 +82,20 @@ HOST_BANK = (
 
 
 def project(
-    model: str, log: Path, host_bank: Path | None = None, nsga_log: Path | None = None, overrides: tuple[str, ...] = ()
+    model: str,
+    log: Path,
+    host_bank: Path | None = None,
+    nsga_log: Path | None = None,
+    overrides: tuple[str, ...] = (),
+    extra: tuple[Path, ...] = (),
 ) -> tuple[list[tuple[str, str, float]], float, dict]:
-    """The experiment's phases (with `overrides`) from `log`; with `host_bank`, the phases in HOST_BANK and the
+    """The experiment's phases (with `overrides`) from `log`, and those `log` lacks (another calibration
+    size) from the `extra` logs, the first that has one; with `host_bank`, the phases in HOST_BANK and the
     search phases' peak memory from that run instead."""
     cfg = experiment(model, overrides)
     ph = phases(log)
+    for more in extra:
+        ph = {**phases(more), **ph}
     search_peak_from = ph
     if host_bank is not None:
         search_peak_from = phases(host_bank)
@@ -114,7 +124,10 @@ def project(
     if nsga_key is None and nsga_log is not None:  # the same model's round, timed by another run on the GPU machine
         ph.update({k: v for k, v in phases(nsga_log).items() if k.startswith(("NSGA-II", "predictor fit"))})
         nsga_key = next((k for k in ph if k.startswith("NSGA-II")), None)
-    if nsga_key:
+    rounds = ROUNDS_LOG.exists() and dict(ROUND_LINE.findall(ROUNDS_LOG.read_text()))
+    if rounds and model in rounds:  # the current code's round, timed alone on the GPU machine
+        round_s, round_note = float(rounds[model]), f"GPU machine, round_cost.py ({ROUNDS_LOG.relative_to(RESULTS)})"
+    elif nsga_key:
         round_s, round_note = ph[nsga_key][0] + ph["predictor fit (rbf, 250 plans)"][0], "GPU machine"
     else:
         round_s, round_note = nsga_round_seconds(meta, cfg), "measured on this CPU (not in the log)"
@@ -150,7 +163,9 @@ def project(
         ),
     ]
     search_peak = max(g for k, (_, g) in search_peak_from.items() if not k.startswith(("final", "predictor", "NSGA")))
-    final_peak = max(g for k, (_, g) in ph.items() if k.startswith("final"))
+    final_peak = max(
+        g for k, (_, g) in ph.items() if k.startswith("final") and k.endswith((f"({final_tokens})", f"{final_tokens} + score"))
+    )
     # several GPUs (amq.worker, one model per GPU): only the search's real evaluations are shared out, a batch
     # (the initial archive, then each iteration's candidates) taking ceil(batch / GPUs) evaluations' time
     initial = evals - s.iterations * s.candidates
@@ -175,28 +190,42 @@ def main() -> None:
         "",
     ]
     half = ("data.num_samples=64", "search.sensitivity_samples=32", "final.samples=32")
-    runs = (
-        ("llama2_7b", "llama2_7b", RESULTS / "logs/search_cost_7b_h200.log", None, ()),
+    half_title = f"the half split (`{' '.join(half)}`"
+    logs = RESULTS / "logs"
+    runs = (  # title, experiment, log, host-bank log, overrides, log of the phases at another calibration size
+        ("llama2_7b", "llama2_7b", logs / "search_cost_7b_h200.log", None, (), ()),
         (
-            f"llama2_7b, the half split (`{' '.join(half)}`; phases from logs/search_cost_7b_h200_half.log:"
+            f"llama2_7b, {half_title}; phases from logs/search_cost_7b_h200_half.log:"
             " `search_cost_7b.py --model llama2_7b --sens-evals 2 --small 32x2048,64x2048 --final 32x2048`)",
             "llama2_7b",
-            RESULTS / "logs/search_cost_7b_h200_half.log",
+            logs / "search_cost_7b_h200_half.log",
             None,
             half,
+            (),
         ),
-        ("llama2_13b", "llama2_13b", RESULTS / "logs/search_cost_13b_h200.log", None, ()),
+        ("llama2_13b", "llama2_13b", logs / "search_cost_13b_h200.log", None, (), ()),
         (
             "llama2_13b, proxy bank in host memory (`proxy.bank_device=cpu`; what `auto` picks on an 80 GB GPU)",
             "llama2_13b",
-            RESULTS / "logs/search_cost_13b_h200.log",
-            RESULTS / "logs/search_cost_13b_h200_bank-cpu.log",
+            logs / "search_cost_13b_h200.log",
+            logs / "search_cost_13b_h200_bank-cpu.log",
+            (),
             (),
         ),
+        (
+            f"llama2_13b, {half_title}; the 64 x 2048 phases from logs/search_cost_13b_h200_64.log:"
+            " `search_cost_7b.py --model llama2_13b --samples 64 --sens-evals 1 --small '' --final ''`, the final step's"
+            " from logs/search_cost_13b_h200_bank-cpu.log)",
+            "llama2_13b",
+            logs / "search_cost_13b_h200.log",
+            None,
+            half,
+            (logs / "search_cost_13b_h200_64.log", logs / "search_cost_13b_h200_bank-cpu.log"),
+        ),
     )
-    for title, model, log, host_bank, overrides in runs:
-        nsga_log = RESULTS / "logs/search_cost_13b_h200_bank-cpu.log" if model == "llama2_13b" else None
-        rows, total, mem = project(model, log, host_bank, nsga_log, overrides)
+    for title, model, log, host_bank, overrides, extra in runs:
+        nsga_log = logs / "search_cost_13b_h200_bank-cpu.log" if model == "llama2_13b" else None
+        rows, total, mem = project(model, log, host_bank, nsga_log, overrides, extra)
         lines += [
             f"## {title}",
             "",
