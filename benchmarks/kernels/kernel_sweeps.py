@@ -62,6 +62,31 @@ def sweep_gemv() -> None:
         )
 
 
+def sweep_gemv_occupancy() -> None:
+    """M = 1, fp16: today's kernel over tile width x warps x waves (stages 3, atomics), the grid that trades
+    registers a thread (warps resident an SM: `sass_count.py --gemv-grid`) against instructions a word.
+    The load-only kernel needed about 16 resident warps an SM for 85% of the byte ceiling
+    (reading_floor_h200.md); the defaults were swept on an H100 with 2 and 4 warps only. Each config
+    checked against float64 before it is timed; the five fastest printed per case."""
+    import itertools
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    print("| N x K | bits | fp16 us | default us | fastest configs: us (BLOCK_N / warps / waves) | best vs default |")
+    print("|---|---|---|---|---|---|")
+    for (n, k), bits in itertools.product(SWEEP_SHAPES, [2, 3, 4]):
+        ps, x, ref, t16 = sweep_case(n, k, 1, bits)
+        t_default = _checked_time(x, ps, ref, None)
+        few = _tiling(1, n, k, bits, GROUP, x.device)["FEW_SHIFTS"]
+        times = []
+        for bn, nw, waves in itertools.product([64, 128, 256], [2, 4, 8], [4, 8, 16]):
+            split = max(1, min(k // 128, -(-waves * sms // -(-n // bn))))
+            cfg = {"BLOCK_N": bn, "BLOCK_K": 128, "SPLIT_K": split, "num_warps": nw, "num_stages": 3, "FEW_SHIFTS": few}
+            times.append((_checked_time(x, ps, ref, cfg), f"{bn} / {nw} / {waves}"))
+        times.sort()
+        top = ", ".join(f"{t:.1f} ({c})" for t, c in times[:5])
+        print(f"| {n} x {k} | {bits} | {t16:.1f} | {t_default:.1f} | {top} | {t_default / times[0][0]:.2f}x |", flush=True)
+
+
 def sweep_group() -> None:
     """M = 1, fp16: layers that read the same input (a 7B block's q/k/v: 3 x 4096 x 4096; gate/up:
     2 x 11008 x 4096) at mixed bits, one `matmul` each vs one `matmul_group` launch, each checked
@@ -348,6 +373,7 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="search tile configs for every M in --sweep-m")
     ap.add_argument("--sweep-m", default="1,16,2048", help="row counts --sweep covers")
     ap.add_argument("--sweep-gemv", action="store_true", help="M = 1 kernel variants and tiles")
+    ap.add_argument("--sweep-gemv-occupancy", action="store_true", help="M = 1: tile width x warps x waves (registers vs instructions)")
     ap.add_argument("--sweep-small-m", action="store_true", help="M = 2..16: tensor-core tiles vs ROWS4")
     ap.add_argument("--sweep-group", action="store_true", help="M = 1: q/k/v and gate/up separately vs in one launch")
     ap.add_argument("--sweep-ptx", action="store_true", help="M = 1 and 4: the PTX inner loop with fewer word shifts")
@@ -374,6 +400,7 @@ def main() -> None:
         "sweep_group": sweep_group,
         "sweep_small_m": sweep_small_m,
         "sweep_gemv": sweep_gemv,
+        "sweep_gemv_occupancy": sweep_gemv_occupancy,
         "sweep": lambda: sweep([int(v) for v in args.sweep_m.split(",")]),
     }
     chosen = [run for name, run in modes.items() if getattr(args, name)]

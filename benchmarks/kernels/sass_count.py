@@ -60,13 +60,14 @@ def _on_cubin(tool: str, cubin: bytes, *args: str) -> str:
         os.unlink(f.name)
 
 
-def compile_gemv(bits: int) -> tuple[bytes, dict]:
+def compile_gemv(bits: int, block_n: int | None = None, warps: int | None = None) -> tuple[bytes, dict]:
     """The cubin of `gemv_kernel` with the tiling `matmul` picks at M = 1 (`_tiling`), and that tiling.
     Without the |x| guard: with it the kernel holds a second K loop, run only for a split whose inputs
     reach 4096, whose input conversions make it the largest loop (what `k_loop` would count); the loop
     every other call runs is the same with or without the guard (checked: 1112 / 1647 / 785 instructions
     at 2 / 3 / 4 bits either way, triton 3.9)."""
     tile = _tiling(1, SHAPE[0], SHAPE[1], bits, GROUP, torch.device("cpu"))
+    tile.update({k: v for k, v in (("BLOCK_N", block_n), ("num_warps", warps)) if v})
     widths = plane_widths(bits)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
     src, args = pair_dot_ptx(w0, w1, 1, bool(tile["FEW_SHIFTS"]))
@@ -152,7 +153,39 @@ def count(cubin: bytes) -> collections.Counter:
     return collections.Counter(opcode(x) for x in k_loop(sass(cubin)))
 
 
+def gemv_grid() -> None:
+    """Today's M = 1 kernel over tile width x warps: registers a thread (so warps resident an SM) against
+    K-loop instructions a word; written to results/sass_gemv_grid.md."""
+    lines = [
+        "# M = 1: registers against instructions, today's kernel over tile width x warps (issue 20)",
+        "",
+        "Command: `python benchmarks/kernels/sass_count.py --gemv-grid` (no GPU: sm_90 cubins, as for sass_count.md).",
+        "",
+        "| bits | BLOCK_N | warps | registers a thread | warps an SM at most (by registers) | K-loop instructions a warp | words a thread an iteration | instructions a word |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for bits in (2, 3, 4):
+        for block_n in (64, 128, 256):
+            for warps in (2, 4, 8):
+                cubin, tile = compile_gemv(bits, block_n, warps)
+                regs, n = registers(cubin), sum(count(cubin).values())
+                words = block_n * tile["BLOCK_K"] * bits / 32 / (warps * 32)
+                default = (
+                    " (default)"
+                    if _tiling(1, SHAPE[0], SHAPE[1], bits, GROUP, torch.device("cpu"))["num_warps"] == warps and block_n == 256
+                    else ""
+                )
+                lines.append(
+                    f"| {bits} | {block_n} | {warps}{default} | {regs} | {min(64, 65536 // (regs * 32))} | {n} | {words:g} | {n / words:.1f} |"
+                )
+    out = Path(__file__).parent / "results" / "sass_gemv_grid.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
+    if "--gemv-grid" in sys.argv[1:]:
+        return gemv_grid()
     rows = []  # (kernel, bits, warps, loop instructions, weight bytes per iteration, per byte, issue / HBM)
     detail = {}
     for bits in (2, 3, 4):
