@@ -47,8 +47,8 @@ def test_llama2_7b_experiments_one_gpu_and_the_paper():
     cfg = to_object(_compose(["+experiment=llama2_7b"]))
     assert cfg.model.path == "meta-llama/Llama-2-7b-hf"
     assert cfg.bits.choices == [2, 3, 4] and cfg.bits.group_size == 128
-    assert (cfg.data.num_samples, cfg.data.seq_len) == (32, 2048) and cfg.search.sensitivity_bits == "lowest"
-    assert (cfg.final.samples, cfg.final.seq_len) == (128, 2048)  # the final choice quantizes as amq.evaluate does
+    assert (cfg.data.num_samples, cfg.data.seq_len) == (64, 2048) and cfg.search.sensitivity_bits == "lowest"
+    assert cfg.search.sensitivity_samples == 32 and (cfg.final.samples, cfg.final.seq_len) == (32, 2048)
     paper = to_object(_compose(["+experiment=llama2_7b_paper"]))
     assert (paper.data.num_samples, paper.data.seq_len) == (128, 2048)
     assert (paper.search.initial_random, paper.search.iterations, paper.search.candidates) == (250, 200, 50)

@@ -184,43 +184,46 @@ def main() -> None:
         "# One-GPU search settings at 7B and 13B, projected from H200 phases",
         "",
         f"Command: `python benchmarks/search/one_gpu_projection.py {' '.join(sys.argv[1:])}` (here, no GPU), from the phase logs of",
-        "`python benchmarks/search/search_cost_7b.py --model llama2_{7b,13b} --sens-evals 2 --small 32x2048 --final 128x2048`",
-        "on an H200 (logs/search_cost_7b_h200.log, logs/search_cost_13b_h200.log; the 13B run was cut by the call's time",
-        "limit after the predictor fit). Settings: `+experiment=llama2_7b` / `llama2_13b` as shipped.",
+        "`python benchmarks/search/search_cost_7b.py` on an H200 named in each section (the first 13B run,",
+        "logs/search_cost_13b_h200.log, was cut by the call's time limit after the predictor fit), and one search",
+        "iteration's CPU work (predictor fit + NSGA-II round) timed alone on the GPU machine by `round_cost.py`",
+        "(logs/round_cost_h200.log). Settings: `+experiment=llama2_7b` / `llama2_13b` as shipped, then the setting",
+        "they replaced.",
         "",
     ]
-    half = ("data.num_samples=64", "search.sensitivity_samples=32", "final.samples=32")
-    half_title = f"the half split (`{' '.join(half)}`"
+    # the setting before 2026-12-03 (fourth session): candidates and sensitivity on 32 x 2048, the final choice on 128
+    quarter = ("data.num_samples=32", "search.sensitivity_samples=null", "final.samples=128")
     logs = RESULTS / "logs"
-    runs = (  # title, experiment, log, host-bank log, overrides, log of the phases at another calibration size
-        ("llama2_7b", "llama2_7b", logs / "search_cost_7b_h200.log", None, (), ()),
+    before = "before 2026-12-03 (`" + " ".join(quarter) + "`)"
+    runs = (  # title, experiment, log, host-bank log, overrides, logs of phases the first lacks (other calibration sizes)
         (
-            f"llama2_7b, {half_title}; phases from logs/search_cost_7b_h200_half.log:"
-            " `search_cost_7b.py --model llama2_7b --sens-evals 2 --small 32x2048,64x2048 --final 32x2048`)",
+            "llama2_7b as shipped (phases from logs/search_cost_7b_h200_half.log: `search_cost_7b.py --model llama2_7b"
+            " --sens-evals 2 --small 32x2048,64x2048 --final 32x2048`)",
             "llama2_7b",
             logs / "search_cost_7b_h200_half.log",
             None,
-            half,
-            (),
-        ),
-        ("llama2_13b", "llama2_13b", logs / "search_cost_13b_h200.log", None, (), ()),
-        (
-            "llama2_13b, proxy bank in host memory (`proxy.bank_device=cpu`; what `auto` picks on an 80 GB GPU)",
-            "llama2_13b",
-            logs / "search_cost_13b_h200.log",
-            logs / "search_cost_13b_h200_bank-cpu.log",
             (),
             (),
         ),
         (
-            f"llama2_13b, {half_title}; the 64 x 2048 phases from logs/search_cost_13b_h200_64.log:"
-            " `search_cost_7b.py --model llama2_13b --samples 64 --sens-evals 1 --small '' --final ''`, the final step's"
-            " from logs/search_cost_13b_h200_bank-cpu.log)",
+            "llama2_13b as shipped (the 64 x 2048 phases from logs/search_cost_13b_h200_64.log: `search_cost_7b.py --model"
+            " llama2_13b --samples 64 --sens-evals 1 --small '' --final ''`; the final step's at 32 x 2048 from"
+            " logs/search_cost_13b_h200_bank-cpu.log)",
             "llama2_13b",
             logs / "search_cost_13b_h200.log",
             None,
-            half,
+            (),
             (logs / "search_cost_13b_h200_64.log", logs / "search_cost_13b_h200_bank-cpu.log"),
+        ),
+        (f"llama2_7b, {before}", "llama2_7b", logs / "search_cost_7b_h200.log", None, quarter, ()),
+        (f"llama2_13b, {before}", "llama2_13b", logs / "search_cost_13b_h200.log", None, quarter, ()),
+        (
+            f"llama2_13b, {before}, proxy bank in host memory (`proxy.bank_device=cpu`; what `auto` picks on an 80 GB GPU)",
+            "llama2_13b",
+            logs / "search_cost_13b_h200.log",
+            logs / "search_cost_13b_h200_bank-cpu.log",
+            quarter,
+            (),
         ),
     )
     for title, model, log, host_bank, overrides, extra in runs:
