@@ -124,8 +124,8 @@ def project(
     if nsga_key is None and nsga_log is not None:  # the same model's round, timed by another run on the GPU machine
         ph.update({k: v for k, v in phases(nsga_log).items() if k.startswith(("NSGA-II", "predictor fit"))})
         nsga_key = next((k for k in ph if k.startswith("NSGA-II")), None)
-    rounds = ROUNDS_LOG.exists() and dict(ROUND_LINE.findall(ROUNDS_LOG.read_text()))
-    if rounds and model in rounds:  # the current code's round, timed alone on the GPU machine
+    rounds = dict(ROUND_LINE.findall(ROUNDS_LOG.read_text())) if ROUNDS_LOG.exists() else {}
+    if model in rounds:  # the current code's round, timed alone on the GPU machine
         round_s, round_note = float(rounds[model]), f"GPU machine, round_cost.py ({ROUNDS_LOG.relative_to(RESULTS)})"
     elif nsga_key:
         round_s, round_note = ph[nsga_key][0] + ph["predictor fit (rbf, 250 plans)"][0], "GPU machine"
