@@ -11,12 +11,12 @@ Fresh random codes, scales, zeros and activations for every case; the output is 
 NaN before each run (`matmul(out=...)`), so an element a kernel fails to write shows up as NaN;
 a case fails at relative error >= 1e-2 or any NaN. Paths: M = 1 (default tiles, serial split-K,
 exact fp32 inner loop instead of fp16-pair PTX, pairs shifted down instead of FEW_SHIFTS, no |x|
-guard), M = 4 and 16 (the PAIRS + SWAP tiles with atomics and with serial split-K, ROWS4 with
+guard, SUBNORMAL), M = 4 and 16 (the PAIRS + SWAP tiles with atomics and with serial split-K, ROWS4 with
 both, code-by-code tiles with PAIRS, SWAP, both), M = 64 (tensor-core tiles with split K, also
 PAIRS and PAIRS + SWAP), M = 300 (dequantize + cuBLAS), grouped launches (q/k/v, gate/up at mixed
 bits); shapes with group 32/64 and bit-widths 1/5/6 take the default path only; fp16 and bf16;
-activations of scale 1 and 1000 (the PTX loop accumulates fp16 pairs), and at M = 1 with
-outliers of 20000 (past the guard's 4096). Prints failures and a summary.
+activations of scale 1 and 1000 (the PTX loop accumulates fp16 pairs), and at M = 1 of scale 0.01
+and with outliers of 20000 (past the guard's 4096). Prints failures and a summary.
 """
 
 import argparse
@@ -42,6 +42,7 @@ def paths(m: int, n: int, k: int, bits: int, group: int) -> dict[str, dict | Non
             "fp32-loop": {**base, "PTX": 0},
             "shifted-pairs": {**base, "FEW_SHIFTS": 0},
             "no-guard": {**base, "GUARD": 0},
+            "subnormal": {**base, "SUBNORMAL": 1},
         }
     if m <= 16:
         rows4 = {"BLOCK_N": 128, "BLOCK_K": min(128, group), "SPLIT_K": 8, "num_warps": 4, "num_stages": 3, "ROWS4": 1}
@@ -61,6 +62,7 @@ def paths(m: int, n: int, k: int, bits: int, group: int) -> dict[str, dict | Non
 
 
 OUTLIERS = -1.0  # the x "scale" that means: N(0, 1) inputs with every 512th at 20000 (massive activations)
+SMALL = 0.01  # inputs far below 1: where SUBNORMAL's input scale saturates (2^15) and its products are subnormal
 
 
 def random_packed(n: int, k: int, bits: int, group: int):
@@ -96,10 +98,12 @@ def main() -> None:
     cases = fails = 0
     worst: dict[str, float] = {}
     for bits, (n, k, group), m, dtype, xscale in itertools.product(
-        (1, 2, 3, 4, 5, 6), SHAPES, ms, (torch.float16, torch.bfloat16), (1.0, 1000.0, OUTLIERS)
+        (1, 2, 3, 4, 5, 6), SHAPES, ms, (torch.float16, torch.bfloat16), (1.0, 1000.0, SMALL, OUTLIERS)
     ):
         if (bits not in (2, 3, 4) and m != 1) or (xscale != 1.0 and m == 300):
             continue  # 1/5/6 bits: the M = 1 kernel only; the cuBLAS path has no fp16 pair sums
+        if xscale == SMALL and m != 1:
+            continue  # small inputs: the M = 1 loops' fp16 pair sums (SUBNORMAL's products are subnormal there)
         if xscale == OUTLIERS and (m != 1 or bits not in (2, 3, 4)):
             continue  # inputs past 4096: the M = 1 PTX loop's guard (such splits run in fp32)
         p = random_packed(n, k, bits, group)

@@ -132,6 +132,29 @@ def sweep_ptx() -> None:
         print(f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {t0:.1f} | {t1:.1f} | {t0 / t1:.2f}x |", flush=True)
 
 
+def sweep_subnormal(dtype: torch.dtype) -> None:
+    """M = 1, default tiles: today's PTX loop (3 instructions a pair of codes) against SUBNORMAL
+    (`pair_dot_sub_ptx`: 2, sass_count.md), each checked against float64 first, on N(0, 1) inputs and on
+    inputs of scale 0.01 (where SUBNORMAL's products are subnormal): time and relative error."""
+    import itertools
+
+    print("| N x K | bits | fp16 us | default us | SUBNORMAL us | speedup | rel. error default / SUBNORMAL, x ~ 1 | same, x ~ 0.01 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (n, k), bits in itertools.product(SWEEP_SHAPES, BITS):
+        ps, x, ref, t16 = sweep_case(n, k, 1, bits, dtype)
+        base = _tiling(1, n, k, bits, GROUP, x.device)
+        t0, t1 = _checked_time(x, ps, ref, base), _checked_time(x, ps, ref, {**base, "SUBNORMAL": 1})
+        errs = []
+        for xs in (x, x * 0.01):
+            want = xs.double() @ dequantize(ps[0], torch.float64).t()
+            for cfg in (base, {**base, "SUBNORMAL": 1}):
+                errs.append(((matmul(xs, ps[0], cfg).double() - want).norm() / want.norm()).item())
+        print(
+            f"| {n} x {k} | {bits} | {t16:.1f} | {t0:.1f} | {t1:.1f} | {t0 / t1:.2f}x | {errs[0]:.1e} / {errs[1]:.1e} | {errs[2]:.1e} / {errs[3]:.1e} |",
+            flush=True,
+        )
+
+
 def sweep_mid_m(ms: list[int]) -> None:
     """fp16, M between the decode and prefill paths: the default (`matmul`'s own choice), dequantize
     + cuBLAS, and the fused tensor-core kernel over a grid of tiles with split K so the tiles fill
@@ -369,11 +392,12 @@ def sweep(ms: list[int]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default=None, help="only these N x K, e.g. 4096x11008,5120x5120 (default: Llama-2-7B's)")
-    ap.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16", help="activations (--sweep-pairs)")
+    ap.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16", help="activations (--sweep-pairs, --sweep-subnormal)")
     ap.add_argument("--sweep", action="store_true", help="search tile configs for every M in --sweep-m")
     ap.add_argument("--sweep-m", default="1,16,2048", help="row counts --sweep covers")
     ap.add_argument("--sweep-gemv", action="store_true", help="M = 1 kernel variants and tiles")
     ap.add_argument("--sweep-gemv-occupancy", action="store_true", help="M = 1: tile width x warps x waves (registers vs instructions)")
+    ap.add_argument("--sweep-subnormal", action="store_true", help="M = 1: the PTX loop against SUBNORMAL (2 instructions a pair)")
     ap.add_argument("--sweep-small-m", action="store_true", help="M = 2..16: tensor-core tiles vs ROWS4")
     ap.add_argument("--sweep-group", action="store_true", help="M = 1: q/k/v and gate/up separately vs in one launch")
     ap.add_argument("--sweep-ptx", action="store_true", help="M = 1 and 4: the PTX inner loop with fewer word shifts")
@@ -401,6 +425,7 @@ def main() -> None:
         "sweep_small_m": sweep_small_m,
         "sweep_gemv": sweep_gemv,
         "sweep_gemv_occupancy": sweep_gemv_occupancy,
+        "sweep_subnormal": lambda: sweep_subnormal(torch.bfloat16 if args.dtype == "bf16" else torch.float16),
         "sweep": lambda: sweep([int(v) for v in args.sweep_m.split(",")]),
     }
     chosen = [run for name, run in modes.items() if getattr(args, name)]

@@ -35,7 +35,7 @@ from amq_kernels import jit, jit_mma  # noqa: E402
 from amq_kernels.matmul import FUSE, _tiling  # noqa: E402
 from amq_kernels.mma import placed_pair_ptx  # noqa: E402
 from amq_kernels.packing import plane_widths  # noqa: E402
-from amq_kernels.ptx import pair_dot_ptx  # noqa: E402
+from amq_kernels.ptx import packed_offsets, pair_dot_ptx, pair_dot_sub_ptx  # noqa: E402
 
 SMS, SCHEDULERS, CLOCK_HZ, HBM_BPS = 132, 4, 1.98e9, 4.8e12
 GROUP = 128
@@ -60,7 +60,7 @@ def _on_cubin(tool: str, cubin: bytes, *args: str) -> str:
         os.unlink(f.name)
 
 
-def compile_gemv(bits: int, block_n: int | None = None, warps: int | None = None) -> tuple[bytes, dict]:
+def compile_gemv(bits: int, block_n: int | None = None, warps: int | None = None, sub: bool = False) -> tuple[bytes, dict]:
     """The cubin of `gemv_kernel` with the tiling `matmul` picks at M = 1 (`_tiling`), and that tiling.
     Without the |x| guard: with it the kernel holds a second K loop, run only for a split whose inputs
     reach 4096, whose input conversions make it the largest loop (what `k_loop` would count); the loop
@@ -70,9 +70,9 @@ def compile_gemv(bits: int, block_n: int | None = None, warps: int | None = None
     tile.update({k: v for k, v in (("BLOCK_N", block_n), ("num_warps", warps)) if v})
     widths = plane_widths(bits)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
-    src, args = pair_dot_ptx(w0, w1, 1, bool(tile["FEW_SHIFTS"]))
+    src, args = pair_dot_sub_ptx(w0, w1) if sub else pair_dot_ptx(w0, w1, 1, bool(tile["FEW_SHIFTS"]))
     consts = dict(GROUP=GROUP, W0=w0, W1=w1, BLOCK_N=tile["BLOCK_N"], BLOCK_K=tile["BLOCK_K"], REDUCE="atomic", PTX=True, PTX_SRC=src,
-                  PTX_ARGS=args, GUARD=False)  # fmt: skip
+                  PTX_ARGS=args, GUARD=False, SUB=sub, OFFS=packed_offsets(w0, w1) if sub else 0)  # fmt: skip
     sig = {}
     for name in jit.gemv_kernel.arg_names:
         if name in consts:
@@ -109,14 +109,15 @@ def registers(cubin: bytes) -> int:
 
 
 def k_loop(lines: list[str]) -> list[str]:
-    """Instructions of the largest block that ends in a branch back to its own start label."""
+    """Instructions of the largest block that ends in a branch back to its own start label and multiplies in
+    fp16 pairs or on tensor cores (HFMA2 / HGMMA): the kernel's main K loop, not an fp32 fallback loop."""
     labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"^\s*\.?(L_x_\d+|\.L_x_\d+):", line))}
     best: list[str] = []
     for i, line in enumerate(lines):
         m = re.search(r"BRA\s+`?\(?\.?(L_x_\d+)", line)
         if m and m.group(1) in labels and labels[m.group(1)] < i:
             body = [x for x in lines[labels[m.group(1)] : i + 1] if re.search(r"/\*[0-9a-f]{4}\*/", x)]
-            if len(body) > len(best):
+            if len(body) > len(best) and any(re.search(r"\b(HFMA2|HGMMA)", x) for x in body):
                 best = body
     return best
 
@@ -193,6 +194,8 @@ def main() -> None:
         # one K-loop iteration of one program: BLOCK_N x BLOCK_K codes + one group's scales and zeros
         wb = tile["BLOCK_N"] * tile["BLOCK_K"] * bits / 8 + tile["BLOCK_N"] * 4 * tile["BLOCK_K"] / GROUP
         detail[("gemv", bits)] = (count(cubin), tile["num_warps"], wb, registers(cubin))
+        sub, _ = compile_gemv(bits, sub=True)
+        detail[("gemv sub", bits)] = (count(sub), tile["num_warps"], wb, registers(sub))
         for int_zero in (False, True):
             # MMA_UNROLL steps of a 64 x 128 block: codes + each row's scale and zero
             wb = MMA_UNROLL * (64 * 128 * bits / 8 + 64 * 4)
@@ -202,7 +205,7 @@ def main() -> None:
         n = sum(ops.values())
         per_byte = n * warps / wb
         rows.append((kernel, bits, warps, regs, n, wb, per_byte, per_byte / (SMS * SCHEDULERS * CLOCK_HZ) * HBM_BPS))
-    kernels = ["gemv", "mma", "mma int z"]
+    kernels = ["gemv", "gemv sub", "mma", "mma int z"]
     ratio = {(r[0], r[1]): r[7] for r in rows}
     lines = [
         "# M = 1: SASS instructions per byte, today's decode kernel and the mma kernel (issue 20)",
@@ -212,6 +215,8 @@ def main() -> None:
         "- `gemv`: `gemv_kernel` with the tiling `matmul._tiling` picks at M = 1 (group 128, inline PTX), its K loop for inputs",
         "  under 4096 (the guard's own loop for larger ones, with input conversions, is not counted: until 2026-12-03 this",
         "  page counted that one, 1.40 / 1.27 / 1.29x the instructions of the loop that runs).",
+        "- `gemv sub`: the same kernel with config SUBNORMAL (`pair_dot_sub_ptx`: codes masked into fp16 subnormals, the",
+        "  inputs pre-scaled by powers of two per row; 2 instructions a pair of codes instead of 3; opt-in, not yet timed).",
         f"- `mma`: `mma_matmul_kernel` (amq_kernels/mma.py) at M = 1, {MMA_UNROLL} steps of 128 inputs a loop iteration; `mma int z`: the",
         "  same with integer zeros (GPTQ / AWQ / RTN), one fp16x2 op a pair fewer.",
         "",
@@ -232,7 +237,7 @@ def main() -> None:
         "Loop body by kind (per warp, one iteration):",
         "",
         "| opcode | what | " + " | ".join(f"{k} {b}b" for k in kernels for b in (2, 3, 4)) + " |",
-        "|---|---|" + "---|" * 9,
+        "|---|---|" + "---|" * 3 * len(kernels),
     ]
     names = sorted(
         set().union(*(d[0] for d in detail.values())), key=lambda o: (-sum(d[0][o] for d in detail.values()), o)
@@ -260,6 +265,10 @@ def main() -> None:
         + " at 2 / 3 / 4 bits. At 2 and 3 bits the per-word rest (widening the",
         "fp16 sums, scaling, adding: about 5 instructions a word) is what crosses 1; reaching the byte ceiling there takes",
         "fewer instructions a pair, not better latency hiding alone.",
+        "`gemv sub` is that: each pair masked into two fp16 subnormals q 2^(r - 24) (no exponent OR, no fma to remove it),",
+        "one fma with inputs the kernel pre-scales by 2^(F - r) per row (F from the split's max |x|): issue / HBM "
+        + " / ".join(f"{ratio[('gemv sub', b)]:.2f}" for b in (2, 3, 4))
+        + " at 2 / 3 / 4 bits. Opt-in (config SUBNORMAL) until the GPU times it.",
         "",
     ]
     out = Path(__file__).parent / "results" / "sass_count.md"

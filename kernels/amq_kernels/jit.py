@@ -268,6 +268,43 @@ def _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF: tl.constexpr, W1: tl.const
 
 
 @triton.jit
+def _step_sub(x_ptr, w0, w1, s, z, xsum, pair0, HALF: tl.constexpr, W1: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
+              OFFS: tl.constexpr, f):  # fmt: skip
+    """One K step with pair_dot_sub_ptx (codes as fp16 subnormals): input pair j goes in times 2^(f - r_j),
+    r_j = (OFFS >> 4 j) & 15 (pair_positions), an exact fp16x2 multiply by a power of two (bf16 inputs
+    through fp32); the step's s sum(q x) per word row, and its zero term s z sum(x)."""
+    BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
+    xp = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair0
+    x0 = _sub_pair(tl.load(xp), f, (OFFS >> 0) & 15, BF16)[:, None]
+    x1 = _sub_pair(tl.load(xp + 1), f, (OFFS >> 4) & 15, BF16)[:, None]
+    x2 = _sub_pair(tl.load(xp + 2), f, (OFFS >> 8) & 15, BF16)[:, None]
+    x3 = _sub_pair(tl.load(xp + 3), f, (OFFS >> 12) & 15, BF16)[:, None]
+    if HALF == 4:
+        d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, [w0, x0, x1, x2, x3], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        x4 = _sub_pair(tl.load(xp + 4), f, (OFFS >> 16) & 15, BF16)[:, None]
+        x5 = _sub_pair(tl.load(xp + 5), f, (OFFS >> 20) & 15, BF16)[:, None]
+        x6 = _sub_pair(tl.load(xp + 6), f, (OFFS >> 24) & 15, BF16)[:, None]
+        x7 = _sub_pair(tl.load(xp + 7), f, (OFFS >> 28) & 15, BF16)[:, None]
+        if W1 > 0:
+            args = [w0, w1, x0, x1, x2, x3, x4, x5, x6, x7]
+        else:
+            args = [w0, x0, x1, x2, x3, x4, x5, x6, x7]
+        d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=tl.float32, is_pure=True, pack=1)
+    return d * (tl.exp2((24 - f).to(tl.float32)) * s)[None, :], s * z * xsum  # d = sum(q x) 2^(f - 24) per word
+
+
+@triton.jit
+def _sub_pair(v, f, r: tl.constexpr, BF16: tl.constexpr):
+    """An input pair (b32) times 2^(f - r), as fp16x2 (f - r in -14..15: an exact power of two)."""
+    e = f - r
+    if BF16:
+        return _f16_pair(v, True, True, tl.exp2(e.to(tl.float32)))
+    half = (e + 15) << 10  # the fp16 bits of 2^e
+    return tl.inline_asm_elementwise("mul.rn.f16x2 $0, $1, $2;", "=r,r,r", [v, half | (half << 16)], dtype=tl.int32, is_pure=True, pack=1)
+
+
+@triton.jit
 def _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R: tl.constexpr, BLOCK_N: tl.constexpr, HALF: tl.constexpr,
               W0: tl.constexpr, W1: tl.constexpr):  # fmt: skip
     """One K step in exact fp32 (OR-ing bf16's exponent of 128 into both halves gives 128 + q;
@@ -284,9 +321,11 @@ def _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R: tl.constexpr, BLOCK_N: tl.con
 @triton.jit
 def _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
                GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-               USE_PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, SCALED: tl.constexpr, xscale):  # fmt: skip
+               USE_PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, SCALED: tl.constexpr, xscale,
+               SUB: tl.constexpr = False, OFFS: tl.constexpr = 0, f=0):  # fmt: skip
     """A split's K loop: (per word row sum of s x . q [+ bias], sum over groups of the zero
-    term), in fp16-pair PTX (inputs times `xscale` if SCALED) or exact fp32."""
+    term), in fp16-pair PTX (inputs times `xscale` if SCALED; SUB: pair_dot_sub_ptx with the
+    inputs scaled by 2^f) or exact fp32."""
     PER: tl.constexpr = 32 // W0  # codes per plane-0 word
     HALF: tl.constexpr = PER // 2  # code pairs per word
     R: tl.constexpr = BLOCK_K // PER  # plane-0 word rows per step
@@ -297,7 +336,9 @@ def _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, 
         w0, w1, s, z = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, rows, offs_n, mask_n, N, GROUP, W0, W1)
         xsum = tl.sum(tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32))
         pair0 = (k0 + rows * PER) // 2  # index of each row's first input pair
-        if USE_PTX:
+        if USE_PTX and SUB:
+            da, dz = _step_sub(x_ptr, w0, w1, s, z, xsum, pair0, HALF, W1, PTX_SRC, PTX_ARGS, OFFS, f)
+        elif USE_PTX:
             da, dz = _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF, W1, PTX_SRC, PTX_ARGS, SCALED, xscale)
         else:
             da, dz = _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R, BLOCK_N, HALF, W0, W1)
@@ -312,13 +353,16 @@ def gemv_kernel(
     GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, REDUCE: tl.constexpr,
     PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, GUARD: tl.constexpr,
+    SUB: tl.constexpr = False, OFFS: tl.constexpr = 0,
 ):  # fmt: skip
     """y (N,) = W x for one input row. Program (n tile, k split); BLOCK_K <= GROUP.
     PTX: 16-bit inputs, bits 2/3/4, with (PTX_SRC, PTX_ARGS) = pair_dot_ptx(W0, W1);
     GUARD: a split whose inputs reach 4096 in magnitude scales them down by a power of two
-    (the fp16 word sums would overflow) and the result back up."""
+    (the fp16 word sums would overflow) and the result back up.
+    SUB: (PTX_SRC, PTX_ARGS) = pair_dot_sub_ptx(W0, W1) instead, OFFS the pairs' bit positions
+    (pair_positions, 4 bits each): 2 instructions a pair of codes, no overflow to guard."""
     _gemv_tile(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K, tl.program_id(0), tl.program_id(1),
-               GROUP, W0, W1, BLOCK_N, BLOCK_K, REDUCE, PTX, PTX_SRC, PTX_ARGS, GUARD)  # fmt: skip
+               GROUP, W0, W1, BLOCK_N, BLOCK_K, REDUCE, PTX, PTX_SRC, PTX_ARGS, GUARD, SUB, OFFS)  # fmt: skip
 
 
 @triton.jit
@@ -349,22 +393,38 @@ def gemv_group_kernel(
 
 
 @triton.jit
+def _split_max(x_ptr, k_start, k_end, BLOCK_K: tl.constexpr):
+    """max |x| over a split's inputs (a few hundred bytes, in L2)."""
+    xm = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        xm = tl.maximum(xm, tl.abs(tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32)))
+    return tl.max(xm)
+
+
+@triton.jit
 def _gemv_tile(
     x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K, pid_n, pid_k,
     GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, REDUCE: tl.constexpr,
     PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, GUARD: tl.constexpr,
+    SUB: tl.constexpr = False, OFFS: tl.constexpr = 0,
 ):  # fmt: skip
     """One (n tile, k split) program of `gemv_kernel`."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
     k_start, k_end = _k_range(K, BLOCK_K, SPLIT_K, pid_k)
-    if PTX:
+    if PTX and SUB:  # pair_dot_sub_ptx: the inputs scaled by 2^f, max |x| 2^f < 2^15, so nothing overflows
+        xmax = _split_max(x_ptr, k_start, k_end, BLOCK_K)
+        f = tl.maximum(tl.minimum(15.0, 14.0 - tl.floor(tl.log2(xmax))), -5.0).to(tl.int32)  # 2^(f - r) a normal fp16
+        if x_ptr.dtype.element_ty == tl.bfloat16 and xmax >= 1048576.0:  # past 2^20 (bf16 only): the exact fp32 loop
+            acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
+                                    GROUP, W0, W1, BLOCK_N, BLOCK_K, False, PTX_SRC, PTX_ARGS, False, 1.0)  # fmt: skip
+        else:
+            acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
+                                    GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS, False, 1.0, True, OFFS, f)  # fmt: skip
+    elif PTX:
         if GUARD:  # fp16 word sums stay finite for |x| < 4096: a split with larger inputs is scaled down by a power of two
-            xm = tl.zeros((BLOCK_K,), dtype=tl.float32)
-            for k0 in range(k_start, k_end, BLOCK_K):  # the split's inputs (a few hundred bytes, in L2)
-                xm = tl.maximum(xm, tl.abs(tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32)))
-            xmax = tl.max(xm)
+            xmax = _split_max(x_ptr, k_start, k_end, BLOCK_K)
             if xmax < 4096.0:  # the common case: the plain loop
                 acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
                                         GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS, False, 1.0)  # fmt: skip

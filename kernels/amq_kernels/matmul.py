@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from amq_kernels.packing import PackedWeight, plane_widths
-from amq_kernels.ptx import pair_dequant_ptx, pair_dot_ptx
+from amq_kernels.ptx import packed_offsets, pair_dequant_ptx, pair_dot_ptx, pair_dot_sub_ptx
 
 # Every launch asks for fused multiply-adds: the fp32 scale/zero epilogues and accumulations were
 # measured (and their tolerances set) with FMAs, which Triton up to 3.9 fuses by default and 3.10
@@ -210,6 +210,7 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     use_ptx = bool(cfg.pop("PTX", 1)) and _ptx_ok(x2, widths)
     few_shifts = bool(cfg.pop("FEW_SHIFTS", 0))
     guard = bool(cfg.pop("GUARD", 1))  # M = 1: splits with |x| >= 4096 scaled down (ROWS4 has no guard)
+    sub = bool(cfg.pop("SUBNORMAL", 0)) and use_ptx and m == 1  # M = 1: pair_dot_sub_ptx (opt-in, issue 20)
     rows = 1 if m == 1 else 4
     for key in ("BLOCK_M", "ROWS4", "PAIRS", "SWAP"):
         cfg.pop(key, None)
@@ -217,14 +218,15 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     reduce = _reduction(cfg, split)
     y, ws, lock = _outputs(x2, n, split, reduce, grid[0] * grid[1], out)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
-    src, args = pair_dot_ptx(w0, w1, rows, few_shifts) if use_ptx else ("", "")
+    src, args = pair_dot_sub_ptx(w0, w1) if sub else pair_dot_ptx(w0, w1, rows, few_shifts) if use_ptx else ("", "")
     p1 = packed.planes[1] if w1 else packed.planes[0]
     consts = dict(GROUP=packed.group_size, W0=w0, W1=w1, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce,
                   PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, **cfg)  # fmt: skip
     if m == 1:
         gemv_kernel[grid[::2]](
-            x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, n, k, split, GUARD=guard, **consts, **FUSE
-        )
+            x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, n, k, split, GUARD=guard, SUB=sub,
+            OFFS=packed_offsets(w0, w1) if sub else 0, **consts, **FUSE,
+        )  # fmt: skip
     else:
         gemv4_kernel[grid](
             x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, m, n, k, x2.stride(0), y.stride(0), split, **consts, **FUSE
@@ -292,6 +294,7 @@ _CONFIG_KEYS = {
     "PAIRS",
     "SWAP",
     "GUARD",
+    "SUBNORMAL",
 }
 
 
@@ -336,7 +339,8 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
         y = _gemv(x2, packed, widths, cfg, out)
     else:
         cfg = dict(cfg)
-        cfg.pop("FEW_SHIFTS", None)  # a decode-kernel option
+        cfg.pop("FEW_SHIFTS", None)  # decode-kernel options
+        cfg.pop("SUBNORMAL", None)
         split = _split(k, cfg["BLOCK_K"], cfg.pop("SPLIT_K"), packed.group_size)
         grid = (triton.cdiv(n, cfg["BLOCK_N"]), triton.cdiv(m, cfg["BLOCK_M"]), split)
         reduce = _reduction(cfg, split)

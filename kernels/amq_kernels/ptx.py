@@ -27,29 +27,13 @@ def pair_dot_ptx(w0: int, w1: int, rows: int = 1, few_shifts: bool = False) -> t
     bits (once per word at 2 and 4 bits instead of 7 and 3 times). Returns the PTX and its
     operand constraints."""
     half = 32 // w0 // 2
-    pair_mask = ((1 << w0) - 1) * 0x00010001
     word = f"${rows}"
     first_x = rows + (2 if w1 else 1)
     accs = [f"a{r}" for r in range(rows)]
-    body, offsets, base, src = [], [], 0, word
-    for j in range(half):
-        r = j * w0 - base if few_shifts else 0  # where the pair sits in the (shifted) word
-        if few_shifts and r + w0 + w1 > 10:  # it would reach fp16's exponent: shift the word here
-            base, r = j * w0, 0
-        if few_shifts and j * w0 != 0 and r == 0:
-            body.append(f"shr.u32 s, {word}, {base};")
-            src = "s"
-        elif not few_shifts and j:
-            body.append(f"shr.u32 s, {word}, {w0 * j};")
-            src = "s"
+    body, offsets = [], []
+    for j, (unpack, r) in enumerate(_pair_unpack(w0, w1, word, f"${rows + 1}", few_shifts, "0x64006400")):  # (src & mask) | 1024
         offsets.append(r)
-        body.append(f"lop3.b32 t, {src}, {pair_mask << r:#010x}, 0x64006400, 0xEA;")  # (src & mask) | 1024
-        if w1:
-            hi_mask = ((1 << w1) - 1) * 0x00010001 << (w0 + r)
-            shift = j * w1 - w0 - r
-            hi = f"${rows + 1}"
-            body.append(f"shr.u32 u, {hi}, {shift};" if shift > 0 else f"shl.b32 u, {hi}, {-shift};" if shift < 0 else f"mov.b32 u, {hi};")
-            body.append(f"lop3.b32 t, u, {hi_mask:#010x}, t, 0xEA;")  # | the high bits
+        body += unpack
         body.append(f"fma.rn.f16x2 t, t, k{r}, c{r};")  # (1024 + q 2^r) 2^-(r + 4) - 2^(6 - r) = q / 16
         body += [f"fma.rn.f16x2 {a}, t, ${first_x + i * half + j}, {a};" for i, a in enumerate(accs)]
     consts = sorted(set(offsets))
@@ -67,6 +51,67 @@ def pair_dot_ptx(w0: int, w1: int, rows: int = 1, few_shifts: bool = False) -> t
     lines.append("}")
     constraints = ",".join(["=f"] * rows + ["r"] * (2 if w1 else 1) + ["r"] * (rows * half))
     return "\n".join(lines), constraints
+
+
+def pair_positions(w0: int, w1: int, few_shifts: bool) -> list[tuple[int, int]]:
+    """Per code pair j of a plane-0 word of width w0 (high bits of width w1 merged above it): how far the
+    word is shifted right before the pair is masked, and the bit r where the pair then sits. Shifted down
+    to bit 0 each time, or (few_shifts) masked where it sits while its code, q 2^r, stays below fp16's
+    exponent bits (r + w0 + w1 <= 10), the word shifted only when the next pair would reach them."""
+    out, base = [], 0
+    for j in range(32 // w0 // 2):
+        if not few_shifts:
+            out.append((j * w0, 0))
+            continue
+        if j * w0 - base + w0 + w1 > 10:
+            base = j * w0
+        out.append((base, j * w0 - base))
+    return out
+
+
+def _pair_unpack(w0: int, w1: int, word: str, hi: str, few_shifts: bool, exponent: str) -> list[tuple[list[str], int]]:
+    """Per code pair: the instructions that leave it in `t` as two 16-bit halves, (q 2^r) | exponent (OR-ed
+    in by the same lop3), and r (pair_positions). Registers s, t, u."""
+    pair_mask = ((1 << w0) - 1) * 0x00010001
+    out, cur, src = [], 0, word
+    for j, (shift, r) in enumerate(pair_positions(w0, w1, few_shifts)):
+        lines = []
+        if shift != cur:
+            lines.append(f"shr.u32 s, {word}, {shift};")
+            cur, src = shift, "s"
+        lines.append(f"lop3.b32 t, {src}, {pair_mask << r:#010x}, {exponent}, 0xEA;")  # (src & mask) | exponent
+        if w1:
+            hi_mask = ((1 << w1) - 1) * 0x00010001 << (w0 + r)
+            hs = j * w1 - w0 - r
+            lines.append(f"shr.u32 u, {hi}, {hs};" if hs > 0 else f"shl.b32 u, {hi}, {-hs};" if hs < 0 else f"mov.b32 u, {hi};")
+            lines.append(f"lop3.b32 t, u, {hi_mask:#010x}, t, 0xEA;")  # | the high bits
+        out.append((lines, r))
+    return out
+
+
+def pair_dot_sub_ptx(w0: int, w1: int) -> tuple[str, str]:
+    """Inline PTX for one word (plus its high-bit word at 3 bits) against one input row, with 2
+    instructions a pair of codes instead of pair_dot_ptx's 3: a pair is masked where it sits (no
+    exponent OR-ed in), so each 16-bit half is the fp16 *subnormal* q 2^r 2^-24, exact, and one fp16x2
+    fma multiplies it into the word's accumulator with the input pair, which the caller passes already
+    times 2^(F - r) (r per pair: pair_positions(w0, w1, True)): each product is q x 2^(F - 24). The
+    caller picks F so that max |x| 2^F < 2^15: no product or word sum can overflow (at most 2^-4), and
+    multiplies the result by 2^(24 - F). Operands: $0 the fp32 result, the plane-0 word, [the plane-1 word
+    as pair_dot_ptx takes it], the input pairs as b32. Returns the PTX and its operand constraints."""
+    half = 32 // w0 // 2
+    first_x = 3 if w1 else 2
+    body = []
+    for j, (unpack, _) in enumerate(_pair_unpack(w0, w1, "$1", "$2", True, "0")):
+        body += unpack
+        body.append(f"fma.rn.f16x2 a, t, ${first_x + j}, a;")
+    lines = ["{", ".reg .b32 s, t, u, a;", ".reg .b16 a_lo, a_hi;", ".reg .f32 f_lo, f_hi;", "mov.b32 a, 0;", *body]
+    lines += ["mov.b32 {a_lo, a_hi}, a;", "cvt.f32.f16 f_lo, a_lo;", "cvt.f32.f16 f_hi, a_hi;", "add.f32 $0, f_lo, f_hi;", "}"]
+    return "\n".join(lines), ",".join(["=f"] + ["r"] * (first_x - 1 + half))
+
+
+def packed_offsets(w0: int, w1: int) -> int:
+    """pair_dot_sub_ptx's pair positions r_j, 4 bits each (pair j at bits 4j), as gemv_kernel's OFFS takes them."""
+    return sum(r << 4 * j for j, (_, r) in enumerate(pair_positions(w0, w1, True)))
 
 
 def pair_dequant_ptx(w0: int, w1: int, bf16: bool = False) -> tuple[str, str]:

@@ -20,7 +20,7 @@ from triton.compiler import ASTSource  # noqa: E402
 from amq_kernels import jit  # noqa: E402
 from amq_kernels.matmul import FUSE  # noqa: E402
 from amq_kernels.packing import plane_widths  # noqa: E402
-from amq_kernels.ptx import pair_dequant_ptx, pair_dot_ptx  # noqa: E402
+from amq_kernels.ptx import packed_offsets, pair_dequant_ptx, pair_dot_ptx, pair_dot_sub_ptx  # noqa: E402
 
 WORDS = ("p0_ptr", "p1_ptr", "a0_ptr", "a1_ptr", "b0_ptr", "b1_ptr", "c0_ptr", "c1_ptr", "lock_ptr")
 
@@ -67,6 +67,12 @@ def test_decode_kernels_compile_for_sm90_with_inline_ptx(bits):
     assert re.search(r"red\.global\.gpu\.relaxed\.add\.noftz\.(v\d\.)?f16\b", ptx)  # splits meet in relaxed fp16 atomics
     fsrc, fcons = pair_dot_ptx(w0, w1, few_shifts=True)
     _compile(jit.gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": fsrc, "PTX_ARGS": fcons}, num_warps=2)
+    # SUBNORMAL: two instructions a pair (pair_dot_sub_ptx), inputs scaled by fp16x2 powers of two; bf16 too
+    sub = {**common, "W0": w0, "W1": w1, "SUB": True, "OFFS": packed_offsets(w0, w1)}
+    ssrc, scons = pair_dot_sub_ptx(w0, w1)
+    ptx_sub = _compile(jit.gemv_kernel, {**sub, "PTX_SRC": ssrc, "PTX_ARGS": scons}, num_warps=2)
+    assert "mul.rn.f16x2" in ptx_sub and "0x64006400" not in ptx_sub  # scaled inputs; no exponent OR-ed into the codes
+    _compile(jit.gemv_kernel, {**sub, "PTX_SRC": ssrc, "PTX_ARGS": scons}, num_warps=2, act="*bf16")
     src4, cons4 = pair_dot_ptx(w0, w1, 4)
     _compile(
         jit.gemv4_kernel,

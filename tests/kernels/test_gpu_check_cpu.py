@@ -35,5 +35,15 @@ def test_gpu_check_runs_every_path_on_cpu_without_a_failure():
     cases, failed = map(int, re.search(r"(\d+) cases, (\d+) failed", r.stdout).groups())
     assert failed == 0, r.stdout[-3000:]
     assert cases > 300  # every bit-width, dtype, input scale and path of the GPU run
-    for path in ("M=1 serial", "M=1 fp32-loop", "M=1 no-guard", "M=4 rows4", "M=16 pairs-swap", "M=64 pairs", "M=300 default", "group 3"):
+    for path in (
+        "M=1 serial",
+        "M=1 fp32-loop",
+        "M=1 no-guard",
+        "M=1 subnormal",
+        "M=4 rows4",
+        "M=16 pairs-swap",
+        "M=64 pairs",
+        "M=300 default",
+        "group 3",
+    ):
         assert path in r.stdout, path

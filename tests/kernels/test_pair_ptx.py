@@ -150,3 +150,34 @@ def test_pair_dequant_ptx_matches_codes(bits, bf16):
                     q = float(codes[0, r * per + 2 * j + h])
                     want = (q - z) * s
                     assert abs(got[h] - want) <= eps * (2**bits) * s, (bits, trial, r, j, h, got[h], want)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_pair_dot_sub_ptx_matches_codes(bits):
+    """The 2-instruction pair (codes as fp16 subnormals, inputs pre-scaled by 2^(F - r)): a word's
+    sum of q x, times 2^(F - 24), for the words `pack_planes` writes and inputs from 0.01 to 30000."""
+    from amq_kernels.ptx import pair_dot_sub_ptx, pair_positions
+
+    g = torch.Generator().manual_seed(20 + bits)
+    w0, w1 = (4, 0) if bits == 4 else (2, 1 if bits == 3 else 0)
+    per = 32 // w0
+    src, constraints = pair_dot_sub_ptx(w0, w1)
+    offsets = [r for _, r in pair_positions(w0, w1, True)]
+    for trial, magnitude in enumerate((0.01, 1.0, 300.0, 30000.0) * 3):
+        codes = torch.randint(0, 2**bits, (1, 32), generator=g, dtype=torch.uint8)
+        x = (torch.randn(32, generator=g) * magnitude).clamp(-60000, 60000).half().numpy()
+        f = min(15, 14 - int(np.floor(np.log2(np.abs(x.astype(np.float64)).max()))))  # max |x| 2^F < 2^15
+        planes = pack_planes(codes, bits)
+        for r in range(32 // per):
+            ops = [int(planes[0][r, 0]) & 0xFFFFFFFF]
+            if w1:
+                ops.append((int(planes[1][0, 0]) >> (r % 2) * 8) & 0xFFFFFFFF)
+            xs = x[r * per : (r + 1) * per]
+            ops += [_pack16(*(np.float16(float(v) * 2.0 ** (f - offsets[j])) for v in xs[2 * j : 2 * j + 2])) for j in range(per // 2)]
+            assert constraints.count(",") + 1 == 1 + len(ops)
+            got = run_ptx(src, ops)[0] * 2.0 ** (24 - f)
+            q = codes[0, r * per : (r + 1) * per].double().numpy()
+            want = float((q * xs.astype(np.float64)).sum())
+            scale = float((q * np.abs(xs.astype(np.float64))).sum())
+            # fp16 rounding of the word's running sums, and at most half a subnormal step a product (2^-25, times 2^(24 - F))
+            assert abs(got - want) <= 2e-3 * scale + per * 2.0 ** (-1 - f), (bits, trial, r, got, want)
