@@ -233,75 +233,64 @@ def _f16_pair(v, BF16: tl.constexpr, SCALED: tl.constexpr, xscale):
 
 
 @triton.jit
-def _xpairs(xp, HALF: tl.constexpr, BF16: tl.constexpr = False, SCALED: tl.constexpr = False, xscale=1.0):
-    """One input row's HALF pairs (b32, as fp16x2) starting at `xp`, as column vectors (8 slots)."""
-    x0 = _f16_pair(tl.load(xp), BF16, SCALED, xscale)[:, None]
-    x1 = _f16_pair(tl.load(xp + 1), BF16, SCALED, xscale)[:, None]
-    x2 = _f16_pair(tl.load(xp + 2), BF16, SCALED, xscale)[:, None]
-    x3 = _f16_pair(tl.load(xp + 3), BF16, SCALED, xscale)[:, None]
+def _xpairs(xp, HALF: tl.constexpr, BF16: tl.constexpr = False, SCALED: tl.constexpr = False, xscale=1.0,
+            SUB: tl.constexpr = False, OFFS: tl.constexpr = 0, f=0):  # fmt: skip
+    """One input row's HALF pairs (b32, as fp16x2) starting at `xp`, as column vectors (8 slots);
+    SUB: pair j times 2^(f - r_j), r_j = (OFFS >> 4 j) & 15 (pair_dot_sub_ptx's input)."""
+    x0 = _x_pair(tl.load(xp), BF16, SCALED, xscale, SUB, f, (OFFS >> 0) & 15)[:, None]
+    x1 = _x_pair(tl.load(xp + 1), BF16, SCALED, xscale, SUB, f, (OFFS >> 4) & 15)[:, None]
+    x2 = _x_pair(tl.load(xp + 2), BF16, SCALED, xscale, SUB, f, (OFFS >> 8) & 15)[:, None]
+    x3 = _x_pair(tl.load(xp + 3), BF16, SCALED, xscale, SUB, f, (OFFS >> 12) & 15)[:, None]
     if HALF == 8:
-        x4 = _f16_pair(tl.load(xp + 4), BF16, SCALED, xscale)[:, None]
-        x5 = _f16_pair(tl.load(xp + 5), BF16, SCALED, xscale)[:, None]
-        x6 = _f16_pair(tl.load(xp + 6), BF16, SCALED, xscale)[:, None]
-        x7 = _f16_pair(tl.load(xp + 7), BF16, SCALED, xscale)[:, None]
+        x4 = _x_pair(tl.load(xp + 4), BF16, SCALED, xscale, SUB, f, (OFFS >> 16) & 15)[:, None]
+        x5 = _x_pair(tl.load(xp + 5), BF16, SCALED, xscale, SUB, f, (OFFS >> 20) & 15)[:, None]
+        x6 = _x_pair(tl.load(xp + 6), BF16, SCALED, xscale, SUB, f, (OFFS >> 24) & 15)[:, None]
+        x7 = _x_pair(tl.load(xp + 7), BF16, SCALED, xscale, SUB, f, (OFFS >> 28) & 15)[:, None]
     else:
         x4, x5, x6, x7 = x0, x1, x2, x3
     return x0, x1, x2, x3, x4, x5, x6, x7
 
 
 @triton.jit
-def _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF: tl.constexpr, W1: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
-              SCALED: tl.constexpr, xscale):  # fmt: skip
-    """One K step in fp16 pairs (inline PTX; bf16 inputs converted first, SCALED ones times
-    `xscale`): the step's contribution s sum(q x) per word row, and its zero term s z sum(x)."""
-    BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
-    x0, x1, x2, x3, x4, x5, x6, x7 = _xpairs(x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair0, HALF, BF16, SCALED, xscale)
-    if HALF == 4:
-        d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, [w0, x0, x1, x2, x3], dtype=tl.float32, is_pure=True, pack=1)
-    else:
-        if W1 > 0:
-            args = [w0, w1, x0, x1, x2, x3, x4, x5, x6, x7]
+def _x_pair(v, BF16: tl.constexpr, SCALED: tl.constexpr, xscale, SUB: tl.constexpr, f, r: tl.constexpr):
+    """An input pair (b32) as fp16x2 for the decode PTX: `_f16_pair`, or with SUB times 2^(f - r) (f - r in
+    -14..15: an exact fp16x2 multiply by a power of two; bf16 through fp32)."""
+    if SUB:
+        e = f - r
+        if BF16:
+            out = _f16_pair(v, True, True, tl.exp2(e.to(tl.float32)))
         else:
-            args = [w0, x0, x1, x2, x3, x4, x5, x6, x7]
-        d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=tl.float32, is_pure=True, pack=1)
-    return d * (16.0 / xscale * s)[None, :], s * z * xsum  # d = sum(q x xscale) / 16 per word
+            half = (e + 15) << 10  # the fp16 bits of 2^e
+            out = tl.inline_asm_elementwise(
+                "mul.rn.f16x2 $0, $1, $2;", "=r,r,r", [v, half | (half << 16)], dtype=tl.int32, is_pure=True, pack=1
+            )
+    else:
+        out = _f16_pair(v, BF16, SCALED, xscale)
+    return out
 
 
 @triton.jit
-def _step_sub(x_ptr, w0, w1, s, z, xsum, pair0, HALF: tl.constexpr, W1: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
-              OFFS: tl.constexpr, f):  # fmt: skip
-    """One K step with pair_dot_sub_ptx (codes as fp16 subnormals): input pair j goes in times 2^(f - r_j),
-    r_j = (OFFS >> 4 j) & 15 (pair_positions), an exact fp16x2 multiply by a power of two (bf16 inputs
-    through fp32); the step's s sum(q x) per word row, and its zero term s z sum(x)."""
+def _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF: tl.constexpr, W1: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
+              SCALED: tl.constexpr, xscale, SUB: tl.constexpr = False, OFFS: tl.constexpr = 0, f=0):  # fmt: skip
+    """One K step in fp16 pairs (inline PTX; bf16 inputs converted first, SCALED ones times
+    `xscale`; SUB: pair_dot_sub_ptx, its inputs times 2^(f - r)): the step's contribution
+    s sum(q x) per word row, and its zero term s z sum(x)."""
     BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
     xp = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair0
-    x0 = _sub_pair(tl.load(xp), f, (OFFS >> 0) & 15, BF16)[:, None]
-    x1 = _sub_pair(tl.load(xp + 1), f, (OFFS >> 4) & 15, BF16)[:, None]
-    x2 = _sub_pair(tl.load(xp + 2), f, (OFFS >> 8) & 15, BF16)[:, None]
-    x3 = _sub_pair(tl.load(xp + 3), f, (OFFS >> 12) & 15, BF16)[:, None]
+    x0, x1, x2, x3, x4, x5, x6, x7 = _xpairs(xp, HALF, BF16, SCALED, xscale, SUB, OFFS, f)
     if HALF == 4:
         d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, [w0, x0, x1, x2, x3], dtype=tl.float32, is_pure=True, pack=1)
     else:
-        x4 = _sub_pair(tl.load(xp + 4), f, (OFFS >> 16) & 15, BF16)[:, None]
-        x5 = _sub_pair(tl.load(xp + 5), f, (OFFS >> 20) & 15, BF16)[:, None]
-        x6 = _sub_pair(tl.load(xp + 6), f, (OFFS >> 24) & 15, BF16)[:, None]
-        x7 = _sub_pair(tl.load(xp + 7), f, (OFFS >> 28) & 15, BF16)[:, None]
         if W1 > 0:
             args = [w0, w1, x0, x1, x2, x3, x4, x5, x6, x7]
         else:
             args = [w0, x0, x1, x2, x3, x4, x5, x6, x7]
         d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=tl.float32, is_pure=True, pack=1)
-    return d * (tl.exp2((24 - f).to(tl.float32)) * s)[None, :], s * z * xsum  # d = sum(q x) 2^(f - 24) per word
-
-
-@triton.jit
-def _sub_pair(v, f, r: tl.constexpr, BF16: tl.constexpr):
-    """An input pair (b32) times 2^(f - r), as fp16x2 (f - r in -14..15: an exact power of two)."""
-    e = f - r
-    if BF16:
-        return _f16_pair(v, True, True, tl.exp2(e.to(tl.float32)))
-    half = (e + 15) << 10  # the fp16 bits of 2^e
-    return tl.inline_asm_elementwise("mul.rn.f16x2 $0, $1, $2;", "=r,r,r", [v, half | (half << 16)], dtype=tl.int32, is_pure=True, pack=1)
+    if SUB:  # d = sum(q x) 2^(f - 24) per word
+        scale = tl.exp2((24 - f).to(tl.float32)) * s
+    else:  # d = sum(q x xscale) / 16 per word
+        scale = 16.0 / xscale * s
+    return d * scale[None, :], s * z * xsum
 
 
 @triton.jit
@@ -336,10 +325,8 @@ def _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, 
         w0, w1, s, z = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, rows, offs_n, mask_n, N, GROUP, W0, W1)
         xsum = tl.sum(tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32))
         pair0 = (k0 + rows * PER) // 2  # index of each row's first input pair
-        if USE_PTX and SUB:
-            da, dz = _step_sub(x_ptr, w0, w1, s, z, xsum, pair0, HALF, W1, PTX_SRC, PTX_ARGS, OFFS, f)
-        elif USE_PTX:
-            da, dz = _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF, W1, PTX_SRC, PTX_ARGS, SCALED, xscale)
+        if USE_PTX:
+            da, dz = _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF, W1, PTX_SRC, PTX_ARGS, SCALED, xscale, SUB, OFFS, f)
         else:
             da, dz = _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R, BLOCK_N, HALF, W0, W1)
         acc += da
