@@ -1,7 +1,7 @@
-"""NSGA-II over the predictor (Optuna's NSGAIISampler, ask/tell by generation).
+"""NSGA-II over the predictor (Optuna's NSGAIISampler, a generation at a time).
 
 Objectives: predicted divergence and plan bytes, both minimized; plans outside the memory
-window of interest are marked infeasible through `trial.set_constraint`. Each free layer is an
+window of interest are marked infeasible through a trial constraint. Each free layer is an
 ordinal integer parameter (index into the choice set), so Optuna's crossovers see an order.
 """
 
@@ -49,13 +49,11 @@ class _SharedIntDistribution(IntDistribution):
 
 
 class _GenerationalNSGAII(NSGAIISampler):
-    """Optuna's NSGA-II, told each trial's generation by `propose`, which draws exactly one
-    population per generation and adds it whole before the next. Optuna instead finds it by
-    scanning every finished trial at every ask (quadratic in a round's trials: about a third of
-    a default round), and never gives one to enqueued trials, so the seeds (the archive's best
-    plans) never became parents. Here every trial, seeds included, belongs to its generation."""
-
-    generation = 0
+    """Optuna's NSGA-II, each trial's generation given by `propose` (in the trial's system attributes),
+    which draws exactly one population per generation and adds it whole before the next. Optuna instead
+    finds it by scanning every finished trial at every ask (quadratic in a round's trials: about a third
+    of a default round), and never gives one to enqueued trials, so the seeds (the archive's best plans)
+    never became parents. Here every trial, seeds included, belongs to its generation."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -68,19 +66,22 @@ class _GenerationalNSGAII(NSGAIISampler):
             self._parents[generation] = super().get_parent_population(study, generation)
         return self._parents[generation]
 
-    def get_trial_generation(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
-        known = trial.system_attrs.get(self.generation_key)
-        return self.generation if known is None else known
 
-
-def _child(sampler: _GenerationalNSGAII, study: optuna.Study, dists: dict[str, BaseDistribution], generation: int) -> dict[str, int]:
-    """One child of NSGA-II's generation, drawn exactly as `study.ask` + a suggest per parameter
-    would (the same sampler calls, in the same order: the same plans for a seed), without Optuna's
-    per-parameter bookkeeping on a running trial (a copy of the trial's whole parameter dict per
-    parameter: quadratic in the 224 layers of a 7B model, most of a round's time)."""
+def _generation(
+    sampler: _GenerationalNSGAII, study: optuna.Study, dists: dict[str, BaseDistribution], generation: int, size: int
+) -> list[dict[str, int]]:
+    """`size` children of NSGA-II's generation, each drawn exactly as `study.ask` + a suggest per
+    parameter would (the same sampler calls, in the same order: the same plans for a seed), without
+    Optuna's per-parameter bookkeeping on a running trial (a copy of the trial's whole parameter dict
+    per parameter: quadratic in the 224 layers of a 7B model, most of a round's time). The relative
+    search space (the intersection over `study`'s finished trials) is the same for the whole generation."""
     trial = create_trial(state=TrialState.RUNNING, system_attrs={sampler.generation_key: generation})
-    relative = sampler.sample_relative(study, trial, sampler.infer_relative_search_space(study, trial))
-    return {name: relative[name] if name in relative else sampler.sample_independent(study, trial, name, d) for name, d in dists.items()}
+    space = sampler.infer_relative_search_space(study, trial)
+    children = []
+    for _ in range(size):
+        relative = sampler.sample_relative(study, trial, space)
+        children.append({n: relative[n] if n in relative else sampler.sample_independent(study, trial, n, d) for n, d in dists.items()})
+    return children
 
 
 def propose(
@@ -119,11 +120,9 @@ def propose(
     lo, hi = window
     seen: dict[Plan, tuple[float, int]] = {}
     for gen in tqdm(range(cfg.generations), desc="nsga-ii", unit="gen", disable=not show_progress, leave=False):
-        sampler.generation = gen
         view = optuna.load_study(study_name=study.study_name, storage=storage, sampler=sampler)  # sees every earlier generation
-        params = (first if gen == 0 else []) + [
-            _child(sampler, view, dists, gen) for _ in range(cfg.population - (len(first) if gen == 0 else 0))
-        ]
+        given = first if gen == 0 else []
+        params = given + _generation(sampler, view, dists, gen, cfg.population - len(given))
         plans = [space.make([opts[i][pp[f"l{i}"]] for i in free]) for pp in params]
         preds = predict(plans)
         trials = []

@@ -35,10 +35,25 @@ ROOT = Path(__file__).resolve().parents[2]
 REPEATS = 2
 
 
+class _AskTellNSGAII(nsga._GenerationalNSGAII):
+    """The sampler as the ask/tell round used it: the generation set on each asked trial (`before_trial`)
+    and taken from `generation` for the trial being sampled, whose cached copy predates that."""
+
+    generation = 0
+
+    def before_trial(self, study, trial):
+        study._storage.set_trial_system_attr(trial._trial_id, self.generation_key, self.generation)
+        super().before_trial(study, trial)
+
+    def get_trial_generation(self, study, trial):
+        known = trial.system_attrs.get(self.generation_key)
+        return self.generation if known is None else known
+
+
 def ask_tell_propose(space, predict, plan_bytes, window, cfg, seed, seeds=None):
     """The round as it was: per trial `study.ask(fixed_distributions=...)` (a suggest per layer),
     a constraint and a `tell`; the seeds enqueued."""
-    sampler = nsga._GenerationalNSGAII(
+    sampler = _AskTellNSGAII(
         population_size=cfg.population,
         crossover=nsga.CROSSOVERS[cfg.crossover](cfg),
         crossover_prob=cfg.crossover_prob,
@@ -46,11 +61,6 @@ def ask_tell_propose(space, predict, plan_bytes, window, cfg, seed, seeds=None):
         mutation_prob=cfg.mutation_prob,
         seed=seed,
     )
-
-    def before_trial(study, trial):  # the generation attribute, as its before_trial set it
-        study._storage.set_trial_system_attr(trial._trial_id, sampler.generation_key, sampler.generation)
-
-    sampler.before_trial = before_trial
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     free = space.free
     opts = {i: space.options(i) for i in free}

@@ -402,7 +402,7 @@ def _gemv_tile(
     k_start, k_end = _k_range(K, BLOCK_K, SPLIT_K, pid_k)
     if PTX and SUB:  # pair_dot_sub_ptx: the inputs scaled by 2^f, max |x| 2^f < 2^15, so nothing overflows
         xmax = _split_max(x_ptr, k_start, k_end, BLOCK_K)
-        f = tl.maximum(tl.minimum(15.0, 14.0 - tl.floor(tl.log2(xmax))), -5.0).to(tl.int32)  # 2^(f - r) a normal fp16
+        f = tl.minimum(15.0, 14.0 - tl.floor(tl.log2(xmax))).to(tl.int32)  # below 2^20, 2^(f - r) is a normal fp16 (f >= -5)
         if x_ptr.dtype.element_ty == tl.bfloat16 and xmax >= 1048576.0:  # past 2^20 (bf16 only): the exact fp32 loop
             acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
                                     GROUP, W0, W1, BLOCK_N, BLOCK_K, False, PTX_SRC, PTX_ARGS, False, 1.0)  # fmt: skip

@@ -47,10 +47,15 @@ def pair_dot_ptx(w0: int, w1: int, rows: int = 1, few_shifts: bool = False) -> t
         *body,
     ]
     for i, a in enumerate(accs):
-        lines += [f"mov.b32 {{a_lo, a_hi}}, {a};", "cvt.f32.f16 f_lo, a_lo;", "cvt.f32.f16 f_hi, a_hi;", f"add.f32 ${i}, f_lo, f_hi;"]
+        lines += _widen(a, f"${i}")
     lines.append("}")
     constraints = ",".join(["=f"] * rows + ["r"] * (2 if w1 else 1) + ["r"] * (rows * half))
     return "\n".join(lines), constraints
+
+
+def _widen(acc: str, out: str) -> list[str]:
+    """The two fp16 halves of `acc` summed into the fp32 `out` (registers a_lo, a_hi, f_lo, f_hi)."""
+    return [f"mov.b32 {{a_lo, a_hi}}, {acc};", "cvt.f32.f16 f_lo, a_lo;", "cvt.f32.f16 f_hi, a_hi;", f"add.f32 {out}, f_lo, f_hi;"]
 
 
 def pair_positions(w0: int, w1: int, few_shifts: bool) -> list[tuple[int, int]]:
@@ -105,7 +110,7 @@ def pair_dot_sub_ptx(w0: int, w1: int) -> tuple[str, str]:
         body += unpack
         body.append(f"fma.rn.f16x2 a, t, ${first_x + j}, a;")
     lines = ["{", ".reg .b32 s, t, u, a;", ".reg .b16 a_lo, a_hi;", ".reg .f32 f_lo, f_hi;", "mov.b32 a, 0;", *body]
-    lines += ["mov.b32 {a_lo, a_hi}, a;", "cvt.f32.f16 f_lo, a_lo;", "cvt.f32.f16 f_hi, a_hi;", "add.f32 $0, f_lo, f_hi;", "}"]
+    lines += [*_widen("a", "$0"), "}"]
     return "\n".join(lines), ",".join(["=f"] + ["r"] * (first_x - 1 + half))
 
 
