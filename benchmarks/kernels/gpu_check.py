@@ -11,12 +11,13 @@ Fresh random codes, scales, zeros and activations for every case; the output is 
 NaN before each run (`matmul(out=...)`), so an element a kernel fails to write shows up as NaN;
 a case fails at relative error >= 1e-2 or any NaN. Paths: M = 1 (default tiles, serial split-K,
 exact fp32 inner loop instead of fp16-pair PTX, pairs shifted down instead of FEW_SHIFTS, no |x|
-guard, SUBNORMAL), M = 4 and 16 (the PAIRS + SWAP tiles with atomics and with serial split-K, ROWS4 with
+guard, SUBNORMAL alone and with XVEC + WORDS 2 / 4), M = 4 and 16 (the PAIRS + SWAP tiles with atomics and with serial split-K, ROWS4 with
 both, code-by-code tiles with PAIRS, SWAP, both), M = 64 (tensor-core tiles with split K, also
 PAIRS and PAIRS + SWAP), M = 300 (dequantize + cuBLAS), grouped launches (q/k/v, gate/up at mixed
 bits); shapes with group 32/64 and bit-widths 1/5/6 take the default path only; fp16 and bf16;
 activations of scale 1 and 1000 (the PTX loop accumulates fp16 pairs), and at M = 1 of scale 0.01
-and with outliers of 20000 (past the guard's 4096). Prints failures and a summary.
+and with outliers of 20000 (past the guard's 4096), in bf16 of 3e6 (past SUBNORMAL's 2^20). Prints failures
+and a summary.
 """
 
 import argparse
@@ -43,6 +44,8 @@ def paths(m: int, n: int, k: int, bits: int, group: int) -> dict[str, dict | Non
             "shifted-pairs": {**base, "FEW_SHIFTS": 0},
             "no-guard": {**base, "GUARD": 0},
             "subnormal": {**base, "SUBNORMAL": 1},
+            "subnormal-xvec-w2": {**base, "SUBNORMAL": 1, "XVEC": 1, "WORDS": 2},
+            "subnormal-xvec-w4": {**base, "SUBNORMAL": 1, "XVEC": 1, "WORDS": 4},
         }
     if m <= 16:
         rows4 = {"BLOCK_N": 128, "BLOCK_K": min(128, group), "SPLIT_K": 8, "num_warps": 4, "num_stages": 3, "ROWS4": 1}
@@ -62,6 +65,7 @@ def paths(m: int, n: int, k: int, bits: int, group: int) -> dict[str, dict | Non
 
 
 OUTLIERS = -1.0  # the x "scale" that means: N(0, 1) inputs with every 512th at 20000 (massive activations)
+HUGE = -2.0  # N(0, 1) inputs with every 512th at 3e6 (bf16 only: past SUBNORMAL's 2^20, its exact fp32 steps)
 SMALL = 0.01  # inputs far below 1: where SUBNORMAL's input scale saturates (2^15) and its products are subnormal
 
 
@@ -74,9 +78,9 @@ def random_packed(n: int, k: int, bits: int, group: int):
 
 
 def random_x(m: int, k: int, xscale: float) -> torch.Tensor:
-    if xscale == OUTLIERS:
+    if xscale in (OUTLIERS, HUGE):
         x = torch.randn(m, k, device=DEVICE)
-        x[:, ::512] = 20000.0
+        x[:, ::512] = 20000.0 if xscale == OUTLIERS else 3e6
         return x
     return torch.randn(m, k, device=DEVICE) * xscale
 
@@ -98,7 +102,7 @@ def main() -> None:
     cases = fails = 0
     worst: dict[str, float] = {}
     for bits, (n, k, group), m, dtype, xscale in itertools.product(
-        (1, 2, 3, 4, 5, 6), SHAPES, ms, (torch.float16, torch.bfloat16), (1.0, 1000.0, SMALL, OUTLIERS)
+        (1, 2, 3, 4, 5, 6), SHAPES, ms, (torch.float16, torch.bfloat16), (1.0, 1000.0, SMALL, OUTLIERS, HUGE)
     ):
         if (bits not in (2, 3, 4) and m != 1) or (xscale != 1.0 and m == 300):
             continue  # 1/5/6 bits: the M = 1 kernel only; the cuBLAS path has no fp16 pair sums
@@ -106,17 +110,20 @@ def main() -> None:
             continue  # small inputs: the M = 1 loops' fp16 pair sums (SUBNORMAL's products are subnormal there)
         if xscale == OUTLIERS and (m != 1 or bits not in (2, 3, 4)):
             continue  # inputs past 4096: the M = 1 PTX loop's guard (such splits run in fp32)
+        if xscale == HUGE and (m != 1 or bits not in (2, 3, 4) or dtype != torch.bfloat16):
+            continue  # inputs past 2^20: bf16 only (fp16 cannot hold them)
         p = random_packed(n, k, bits, group)
         x = random_x(m, k, xscale).to(dtype)
         ref = x.double() @ dequantize(p, torch.float64).t()
         for name, cfg in paths(m, n, k, bits, group).items():
-            if name == "no-guard" and xscale == OUTLIERS:
+            if name == "no-guard" and xscale in (OUTLIERS, HUGE):
                 continue  # unguarded fp16 word sums overflow there, by design
             y = matmul(x, p, cfg, out=torch.full((m, n), float("nan"), device=DEVICE, dtype=dtype))
             err = ((y.double() - ref).norm() / ref.norm()).item()
             nan = bool(torch.isnan(y).any())
             cases += 1
-            key = f"M={m} {name} {str(dtype)[6:]} {'outliers' if xscale == OUTLIERS else f'x{xscale:g}'}"
+            label = {OUTLIERS: "outliers", HUGE: "huge"}.get(xscale, f"x{xscale:g}")
+            key = f"M={m} {name} {str(dtype)[6:]} {label}"
             worst[key] = max(worst.get(key, 0.0), err if not nan else float("inf"))
             if nan or not err < 1e-2:
                 fails += 1

@@ -132,27 +132,67 @@ def sweep_ptx() -> None:
         print(f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {t0:.1f} | {t1:.1f} | {t0 / t1:.2f}x |", flush=True)
 
 
-def sweep_subnormal(dtype: torch.dtype) -> None:
+SUB_VARIANTS = {  # name -> the keys SUBNORMAL variants add to the default M = 1 tiling
+    "SUB": {"SUBNORMAL": 1},
+    "SUB XVEC": {"SUBNORMAL": 1, "XVEC": 1},
+    "SUB XVEC W2": {"SUBNORMAL": 1, "XVEC": 1, "WORDS": 2},
+    "SUB XVEC W4": {"SUBNORMAL": 1, "XVEC": 1, "WORDS": 4},
+}
+
+
+def _rel_err(x: torch.Tensor, p, cfg) -> float:
+    want = x.double() @ dequantize(p, torch.float64).t()
+    return ((matmul(x, p, cfg).double() - want).norm() / want.norm()).item()
+
+
+def sweep_subnormal(dtype: torch.dtype, grid: bool) -> None:
     """M = 1, default tiles: today's PTX loop (3 instructions a pair of codes) against SUBNORMAL
-    (`pair_dot_sub_ptx`: 2, sass_count.md), each checked against float64 first, on N(0, 1) inputs and on
-    inputs of scale 0.01 (where SUBNORMAL's products are subnormal): time and relative error."""
+    (`pair_dot_sub_ptx`: 2, sass_count.md) and its options (XVEC: inputs read 16 bytes at a time; WORDS:
+    words a column summed in one fp16 accumulator), each checked against float64 first: time, and relative
+    error on N(0, 1) inputs and on inputs of scale 0.01 (where SUBNORMAL's products are subnormal).
+    `grid`: then the fastest variant's tiles (BLOCK_N x warps x waves), the five fastest printed."""
     import itertools
 
-    print("| N x K | bits | fp16 us | default us | SUBNORMAL us | speedup | rel. error default / SUBNORMAL, x ~ 1 | same, x ~ 0.01 |")
-    print("|---|---|---|---|---|---|---|---|")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    names = list(SUB_VARIANTS)
+    print(f"Activations {str(dtype).replace('torch.', '')}. Times in us; speedups against the default (today's M = 1 loop).\n")
+    print("| N x K | bits | fp16 us | default us | " + " | ".join(f"{v} us" for v in names) + " | best vs default | best vs fp16 |")
+    print("|---|---|---|---|" + "---|" * len(names) + "---|---|")
+    errors, grids = [], []
     for (n, k), bits in itertools.product(SWEEP_SHAPES, BITS):
         ps, x, ref, t16 = sweep_case(n, k, 1, bits, dtype)
         base = _tiling(1, n, k, bits, GROUP, x.device)
-        t0, t1 = _checked_time(x, ps, ref, base), _checked_time(x, ps, ref, {**base, "SUBNORMAL": 1})
-        errs = []
-        for xs in (x, x * 0.01):
-            want = xs.double() @ dequantize(ps[0], torch.float64).t()
-            for cfg in (base, {**base, "SUBNORMAL": 1}):
-                errs.append(((matmul(xs, ps[0], cfg).double() - want).norm() / want.norm()).item())
+        t0 = _checked_time(x, ps, ref, base)
+        ts = [_checked_time(x, ps, ref, {**base, **SUB_VARIANTS[v]}) for v in names]
+        best = min(ts)
         print(
-            f"| {n} x {k} | {bits} | {t16:.1f} | {t0:.1f} | {t1:.1f} | {t0 / t1:.2f}x | {errs[0]:.1e} / {errs[1]:.1e} | {errs[2]:.1e} / {errs[3]:.1e} |",
+            f"| {n} x {k} | {bits} | {t16:.1f} | {t0:.1f} | "
+            + " | ".join(f"{t:.1f}" for t in ts)
+            + f" | {t0 / best:.2f}x | {t16 / best:.2f}x |",
             flush=True,
         )
+        errs = [f"{_rel_err(xs, ps[0], cfg):.1e}" for xs in (x, x * 0.01) for cfg in [base] + [{**base, **SUB_VARIANTS[v]} for v in names]]
+        errors.append(f"| {n} x {k} | {bits} | " + " | ".join(errs) + " |")
+        if grid:
+            fastest = SUB_VARIANTS[names[ts.index(best)]]
+            times = []
+            for bn, nw, waves in itertools.product([128, 256, 512], [2, 4, 8], [4, 8, 16]):
+                split = max(1, min(k // 128, -(-waves * sms // -(-n // bn))))
+                cfg = {**base, **fastest, "BLOCK_N": bn, "SPLIT_K": split, "num_warps": nw}
+                times.append((_checked_time(x, ps, ref, cfg), f"{bn} / {nw} / {waves}"))
+            times.sort()
+            top = ", ".join(f"{t:.1f} ({c})" for t, c in times[:5])
+            grids.append(f"| {n} x {k} | {bits} | {names[ts.index(best)]} | {best:.1f} | {top} | {best / times[0][0]:.2f}x |")
+    print("\nRelative error against float64, default then each variant, on x ~ N(0, 1) and on x ~ 0.01 N(0, 1):\n")
+    cols = ["default", *names]
+    print("| N x K | bits | " + " | ".join(f"{c}, x ~ 1" for c in cols) + " | " + " | ".join(f"{c}, x ~ 0.01" for c in cols) + " |")
+    print("|---|---|" + "---|" * 2 * len(cols))
+    print("\n".join(errors))
+    if grid:
+        print("\nThe fastest variant's tiles: BLOCK_N x warps x waves (split = waves x SMs / n tiles), five fastest:\n")
+        print("| N x K | bits | variant | at default tiles us | fastest: us (BLOCK_N / warps / waves) | best vs default tiles |")
+        print("|---|---|---|---|---|---|")
+        print("\n".join(grids))
 
 
 def sweep_mid_m(ms: list[int]) -> None:
@@ -398,6 +438,7 @@ def main() -> None:
     ap.add_argument("--sweep-gemv", action="store_true", help="M = 1 kernel variants and tiles")
     ap.add_argument("--sweep-gemv-occupancy", action="store_true", help="M = 1: tile width x warps x waves (registers vs instructions)")
     ap.add_argument("--sweep-subnormal", action="store_true", help="M = 1: the PTX loop against SUBNORMAL (2 instructions a pair)")
+    ap.add_argument("--grid", action="store_true", help="--sweep-subnormal: also the fastest variant's tiles")
     ap.add_argument("--sweep-small-m", action="store_true", help="M = 2..16: tensor-core tiles vs ROWS4")
     ap.add_argument("--sweep-group", action="store_true", help="M = 1: q/k/v and gate/up separately vs in one launch")
     ap.add_argument("--sweep-ptx", action="store_true", help="M = 1 and 4: the PTX inner loop with fewer word shifts")
@@ -425,7 +466,7 @@ def main() -> None:
         "sweep_small_m": sweep_small_m,
         "sweep_gemv": sweep_gemv,
         "sweep_gemv_occupancy": sweep_gemv_occupancy,
-        "sweep_subnormal": lambda: sweep_subnormal(torch.bfloat16 if args.dtype == "bf16" else torch.float16),
+        "sweep_subnormal": lambda: sweep_subnormal(torch.bfloat16 if args.dtype == "bf16" else torch.float16, args.grid),
         "sweep": lambda: sweep([int(v) for v in args.sweep_m.split(",")]),
     }
     chosen = [run for name, run in modes.items() if getattr(args, name)]

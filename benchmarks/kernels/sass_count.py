@@ -60,7 +60,9 @@ def _on_cubin(tool: str, cubin: bytes, *args: str) -> str:
         os.unlink(f.name)
 
 
-def compile_gemv(bits: int, block_n: int | None = None, warps: int | None = None, sub: bool = False) -> tuple[bytes, dict]:
+def compile_gemv(
+    bits: int, block_n: int | None = None, warps: int | None = None, sub: bool = False, words: int = 1, xvec: bool = False
+) -> tuple[bytes, dict]:
     """The cubin of `gemv_kernel` with the tiling `matmul` picks at M = 1 (`_tiling`), and that tiling.
     Without the |x| guard: with it the kernel holds a second K loop, run only for a split whose inputs
     reach 4096, whose input conversions make it the largest loop (what `k_loop` would count); the loop
@@ -70,9 +72,9 @@ def compile_gemv(bits: int, block_n: int | None = None, warps: int | None = None
     tile.update({k: v for k, v in (("BLOCK_N", block_n), ("num_warps", warps)) if v})
     widths = plane_widths(bits)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
-    src, args = pair_dot_sub_ptx(w0, w1) if sub else pair_dot_ptx(w0, w1, 1, bool(tile["FEW_SHIFTS"]))
+    src, args = pair_dot_sub_ptx(w0, w1, words) if sub else pair_dot_ptx(w0, w1, 1, bool(tile["FEW_SHIFTS"]))
     consts = dict(GROUP=GROUP, W0=w0, W1=w1, BLOCK_N=tile["BLOCK_N"], BLOCK_K=tile["BLOCK_K"], REDUCE="atomic", PTX=True, PTX_SRC=src,
-                  PTX_ARGS=args, GUARD=False, SUB=sub, OFFS=packed_offsets(w0, w1) if sub else 0)  # fmt: skip
+                  PTX_ARGS=args, GUARD=False, SUB=sub, OFFS=packed_offsets(w0, w1) if sub else 0, WORDS=words, XVEC=xvec)  # fmt: skip
     sig = {}
     for name in jit.gemv_kernel.arg_names:
         if name in consts:

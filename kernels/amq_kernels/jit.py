@@ -233,51 +233,30 @@ def _f16_pair(v, BF16: tl.constexpr, SCALED: tl.constexpr, xscale):
 
 
 @triton.jit
-def _xpairs(xp, HALF: tl.constexpr, BF16: tl.constexpr = False, SCALED: tl.constexpr = False, xscale=1.0,
-            SUB: tl.constexpr = False, OFFS: tl.constexpr = 0, f=0):  # fmt: skip
-    """One input row's HALF pairs (b32, as fp16x2) starting at `xp`, as column vectors (8 slots);
-    SUB: pair j times 2^(f - r_j), r_j = (OFFS >> 4 j) & 15 (pair_dot_sub_ptx's input)."""
-    x0 = _x_pair(tl.load(xp), BF16, SCALED, xscale, SUB, f, (OFFS >> 0) & 15)[:, None]
-    x1 = _x_pair(tl.load(xp + 1), BF16, SCALED, xscale, SUB, f, (OFFS >> 4) & 15)[:, None]
-    x2 = _x_pair(tl.load(xp + 2), BF16, SCALED, xscale, SUB, f, (OFFS >> 8) & 15)[:, None]
-    x3 = _x_pair(tl.load(xp + 3), BF16, SCALED, xscale, SUB, f, (OFFS >> 12) & 15)[:, None]
+def _xpairs(xp, HALF: tl.constexpr, BF16: tl.constexpr = False, SCALED: tl.constexpr = False, xscale=1.0):
+    """One input row's HALF pairs (b32, as fp16x2) starting at `xp`, as column vectors (8 slots)."""
+    x0 = _f16_pair(tl.load(xp), BF16, SCALED, xscale)[:, None]
+    x1 = _f16_pair(tl.load(xp + 1), BF16, SCALED, xscale)[:, None]
+    x2 = _f16_pair(tl.load(xp + 2), BF16, SCALED, xscale)[:, None]
+    x3 = _f16_pair(tl.load(xp + 3), BF16, SCALED, xscale)[:, None]
     if HALF == 8:
-        x4 = _x_pair(tl.load(xp + 4), BF16, SCALED, xscale, SUB, f, (OFFS >> 16) & 15)[:, None]
-        x5 = _x_pair(tl.load(xp + 5), BF16, SCALED, xscale, SUB, f, (OFFS >> 20) & 15)[:, None]
-        x6 = _x_pair(tl.load(xp + 6), BF16, SCALED, xscale, SUB, f, (OFFS >> 24) & 15)[:, None]
-        x7 = _x_pair(tl.load(xp + 7), BF16, SCALED, xscale, SUB, f, (OFFS >> 28) & 15)[:, None]
+        x4 = _f16_pair(tl.load(xp + 4), BF16, SCALED, xscale)[:, None]
+        x5 = _f16_pair(tl.load(xp + 5), BF16, SCALED, xscale)[:, None]
+        x6 = _f16_pair(tl.load(xp + 6), BF16, SCALED, xscale)[:, None]
+        x7 = _f16_pair(tl.load(xp + 7), BF16, SCALED, xscale)[:, None]
     else:
         x4, x5, x6, x7 = x0, x1, x2, x3
     return x0, x1, x2, x3, x4, x5, x6, x7
 
 
 @triton.jit
-def _x_pair(v, BF16: tl.constexpr, SCALED: tl.constexpr, xscale, SUB: tl.constexpr, f, r: tl.constexpr):
-    """An input pair (b32) as fp16x2 for the decode PTX: `_f16_pair`, or with SUB times 2^(f - r) (f - r in
-    -14..15: an exact fp16x2 multiply by a power of two; bf16 through fp32)."""
-    if SUB:
-        e = f - r
-        if BF16:
-            out = _f16_pair(v, True, True, tl.exp2(e.to(tl.float32)))
-        else:
-            half = (e + 15) << 10  # the fp16 bits of 2^e
-            out = tl.inline_asm_elementwise(
-                "mul.rn.f16x2 $0, $1, $2;", "=r,r,r", [v, half | (half << 16)], dtype=tl.int32, is_pure=True, pack=1
-            )
-    else:
-        out = _f16_pair(v, BF16, SCALED, xscale)
-    return out
-
-
-@triton.jit
 def _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF: tl.constexpr, W1: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr,
-              SCALED: tl.constexpr, xscale, SUB: tl.constexpr = False, OFFS: tl.constexpr = 0, f=0):  # fmt: skip
+              SCALED: tl.constexpr, xscale):  # fmt: skip
     """One K step in fp16 pairs (inline PTX; bf16 inputs converted first, SCALED ones times
-    `xscale`; SUB: pair_dot_sub_ptx, its inputs times 2^(f - r)): the step's contribution
-    s sum(q x) per word row, and its zero term s z sum(x)."""
+    `xscale`): the step's contribution s sum(q x) per word row, and its zero term s z sum(x)."""
     BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
     xp = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair0
-    x0, x1, x2, x3, x4, x5, x6, x7 = _xpairs(xp, HALF, BF16, SCALED, xscale, SUB, OFFS, f)
+    x0, x1, x2, x3, x4, x5, x6, x7 = _xpairs(xp, HALF, BF16, SCALED, xscale)
     if HALF == 4:
         d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, [w0, x0, x1, x2, x3], dtype=tl.float32, is_pure=True, pack=1)
     else:
@@ -286,11 +265,7 @@ def _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF: tl.constexpr, W1: tl.const
         else:
             args = [w0, x0, x1, x2, x3, x4, x5, x6, x7]
         d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=tl.float32, is_pure=True, pack=1)
-    if SUB:  # d = sum(q x) 2^(f - 24) per word
-        scale = tl.exp2((24 - f).to(tl.float32)) * s
-    else:  # d = sum(q x xscale) / 16 per word
-        scale = 16.0 / xscale * s
-    return d * scale[None, :], s * z * xsum
+    return d * (16.0 / xscale * s)[None, :], s * z * xsum
 
 
 @triton.jit
@@ -308,13 +283,132 @@ def _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R: tl.constexpr, BLOCK_N: tl.con
 
 
 @triton.jit
+def _sub_pair(v, BF16: tl.constexpr, e):
+    """An input pair (b32) times 2^e as fp16x2 (e in -14..15 for fp16 inputs: one exact fp16x2 multiply by a
+    power of two; bf16 inputs through fp32)."""
+    if BF16:
+        out = _f16_pair(v, True, True, tl.exp2(e.to(tl.float32)))
+    else:
+        half = (e + 15) << 10  # the fp16 bits of 2^e
+        out = tl.inline_asm_elementwise(
+            "mul.rn.f16x2 $0, $1, $2;", "=r,r,r", [v, half | (half << 16)], dtype=tl.int32, is_pure=True, pack=1
+        )
+    return out
+
+
+@triton.jit
+def _x4(xp, XVEC: tl.constexpr):
+    """4 consecutive input pairs (b32) from `xp` (int32 pointers): one 16-byte load each (XVEC, the
+    address 16-byte aligned) or 4 loads."""
+    if XVEC:
+        a, b, c, d = tl.inline_asm_elementwise(
+            "ld.global.nc.v4.b32 {$0, $1, $2, $3}, [$4];", "=r,=r,=r,=r,l", [xp.to(tl.int64)],
+            dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True, pack=1,
+        )  # fmt: skip
+    else:
+        a, b, c, d = tl.load(xp), tl.load(xp + 1), tl.load(xp + 2), tl.load(xp + 3)
+    return a, b, c, d
+
+
+@triton.jit
+def _sub_word(x_ptr, p0_ptr, p1_ptr, k0, rows, offs_n, mask_n, N, f,
+              W0: tl.constexpr, W1: tl.constexpr, OFFS: tl.constexpr, XVEC: tl.constexpr):  # fmt: skip
+    """pair_dot_sub_ptx's SUB_SLOTS operands for word rows `rows` of one K step: the plane-0 words
+    (rows, BLOCK_N), the plane-1 words as _step_words shifts them (w0 again without), and the rows' 8
+    input-pair slots (column vectors), pair j times 2^(f - r_j), r_j = (OFFS >> 4 j) & 15."""
+    PER: tl.constexpr = 32 // W0
+    HALF: tl.constexpr = PER // 2
+    RATIO: tl.constexpr = W0 // W1 if W1 > 0 else 1
+    BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
+    w0 = tl.load(p0_ptr + (k0 // PER + rows)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+    if W1 > 0:
+        w1 = tl.load(p1_ptr + (k0 // PER // RATIO + rows // RATIO)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
+        w1 = w1 >> ((rows % RATIO) * (PER // 2) * W1)[:, None]
+    else:
+        w1 = w0
+    xp = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + (k0 + rows * PER) // 2
+    v0, v1, v2, v3 = _x4(xp, XVEC)
+    x0 = _sub_pair(v0, BF16, f - ((OFFS >> 0) & 15))[:, None]
+    x1 = _sub_pair(v1, BF16, f - ((OFFS >> 4) & 15))[:, None]
+    x2 = _sub_pair(v2, BF16, f - ((OFFS >> 8) & 15))[:, None]
+    x3 = _sub_pair(v3, BF16, f - ((OFFS >> 12) & 15))[:, None]
+    if HALF == 8:
+        v4, v5, v6, v7 = _x4(xp + 4, XVEC)
+        x4 = _sub_pair(v4, BF16, f - ((OFFS >> 16) & 15))[:, None]
+        x5 = _sub_pair(v5, BF16, f - ((OFFS >> 20) & 15))[:, None]
+        x6 = _sub_pair(v6, BF16, f - ((OFFS >> 24) & 15))[:, None]
+        x7 = _sub_pair(v7, BF16, f - ((OFFS >> 28) & 15))[:, None]
+    else:
+        x4, x5, x6, x7 = x0, x1, x2, x3
+    return w0, w1, x0, x1, x2, x3, x4, x5, x6, x7
+
+
+@triton.jit
+def _sub_step(x_ptr, p0_ptr, p1_ptr, k0, offs_n, mask_n, N, f, W0: tl.constexpr, W1: tl.constexpr, BLOCK_K: tl.constexpr,
+              PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, OFFS: tl.constexpr, WORDS: tl.constexpr, XVEC: tl.constexpr):  # fmt: skip
+    """One K step by pair_dot_sub_ptx, WORDS words of a column to a PTX block (one widening to fp32 for
+    them): sum(q x) 2^(f - 24) per column (BLOCK_N,)."""
+    RW: tl.constexpr = BLOCK_K // (32 // W0) // WORDS  # word rows a block input
+    rows = tl.arange(0, RW)
+    a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 = _sub_word(x_ptr, p0_ptr, p1_ptr, k0, rows, offs_n, mask_n, N, f, W0, W1, OFFS, XVEC)
+    if WORDS == 1:
+        args = [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9]
+    else:
+        b0, b1, b2, b3, b4, b5, b6, b7, b8, b9 = _sub_word(x_ptr, p0_ptr, p1_ptr, k0, RW + rows, offs_n, mask_n, N, f, W0, W1, OFFS, XVEC)
+        if WORDS == 2:
+            args = [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, b0, b1, b2, b3, b4, b5, b6, b7, b8, b9]
+        else:
+            c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 = _sub_word(
+                x_ptr, p0_ptr, p1_ptr, k0, 2 * RW + rows, offs_n, mask_n, N, f, W0, W1, OFFS, XVEC
+            )
+            e0, e1, e2, e3, e4, e5, e6, e7, e8, e9 = _sub_word(
+                x_ptr, p0_ptr, p1_ptr, k0, 3 * RW + rows, offs_n, mask_n, N, f, W0, W1, OFFS, XVEC
+            )
+            args = [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, b0, b1, b2, b3, b4, b5, b6, b7, b8, b9,
+                    c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, e0, e1, e2, e3, e4, e5, e6, e7, e8, e9]  # fmt: skip
+    d = tl.inline_asm_elementwise(PTX_SRC, PTX_ARGS, args, dtype=tl.float32, is_pure=True, pack=1)
+    return tl.sum(d, axis=0)
+
+
+@triton.jit
+def _gemv_loop_sub(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
+                   GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                   PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, OFFS: tl.constexpr, WORDS: tl.constexpr, XVEC: tl.constexpr):  # fmt: skip
+    """A split's K loop by pair_dot_sub_ptx: (sum of s x . q, sum of s z sum(x)) per column. Each step
+    scales its inputs by 2^F, F from the step's own max |x| (read with its sum, so no pass over the inputs
+    before the loop): max |x| 2^F < 2^15, F <= 15. bf16 steps past 2^20 (2^(F - r) below fp16's normal
+    range) take the exact fp32 step."""
+    PER: tl.constexpr = 32 // W0
+    R: tl.constexpr = BLOCK_K // PER
+    BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
+    acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        xv = tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32)
+        xsum = tl.sum(xv)
+        xmax = tl.max(tl.abs(xv))
+        g = k0 // GROUP
+        s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        if BF16 and xmax >= 1048576.0:
+            w0, w1, _, _ = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, tl.arange(0, R), offs_n, mask_n, N, GROUP, W0, W1)
+            da, dz = _step_f32(x_ptr, w0, w1, s, z, xsum, (k0 + tl.arange(0, R) * PER) // 2, R, BLOCK_N, PER // 2, W0, W1)
+            acc += tl.sum(da, axis=0)
+            acc_z += dz
+        else:
+            f = tl.minimum(15.0, 14.0 - tl.floor(tl.log2(xmax))).to(tl.int32)
+            d = _sub_step(x_ptr, p0_ptr, p1_ptr, k0, offs_n, mask_n, N, f, W0, W1, BLOCK_K, PTX_SRC, PTX_ARGS, OFFS, WORDS, XVEC)
+            acc += d * (tl.exp2((24 - f).to(tl.float32)) * s)
+            acc_z += s * z * xsum
+    return acc, acc_z
+
+
+@triton.jit
 def _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
                GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-               USE_PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, SCALED: tl.constexpr, xscale,
-               SUB: tl.constexpr = False, OFFS: tl.constexpr = 0, f=0):  # fmt: skip
+               USE_PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, SCALED: tl.constexpr, xscale):  # fmt: skip
     """A split's K loop: (per word row sum of s x . q [+ bias], sum over groups of the zero
-    term), in fp16-pair PTX (inputs times `xscale` if SCALED; SUB: pair_dot_sub_ptx with the
-    inputs scaled by 2^f) or exact fp32."""
+    term), in fp16-pair PTX (inputs times `xscale` if SCALED) or exact fp32."""
     PER: tl.constexpr = 32 // W0  # codes per plane-0 word
     HALF: tl.constexpr = PER // 2  # code pairs per word
     R: tl.constexpr = BLOCK_K // PER  # plane-0 word rows per step
@@ -326,7 +420,7 @@ def _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, 
         xsum = tl.sum(tl.load(x_ptr + k0 + tl.arange(0, BLOCK_K)).to(tl.float32))
         pair0 = (k0 + rows * PER) // 2  # index of each row's first input pair
         if USE_PTX:
-            da, dz = _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF, W1, PTX_SRC, PTX_ARGS, SCALED, xscale, SUB, OFFS, f)
+            da, dz = _step_ptx(x_ptr, w0, w1, s, z, xsum, pair0, HALF, W1, PTX_SRC, PTX_ARGS, SCALED, xscale)
         else:
             da, dz = _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R, BLOCK_N, HALF, W0, W1)
         acc += da
@@ -340,16 +434,17 @@ def gemv_kernel(
     GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, REDUCE: tl.constexpr,
     PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, GUARD: tl.constexpr,
-    SUB: tl.constexpr = False, OFFS: tl.constexpr = 0,
+    SUB: tl.constexpr = False, OFFS: tl.constexpr = 0, WORDS: tl.constexpr = 1, XVEC: tl.constexpr = False,
 ):  # fmt: skip
     """y (N,) = W x for one input row. Program (n tile, k split); BLOCK_K <= GROUP.
     PTX: 16-bit inputs, bits 2/3/4, with (PTX_SRC, PTX_ARGS) = pair_dot_ptx(W0, W1);
     GUARD: a split whose inputs reach 4096 in magnitude scales them down by a power of two
     (the fp16 word sums would overflow) and the result back up.
-    SUB: (PTX_SRC, PTX_ARGS) = pair_dot_sub_ptx(W0, W1) instead, OFFS the pairs' bit positions
-    (pair_positions, 4 bits each): 2 instructions a pair of codes, no overflow to guard."""
+    SUB: (PTX_SRC, PTX_ARGS) = pair_dot_sub_ptx(W0, W1, WORDS) instead, OFFS the pairs' bit positions
+    (packed_offsets): 2 instructions a pair of codes, no overflow to guard; XVEC: the inputs read 16
+    bytes at a time (x 16-byte aligned)."""
     _gemv_tile(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, ws_ptr, lock_ptr, N, K, SPLIT_K, tl.program_id(0), tl.program_id(1),
-               GROUP, W0, W1, BLOCK_N, BLOCK_K, REDUCE, PTX, PTX_SRC, PTX_ARGS, GUARD, SUB, OFFS)  # fmt: skip
+               GROUP, W0, W1, BLOCK_N, BLOCK_K, REDUCE, PTX, PTX_SRC, PTX_ARGS, GUARD, SUB, OFFS, WORDS, XVEC)  # fmt: skip
 
 
 @triton.jit
@@ -394,38 +489,34 @@ def _gemv_tile(
     GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, REDUCE: tl.constexpr,
     PTX: tl.constexpr, PTX_SRC: tl.constexpr, PTX_ARGS: tl.constexpr, GUARD: tl.constexpr,
-    SUB: tl.constexpr = False, OFFS: tl.constexpr = 0,
+    SUB: tl.constexpr = False, OFFS: tl.constexpr = 0, WORDS: tl.constexpr = 1, XVEC: tl.constexpr = False,
 ):  # fmt: skip
     """One (n tile, k split) program of `gemv_kernel`."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
     k_start, k_end = _k_range(K, BLOCK_K, SPLIT_K, pid_k)
-    if PTX and SUB:  # pair_dot_sub_ptx: the inputs scaled by 2^f, max |x| 2^f < 2^15, so nothing overflows
-        xmax = _split_max(x_ptr, k_start, k_end, BLOCK_K)
-        f = tl.minimum(15.0, 14.0 - tl.floor(tl.log2(xmax))).to(tl.int32)  # below 2^20, 2^(f - r) is a normal fp16 (f >= -5)
-        if x_ptr.dtype.element_ty == tl.bfloat16 and xmax >= 1048576.0:  # past 2^20 (bf16 only): the exact fp32 loop
-            acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
-                                    GROUP, W0, W1, BLOCK_N, BLOCK_K, False, PTX_SRC, PTX_ARGS, False, 1.0)  # fmt: skip
-        else:
-            acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
-                                    GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS, False, 1.0, True, OFFS, f)  # fmt: skip
-    elif PTX:
-        if GUARD:  # fp16 word sums stay finite for |x| < 4096: a split with larger inputs is scaled down by a power of two
-            xmax = _split_max(x_ptr, k_start, k_end, BLOCK_K)
-            if xmax < 4096.0:  # the common case: the plain loop
+    if PTX and SUB:  # pair_dot_sub_ptx: each step's inputs scaled by 2^F (max |x| 2^F < 2^15), nothing overflows
+        acc, acc_z = _gemv_loop_sub(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
+                                    GROUP, W0, W1, BLOCK_N, BLOCK_K, PTX_SRC, PTX_ARGS, OFFS, WORDS, XVEC)  # fmt: skip
+        y = acc - acc_z
+    else:
+        if PTX:
+            if GUARD:  # fp16 word sums stay finite for |x| < 4096: a split with larger inputs is scaled down by a power of two
+                xmax = _split_max(x_ptr, k_start, k_end, BLOCK_K)
+                if xmax < 4096.0:  # the common case: the plain loop
+                    acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
+                                            GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS, False, 1.0)  # fmt: skip
+                else:
+                    xscale = tl.exp2(tl.floor(tl.log2(2048.0 / xmax)))
+                    acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
+                                            GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS, True, xscale)  # fmt: skip
+            else:
                 acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
                                         GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS, False, 1.0)  # fmt: skip
-            else:
-                xscale = tl.exp2(tl.floor(tl.log2(2048.0 / xmax)))
-                acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
-                                        GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS, True, xscale)  # fmt: skip
         else:
             acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
-                                    GROUP, W0, W1, BLOCK_N, BLOCK_K, True, PTX_SRC, PTX_ARGS, False, 1.0)  # fmt: skip
-    else:
-        acc, acc_z = _gemv_loop(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_start, k_end,
-                                GROUP, W0, W1, BLOCK_N, BLOCK_K, False, PTX_SRC, PTX_ARGS, False, 1.0)  # fmt: skip
-    y = tl.sum(acc, axis=0) - acc_z
+                                    GROUP, W0, W1, BLOCK_N, BLOCK_K, False, PTX_SRC, PTX_ARGS, False, 1.0)  # fmt: skip
+        y = tl.sum(acc, axis=0) - acc_z
     _epilogue(y[None, :], y_ptr, ws_ptr, lock_ptr, tl.arange(0, 1), offs_n, 1, N, N, pid_n, pid_k, SPLIT_K, REDUCE)
 
 

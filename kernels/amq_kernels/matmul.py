@@ -211,6 +211,8 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     few_shifts = bool(cfg.pop("FEW_SHIFTS", 0))
     guard = bool(cfg.pop("GUARD", 1))  # M = 1: splits with |x| >= 4096 scaled down (ROWS4 has no guard)
     sub = bool(cfg.pop("SUBNORMAL", 0)) and use_ptx and m == 1  # M = 1: pair_dot_sub_ptx (opt-in, issue 20)
+    words = cfg.pop("WORDS", 1)  # SUBNORMAL: words of a column summed in one fp16 accumulator
+    xvec = bool(cfg.pop("XVEC", 0)) and x2.data_ptr() % 16 == 0  # SUBNORMAL: inputs read 16 bytes at a time
     rows = 1 if m == 1 else 4
     for key in ("BLOCK_M", "ROWS4", "PAIRS", "SWAP"):
         cfg.pop(key, None)
@@ -218,14 +220,14 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     reduce = _reduction(cfg, split)
     y, ws, lock = _outputs(x2, n, split, reduce, grid[0] * grid[1], out)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
-    src, args = pair_dot_sub_ptx(w0, w1) if sub else pair_dot_ptx(w0, w1, rows, few_shifts) if use_ptx else ("", "")
+    src, args = pair_dot_sub_ptx(w0, w1, words) if sub else pair_dot_ptx(w0, w1, rows, few_shifts) if use_ptx else ("", "")
     p1 = packed.planes[1] if w1 else packed.planes[0]
     consts = dict(GROUP=packed.group_size, W0=w0, W1=w1, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce,
                   PTX=use_ptx, PTX_SRC=src, PTX_ARGS=args, **cfg)  # fmt: skip
     if m == 1:
         gemv_kernel[grid[::2]](
             x2, packed.planes[0], p1, packed.scales, packed.zeros, y, ws, lock, n, k, split, GUARD=guard, SUB=sub,
-            OFFS=packed_offsets(w0, w1) if sub else 0, **consts, **FUSE,
+            OFFS=packed_offsets(w0, w1) if sub else 0, WORDS=words if sub else 1, XVEC=xvec and sub, **consts, **FUSE,
         )  # fmt: skip
     else:
         gemv4_kernel[grid](
@@ -295,6 +297,8 @@ _CONFIG_KEYS = {
     "SWAP",
     "GUARD",
     "SUBNORMAL",
+    "WORDS",
+    "XVEC",
 }
 
 
@@ -340,7 +344,8 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
     else:
         cfg = dict(cfg)
         cfg.pop("FEW_SHIFTS", None)  # decode-kernel options
-        cfg.pop("SUBNORMAL", None)
+        for key in ("SUBNORMAL", "WORDS", "XVEC"):
+            cfg.pop(key, None)
         split = _split(k, cfg["BLOCK_K"], cfg.pop("SPLIT_K"), packed.group_size)
         grid = (triton.cdiv(n, cfg["BLOCK_N"]), triton.cdiv(m, cfg["BLOCK_M"]), split)
         reduce = _reduction(cfg, split)

@@ -94,24 +94,35 @@ def _pair_unpack(w0: int, w1: int, word: str, hi: str, few_shifts: bool, exponen
     return out
 
 
-def pair_dot_sub_ptx(w0: int, w1: int) -> tuple[str, str]:
-    """Inline PTX for one word (plus its high-bit word at 3 bits) against one input row, with 2
-    instructions a pair of codes instead of pair_dot_ptx's 3: a pair is masked where it sits (no
-    exponent OR-ed in), so each 16-bit half is the fp16 *subnormal* q 2^r 2^-24, exact, and one fp16x2
-    fma multiplies it into the word's accumulator with the input pair, which the caller passes already
-    times 2^(F - r) (r per pair: pair_positions(w0, w1, True)): each product is q x 2^(F - 24). The
-    caller picks F so that max |x| 2^F < 2^15: no product or word sum can overflow (at most 2^-4), and
-    multiplies the result by 2^(24 - F). Operands: $0 the fp32 result, the plane-0 word, [the plane-1 word
-    as pair_dot_ptx takes it], the input pairs as b32. Returns the PTX and its operand constraints."""
-    half = 32 // w0 // 2
-    first_x = 3 if w1 else 2
+def pair_dot_sub_ptx(w0: int, w1: int, words: int = 1) -> tuple[str, str]:
+    """Inline PTX for `words` words (each plus its high-bit word at 3 bits) of one column against one input
+    row, with 2 instructions a pair of codes instead of pair_dot_ptx's 3: a pair is masked where it sits
+    (no exponent OR-ed in), so each 16-bit half is the fp16 *subnormal* q 2^r 2^-24, exact, and one fp16x2
+    fma multiplies it into the block's one accumulator with the input pair, which the caller passes already
+    times 2^(F - r) (r per pair: pair_positions(w0, w1, True)): each product is q x 2^(F - 24). The caller
+    picks F so that max |x| 2^F < 2^15: a product is below 2^-5, the sum of 4 words' below 1, nothing
+    overflows; it multiplies the result by 2^(24 - F). More words a block: one widening to fp32 for all.
+    Operands: $0 the fp32 result, then SUB_SLOTS b32 a word: its plane-0 word, its plane-1 word as
+    pair_dot_ptx takes it (any value without one), 8 input-pair slots (the first 32 / w0 / 2 read).
+    Returns the PTX and its operand constraints."""
     body = []
-    for j, (unpack, _) in enumerate(_pair_unpack(w0, w1, "$1", "$2", True, "0")):
-        body += unpack
-        body.append(f"fma.rn.f16x2 a, t, ${first_x + j}, a;")
+    for i in range(words):
+        base = 1 + i * SUB_SLOTS
+        for j, (unpack, _) in enumerate(_pair_unpack(w0, w1, f"${base}", f"${base + 1}", True, "0")):
+            body += unpack
+            body.append(f"fma.rn.f16x2 a, t, ${base + 2 + j}, a;")
     lines = ["{", ".reg .b32 s, t, u, a;", ".reg .b16 a_lo, a_hi;", ".reg .f32 f_lo, f_hi;", "mov.b32 a, 0;", *body]
     lines += [*_widen("a", "$0"), "}"]
-    return "\n".join(lines), ",".join(["=f"] + ["r"] * (first_x - 1 + half))
+    return "\n".join(lines), ",".join(["=f"] + ["r"] * (words * SUB_SLOTS))
+
+
+SUB_SLOTS = 10  # pair_dot_sub_ptx's operands a word: plane-0 word, plane-1 word, 8 input pairs
+
+
+def x4_load_ptx() -> tuple[str, str]:
+    """Inline PTX for 4 consecutive input pairs (b32 each) in one 16-byte read-only load; the operand is
+    the address as a 64-bit integer (16-byte aligned)."""
+    return "ld.global.nc.v4.b32 {$0, $1, $2, $3}, [$4];", "=r,=r,=r,=r,l"
 
 
 def packed_offsets(w0: int, w1: int) -> int:

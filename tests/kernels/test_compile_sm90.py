@@ -57,22 +57,28 @@ def _widths(bits: int) -> tuple[int, int]:
 def test_decode_kernels_compile_for_sm90_with_inline_ptx(bits):
     w0, w1 = _widths(bits)
     common = {"GROUP": 128, "BLOCK_N": 256, "BLOCK_K": 128, "REDUCE": "atomic", "PTX": True, "GUARD": True}
+    off = {"SUB": False, "OFFS": 0, "WORDS": 1, "XVEC": False}  # gemv_kernel's SUBNORMAL options, off
     src, cons = pair_dot_ptx(w0, w1)
-    ptx = _compile(jit.gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons}, num_warps=2)
+    ptx = _compile(jit.gemv_kernel, {**common, **off, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons}, num_warps=2)
     assert "fma.rn.f16x2" in ptx and "lop3.b32" in ptx  # the inline PTX is in
     # bf16 inputs: converted to fp16 pairs in the kernel, then the same PTX; without the |x| guard too
-    ptx_bf16 = _compile(jit.gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons}, num_warps=2, act="*bf16")
+    ptx_bf16 = _compile(jit.gemv_kernel, {**common, **off, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons}, num_warps=2, act="*bf16")
     assert "fma.rn.f16x2" in ptx_bf16 and re.search(r"cvt\.rn\.f16\.f32|cvt\.rn\.f16x2\.f32", ptx_bf16)
-    _compile(jit.gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons, "GUARD": False}, num_warps=2)
+    _compile(jit.gemv_kernel, {**common, **off, "W0": w0, "W1": w1, "PTX_SRC": src, "PTX_ARGS": cons, "GUARD": False}, num_warps=2)
     assert re.search(r"red\.global\.gpu\.relaxed\.add\.noftz\.(v\d\.)?f16\b", ptx)  # splits meet in relaxed fp16 atomics
     fsrc, fcons = pair_dot_ptx(w0, w1, few_shifts=True)
-    _compile(jit.gemv_kernel, {**common, "W0": w0, "W1": w1, "PTX_SRC": fsrc, "PTX_ARGS": fcons}, num_warps=2)
+    _compile(jit.gemv_kernel, {**common, **off, "W0": w0, "W1": w1, "PTX_SRC": fsrc, "PTX_ARGS": fcons}, num_warps=2)
     # SUBNORMAL: two instructions a pair (pair_dot_sub_ptx), inputs scaled by fp16x2 powers of two; bf16 too
-    sub = {**common, "W0": w0, "W1": w1, "SUB": True, "OFFS": packed_offsets(w0, w1)}
+    sub = {**common, **off, "W0": w0, "W1": w1, "SUB": True, "OFFS": packed_offsets(w0, w1)}
     ssrc, scons = pair_dot_sub_ptx(w0, w1)
     ptx_sub = _compile(jit.gemv_kernel, {**sub, "PTX_SRC": ssrc, "PTX_ARGS": scons}, num_warps=2)
     assert "mul.rn.f16x2" in ptx_sub and "0x64006400" not in ptx_sub  # scaled inputs; no exponent OR-ed into the codes
     _compile(jit.gemv_kernel, {**sub, "PTX_SRC": ssrc, "PTX_ARGS": scons}, num_warps=2, act="*bf16")
+    for words in (2, 4):  # several words a PTX block, inputs read 16 bytes at a time
+        wsrc, wcons = pair_dot_sub_ptx(w0, w1, words)
+        ptx_w = _compile(jit.gemv_kernel, {**sub, "PTX_SRC": wsrc, "PTX_ARGS": wcons, "WORDS": words, "XVEC": True}, num_warps=2)
+        assert "ld.global.nc.v4.b32" in ptx_w
+        _compile(jit.gemv_kernel, {**sub, "PTX_SRC": wsrc, "PTX_ARGS": wcons, "WORDS": words, "XVEC": True}, num_warps=2, act="*bf16")
     src4, cons4 = pair_dot_ptx(w0, w1, 4)
     _compile(
         jit.gemv4_kernel,

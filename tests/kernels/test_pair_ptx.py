@@ -152,32 +152,38 @@ def test_pair_dequant_ptx_matches_codes(bits, bf16):
                     assert abs(got[h] - want) <= eps * (2**bits) * s, (bits, trial, r, j, h, got[h], want)
 
 
+@pytest.mark.parametrize("words", [1, 2, 4])
 @pytest.mark.parametrize("bits", [2, 3, 4])
-def test_pair_dot_sub_ptx_matches_codes(bits):
-    """The 2-instruction pair (codes as fp16 subnormals, inputs pre-scaled by 2^(F - r)): a word's
-    sum of q x, times 2^(F - 24), for the words `pack_planes` writes and inputs from 0.01 to 30000."""
-    from amq_kernels.ptx import pair_dot_sub_ptx, pair_positions
+def test_pair_dot_sub_ptx_matches_codes(bits, words):
+    """The 2-instruction pair (codes as fp16 subnormals, inputs pre-scaled by 2^(F - r)): the sum of q x over
+    `words` words of a column, times 2^(F - 24), for the words `pack_planes` writes and inputs from 0.01 to 30000."""
+    from amq_kernels.ptx import SUB_SLOTS, pair_dot_sub_ptx, pair_positions
 
-    g = torch.Generator().manual_seed(20 + bits)
+    g = torch.Generator().manual_seed(20 + bits + 10 * words)
     w0, w1 = (4, 0) if bits == 4 else (2, 1 if bits == 3 else 0)
     per = 32 // w0
-    src, constraints = pair_dot_sub_ptx(w0, w1)
+    src, constraints = pair_dot_sub_ptx(w0, w1, words)
+    assert constraints.count(",") == words * SUB_SLOTS
     offsets = [r for _, r in pair_positions(w0, w1, True)]
+    n_codes = 32 * words * (2 if bits == 3 else 1)  # whole plane-1 words at 3 bits
     for trial, magnitude in enumerate((0.01, 1.0, 300.0, 30000.0) * 3):
-        codes = torch.randint(0, 2**bits, (1, 32), generator=g, dtype=torch.uint8)
-        x = (torch.randn(32, generator=g) * magnitude).clamp(-60000, 60000).half().numpy()
+        codes = torch.randint(0, 2**bits, (1, n_codes), generator=g, dtype=torch.uint8)
+        x = (torch.randn(n_codes, generator=g) * magnitude).clamp(-60000, 60000).half().numpy()
         f = min(15, 14 - int(np.floor(np.log2(np.abs(x.astype(np.float64)).max()))))  # max |x| 2^F < 2^15
         planes = pack_planes(codes, bits)
-        for r in range(32 // per):
-            ops = [int(planes[0][r, 0]) & 0xFFFFFFFF]
-            if w1:
-                ops.append((int(planes[1][0, 0]) >> (r % 2) * 8) & 0xFFFFFFFF)
-            xs = x[r * per : (r + 1) * per]
-            ops += [_pack16(*(np.float16(float(v) * 2.0 ** (f - offsets[j])) for v in xs[2 * j : 2 * j + 2])) for j in range(per // 2)]
-            assert constraints.count(",") + 1 == 1 + len(ops)
+        for r0 in range(0, n_codes // per, words):  # `words` consecutive word rows to one block
+            ops, xs_all = [], []
+            for r in range(r0, r0 + words):
+                ops.append(int(planes[0][r, 0]) & 0xFFFFFFFF)
+                ops.append((int(planes[1][r // 2, 0]) >> (r % 2) * 8) & 0xFFFFFFFF if w1 else 0)
+                xs = x[r * per : (r + 1) * per]
+                pairs = [_pack16(*(np.float16(float(v) * 2.0 ** (f - offsets[j])) for v in xs[2 * j : 2 * j + 2])) for j in range(per // 2)]
+                ops += pairs + [0] * (SUB_SLOTS - 2 - len(pairs))
+                xs_all.append(xs)
             got = run_ptx(src, ops)[0] * 2.0 ** (24 - f)
-            q = codes[0, r * per : (r + 1) * per].double().numpy()
-            want = float((q * xs.astype(np.float64)).sum())
-            scale = float((q * np.abs(xs.astype(np.float64))).sum())
-            # fp16 rounding of the word's running sums, and at most half a subnormal step a product (2^-25, times 2^(24 - F))
-            assert abs(got - want) <= 2e-3 * scale + per * 2.0 ** (-1 - f), (bits, trial, r, got, want)
+            q = codes[0, r0 * per : (r0 + words) * per].double().numpy()
+            xw = np.concatenate(xs_all).astype(np.float64)
+            want = float((q * xw).sum())
+            scale = float((q * np.abs(xw)).sum())
+            # fp16 rounding of the block's running sums, and at most half a subnormal step a product (2^-25, times 2^(24 - F))
+            assert abs(got - want) <= 2e-3 * scale + words * per * 2.0 ** (-1 - f), (bits, words, trial, r0, got, want)
