@@ -92,7 +92,7 @@ def sweep_group() -> None:
     2 x 11008 x 4096) at mixed bits, one `matmul` each vs one `matmul_group` launch, each checked
     against float64 first."""
     print(
-        "| layers | bits | fp16 us (one F.linear each) | separate us | grouped us | grouped, 2 warps us | grouped vs separate | grouped vs fp16 |"
+        "| layers | bits | fp16 us (one F.linear each) | separate us | grouped us | grouped, loop before SUBNORMAL us | grouped vs separate | grouped vs fp16 |"
     )
     print("|---|---|---|---|---|---|---|---|")
     cases = [((4096, 4096, 3), b) for b in ((3, 3, 3), (2, 3, 4), (4, 4, 4), (2, 2, 2))]
@@ -108,7 +108,7 @@ def sweep_group() -> None:
         t16 = time_cycle([lambda w=w: [torch.nn.functional.linear(x, wi) for wi in w] for w in ws])
         t_sep = time_cycle([lambda p=p: [matmul(x, pi) for pi in p] for p in ps])
         t_grp = time_cycle([lambda p=p: matmul_group(x, p) for p in ps])
-        t_grp2 = time_cycle([lambda p=p: matmul_group(x, p, num_warps=2) for p in ps])
+        t_grp2 = time_cycle([lambda p=p: matmul_group(x, p, subnormal=False) for p in ps])
         print(
             f"| {count} x {n} x {k} | {bits} | {t16:.1f} | {t_sep:.1f} | {t_grp:.1f} | {t_grp2:.1f} | {t_sep / t_grp:.2f}x | {t16 / t_grp:.2f}x |"
             + (f" relative error {err:.1e} (FAILED) |" if not err < 1e-2 else ""),
@@ -132,12 +132,21 @@ def sweep_ptx() -> None:
         print(f"| {n} x {k} | {m} | {bits} | {t16:.1f} | {t0:.1f} | {t1:.1f} | {t0 / t1:.2f}x |", flush=True)
 
 
-SUB_VARIANTS = {  # name -> the keys SUBNORMAL variants add to the default M = 1 tiling
-    "SUB": {"SUBNORMAL": 1},
-    "SUB XVEC": {"SUBNORMAL": 1, "XVEC": 1},
-    "SUB XVEC W2": {"SUBNORMAL": 1, "XVEC": 1, "WORDS": 2},
-    "SUB XVEC W4": {"SUBNORMAL": 1, "XVEC": 1, "WORDS": 4},
+SUB_VARIANTS = {  # name -> what a variant changes in today's M = 1 default (SUBNORMAL, XVEC, WORDS 4, 512 x 2 warps)
+    "W1 no XVEC": {"XVEC": 0, "WORDS": 1},
+    "W1": {"WORDS": 1},
+    "W2": {"WORDS": 2},
+    "default (W4)": {},
 }
+
+
+def before_subnormal(n: int, k: int, bits: int) -> dict:
+    """The M = 1 default before SUBNORMAL: the 3-instruction pair loop (FEW_SHIFTS at 2/3 bits), 256-wide tiles,
+    2 warps and 8 waves at 2 bits, 2 / 4 at 3, 4 / 4 at 4 (kernels_gemv_sweep.md, H100)."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    waves, warps = (8, 2) if bits <= 2 else (4, 2) if bits == 3 else (4, 4)
+    split = max(1, min(k // 128, -(-waves * sms // -(-n // 256))))
+    return {"BLOCK_N": 256, "BLOCK_K": 128, "SPLIT_K": split, "num_warps": warps, "num_stages": 3, "FEW_SHIFTS": int(bits <= 3)}
 
 
 def _rel_err(x: torch.Tensor, p, cfg) -> float:
@@ -146,52 +155,51 @@ def _rel_err(x: torch.Tensor, p, cfg) -> float:
 
 
 def sweep_subnormal(dtype: torch.dtype, grid: bool) -> None:
-    """M = 1, default tiles: today's PTX loop (3 instructions a pair of codes) against SUBNORMAL
-    (`pair_dot_sub_ptx`: 2, sass_count.md) and its options (XVEC: inputs read 16 bytes at a time; WORDS:
-    words a column summed in one fp16 accumulator), each checked against float64 first: time, and relative
-    error on N(0, 1) inputs and on inputs of scale 0.01 (where SUBNORMAL's products are subnormal).
-    `grid`: then the fastest variant's tiles (BLOCK_N x warps x waves), the five fastest printed."""
+    """M = 1: the loop before SUBNORMAL (3 instructions a pair of codes, its tiles) against today's default
+    (`pair_dot_sub_ptx`: 2 a pair, inputs read 16 bytes at a time (XVEC), 4 words a column in one fp16
+    accumulator (WORDS), 512-wide tiles of 2 warps) and variants of it, each checked against float64 first:
+    time, and relative error on N(0, 1) inputs and on inputs of scale 0.01 (where the products are subnormal).
+    `grid`: today's default over BLOCK_N x warps x waves, the five fastest printed."""
     import itertools
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     names = list(SUB_VARIANTS)
-    print(f"Activations {str(dtype).replace('torch.', '')}. Times in us; speedups against the default (today's M = 1 loop).\n")
-    print("| N x K | bits | fp16 us | default us | " + " | ".join(f"{v} us" for v in names) + " | best vs default | best vs fp16 |")
+    print(f"Activations {str(dtype).replace('torch.', '')}. Times in us.\n")
+    print("| N x K | bits | fp16 us | before us | " + " | ".join(f"{v} us" for v in names) + " | default vs before | default vs fp16 |")
     print("|---|---|---|---|" + "---|" * len(names) + "---|---|")
     errors, grids = [], []
     for (n, k), bits in itertools.product(SWEEP_SHAPES, BITS):
         ps, x, ref, t16 = sweep_case(n, k, 1, bits, dtype)
         base = _tiling(1, n, k, bits, GROUP, x.device)
-        t0 = _checked_time(x, ps, ref, base)
+        before = before_subnormal(n, k, bits)
+        t0 = _checked_time(x, ps, ref, before)
         ts = [_checked_time(x, ps, ref, {**base, **SUB_VARIANTS[v]}) for v in names]
-        best = min(ts)
         print(
             f"| {n} x {k} | {bits} | {t16:.1f} | {t0:.1f} | "
             + " | ".join(f"{t:.1f}" for t in ts)
-            + f" | {t0 / best:.2f}x | {t16 / best:.2f}x |",
+            + f" | {t0 / ts[-1]:.2f}x | {t16 / ts[-1]:.2f}x |",
             flush=True,
         )
-        errs = [f"{_rel_err(xs, ps[0], cfg):.1e}" for xs in (x, x * 0.01) for cfg in [base] + [{**base, **SUB_VARIANTS[v]} for v in names]]
+        errs = [f"{_rel_err(xs, ps[0], cfg):.1e}" for xs in (x, x * 0.01) for cfg in (before, base)]
         errors.append(f"| {n} x {k} | {bits} | " + " | ".join(errs) + " |")
         if grid:
-            fastest = SUB_VARIANTS[names[ts.index(best)]]
             times = []
-            for bn, nw, waves in itertools.product([128, 256, 512], [2, 4, 8], [4, 8, 16]):
+            for bn, nw, waves in itertools.product([256, 512, 1024], [2, 4], [4, 8, 16]):
                 split = max(1, min(k // 128, -(-waves * sms // -(-n // bn))))
-                cfg = {**base, **fastest, "BLOCK_N": bn, "SPLIT_K": split, "num_warps": nw}
-                times.append((_checked_time(x, ps, ref, cfg), f"{bn} / {nw} / {waves}"))
+                times.append(
+                    (_checked_time(x, ps, ref, {**base, "BLOCK_N": bn, "SPLIT_K": split, "num_warps": nw}), f"{bn} / {nw} / {waves}")
+                )
             times.sort()
             top = ", ".join(f"{t:.1f} ({c})" for t, c in times[:5])
-            grids.append(f"| {n} x {k} | {bits} | {names[ts.index(best)]} | {best:.1f} | {top} | {best / times[0][0]:.2f}x |")
-    print("\nRelative error against float64, default then each variant, on x ~ N(0, 1) and on x ~ 0.01 N(0, 1):\n")
-    cols = ["default", *names]
-    print("| N x K | bits | " + " | ".join(f"{c}, x ~ 1" for c in cols) + " | " + " | ".join(f"{c}, x ~ 0.01" for c in cols) + " |")
-    print("|---|---|" + "---|" * 2 * len(cols))
+            grids.append(f"| {n} x {k} | {bits} | {ts[-1]:.1f} | {top} | {ts[-1] / times[0][0]:.2f}x |")
+    print("\nRelative error against float64 (split K meets in 16-bit atomics in both):\n")
+    print("| N x K | bits | before, x ~ 1 | default, x ~ 1 | before, x ~ 0.01 | default, x ~ 0.01 |")
+    print("|---|---|---|---|---|---|")
     print("\n".join(errors))
     if grid:
-        print("\nThe fastest variant's tiles: BLOCK_N x warps x waves (split = waves x SMs / n tiles), five fastest:\n")
-        print("| N x K | bits | variant | at default tiles us | fastest: us (BLOCK_N / warps / waves) | best vs default tiles |")
-        print("|---|---|---|---|---|---|")
+        print("\nToday's default over BLOCK_N x warps x waves (split = waves x SMs / n tiles), five fastest:\n")
+        print("| N x K | bits | default us | fastest: us (BLOCK_N / warps / waves) | best vs default |")
+        print("|---|---|---|---|---|")
         print("\n".join(grids))
 
 
@@ -437,8 +445,8 @@ def main() -> None:
     ap.add_argument("--sweep-m", default="1,16,2048", help="row counts --sweep covers")
     ap.add_argument("--sweep-gemv", action="store_true", help="M = 1 kernel variants and tiles")
     ap.add_argument("--sweep-gemv-occupancy", action="store_true", help="M = 1: tile width x warps x waves (registers vs instructions)")
-    ap.add_argument("--sweep-subnormal", action="store_true", help="M = 1: the PTX loop against SUBNORMAL (2 instructions a pair)")
-    ap.add_argument("--grid", action="store_true", help="--sweep-subnormal: also the fastest variant's tiles")
+    ap.add_argument("--sweep-subnormal", action="store_true", help="M = 1: the loop before SUBNORMAL against today's and its variants")
+    ap.add_argument("--grid", action="store_true", help="--sweep-subnormal: also today's default over a grid of tiles")
     ap.add_argument("--sweep-small-m", action="store_true", help="M = 2..16: tensor-core tiles vs ROWS4")
     ap.add_argument("--sweep-group", action="store_true", help="M = 1: q/k/v and gate/up separately vs in one launch")
     ap.add_argument("--sweep-ptx", action="store_true", help="M = 1 and 4: the PTX inner loop with fewer word shifts")

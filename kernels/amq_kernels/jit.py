@@ -455,23 +455,28 @@ def gemv_group_kernel(
     WC0: tl.constexpr, WC1: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, REDUCE: tl.constexpr,
     PTX: tl.constexpr, SRC_A: tl.constexpr, ARGS_A: tl.constexpr, SRC_B: tl.constexpr, ARGS_B: tl.constexpr,
     SRC_C: tl.constexpr, ARGS_C: tl.constexpr, GUARD: tl.constexpr,
+    SUB: tl.constexpr = False, XVEC: tl.constexpr = False, OFFS_A: tl.constexpr = 0, OFFS_B: tl.constexpr = 0,
+    OFFS_C: tl.constexpr = 0, WORDS_A: tl.constexpr = 1, WORDS_B: tl.constexpr = 1, WORDS_C: tl.constexpr = 1,
 ):  # fmt: skip
     """Two or three layers that read the same input row (q/k/v, gate/up), each at its own
     bit-width, in one launch: the n tiles of A, then B, then C (WC0 = 0: none); y is
-    [y_A, y_B, y_C] back to back. One launch instead of three saves the fixed per-launch cost."""
+    [y_A, y_B, y_C] back to back. One launch instead of three saves the fixed per-launch cost.
+    SUB (gemv_kernel's SUBNORMAL loop): SRC_* = pair_dot_sub_ptx(W*0, W*1, WORDS_*), OFFS_* its pair positions."""
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
     tiles_a = tl.cdiv(NA, BLOCK_N)
     tiles_b = tl.cdiv(NB, BLOCK_N)
     if pid < tiles_a:
         _gemv_tile(x_ptr, a0_ptr, a1_ptr, sa_ptr, za_ptr, y_ptr, y_ptr, y_ptr, NA, K, SPLIT_K, pid, pid_k,
-                   GROUP, WA0, WA1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_A, ARGS_A, GUARD)  # fmt: skip
+                   GROUP, WA0, WA1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_A, ARGS_A, GUARD, SUB, OFFS_A, WORDS_A, XVEC)  # fmt: skip
     elif pid < tiles_a + tiles_b:
         _gemv_tile(x_ptr, b0_ptr, b1_ptr, sb_ptr, zb_ptr, y_ptr + NA, y_ptr, y_ptr, NB, K, SPLIT_K,
-                   pid - tiles_a, pid_k, GROUP, WB0, WB1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_B, ARGS_B, GUARD)  # fmt: skip
+                   pid - tiles_a, pid_k, GROUP, WB0, WB1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_B, ARGS_B, GUARD,
+                   SUB, OFFS_B, WORDS_B, XVEC)  # fmt: skip
     elif WC0 > 0:
         _gemv_tile(x_ptr, c0_ptr, c1_ptr, sc_ptr, zc_ptr, y_ptr + NA + NB, y_ptr, y_ptr, NC, K,
-                   SPLIT_K, pid - tiles_a - tiles_b, pid_k, GROUP, WC0, WC1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_C, ARGS_C, GUARD)  # fmt: skip
+                   SPLIT_K, pid - tiles_a - tiles_b, pid_k, GROUP, WC0, WC1, BLOCK_N, BLOCK_K, REDUCE, PTX, SRC_C, ARGS_C, GUARD,
+                   SUB, OFFS_C, WORDS_C, XVEC)  # fmt: skip
 
 
 @triton.jit

@@ -81,16 +81,21 @@ def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device)
     for those tiles); fp16 and bf16 measured alike."""
     block_k = min(group, 128)
     steps = k // block_k
-    if m == 1:  # 2 warps and 8 waves of programs at 2 bits, 2 warps / 4 waves at 3, 4 / 4 at 4 (kernels_gemv_sweep.md)
-        waves, warps = (8, 2) if bits <= 2 else (4, 2) if bits == 3 else (4, 4)
-        split = max(1, min(steps, -(-waves * _sm_count(device) // -(-n // 256))))
+    if m == 1:
+        # SUBNORMAL (2 instructions a pair of codes), inputs read 16 bytes at a time, 4 words a column to one fp16
+        # accumulator; 512-wide tiles of 2 warps (8 columns a thread), 8 waves: H200, kernels_subnormal_h200.md
+        # (1.1-1.4x the loop before; FEW_SHIFTS is that loop's option, for configs that turn SUBNORMAL off)
+        split = max(1, min(steps, -(-8 * _sm_count(device) // -(-n // 512))))
         return {
-            "BLOCK_N": 256,
+            "BLOCK_N": 512,
             "BLOCK_K": block_k,
             "SPLIT_K": split,
-            "num_warps": warps,
+            "num_warps": 2,
             "num_stages": 3,
             "FEW_SHIFTS": int(_few_shifts(bits)),
+            "SUBNORMAL": 1,
+            "XVEC": 1,
+            "WORDS": 4,
         }
     if m <= 16:
         # the weight tile built pair by pair in PTX (PAIRS) as the MMA's left operand (SWAP): 1.25-1.61x
@@ -211,7 +216,9 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     few_shifts = bool(cfg.pop("FEW_SHIFTS", 0))
     guard = bool(cfg.pop("GUARD", 1))  # M = 1: splits with |x| >= 4096 scaled down (ROWS4 has no guard)
     sub = bool(cfg.pop("SUBNORMAL", 0)) and use_ptx and m == 1  # M = 1: pair_dot_sub_ptx (opt-in, issue 20)
-    words = cfg.pop("WORDS", 1)  # SUBNORMAL: words of a column summed in one fp16 accumulator
+    words = min(cfg.pop("WORDS", 1), block_k * widths[0] // 32)  # SUBNORMAL: words a column per fp16 sum (<= a step's rows)
+    if words not in (1, 2, 4):
+        raise ValueError(f"WORDS must be 1, 2 or 4, got {words}")
     xvec = bool(cfg.pop("XVEC", 0)) and x2.data_ptr() % 16 == 0  # SUBNORMAL: inputs read 16 bytes at a time
     rows = 1 if m == 1 else 4
     for key in ("BLOCK_M", "ROWS4", "PAIRS", "SWAP"):
@@ -236,11 +243,14 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     return y
 
 
-def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4, out: torch.Tensor | None = None) -> torch.Tensor:
+def matmul_group(
+    x: torch.Tensor, packed: list[PackedWeight], num_warps: int | None = None, out: torch.Tensor | None = None, subnormal: bool = True
+) -> torch.Tensor:
     """[x @ W_1^T, x @ W_2^T, ...] concatenated along the last dim, for 2 or 3 layers that read
     the same x (q/k/v, gate/up), each at its own bit-width. One input row (decode): one launch
-    for all of them (`gemv_group_kernel`; 4 warps: kernels_group.md); more rows: one `matmul` per layer.
-    `out` (1, sum N) at one row, as for `matmul`."""
+    for all of them (`gemv_group_kernel`, the M = 1 loop `matmul` runs: SUBNORMAL with its tiles, or with
+    `subnormal=False` the loop before it, 256-wide tiles of 4 warps: kernels_group.md); more rows: one
+    `matmul` per layer. `out` (1, sum N) at one row, as for `matmul`."""
     if not 2 <= len(packed) <= 3:
         raise ValueError(f"matmul_group takes 2 or 3 layers, got {len(packed)}")
     k, group = packed[0].in_features, packed[0].group_size
@@ -256,24 +266,34 @@ def matmul_group(x: torch.Tensor, packed: list[PackedWeight], num_warps: int = 4
     if any(len(w) > 2 or w[0] > 4 for w in widths):
         raise ValueError(f"the kernel takes 1-4 bit weights, got {[p.bits for p in packed]}")
     x2 = x2.contiguous()
-    block_n, block_k = 256, min(group, 128)
+    use_ptx = all(_ptx_ok(x2, w) for w in widths)
+    sub = subnormal and use_ptx
+    block_k = min(group, 128)
+    tile = _tiling(1, max(ns), k, max(p.bits for p in packed), group, x.device) if sub else {"BLOCK_N": 256, "num_warps": 4}
+    block_n, warps, waves = tile["BLOCK_N"], num_warps or tile["num_warps"], 8 if sub else 4  # waves as for one layer
     tiles = sum(-(-n // block_n) for n in ns)
-    split = _split(k, block_k, max(1, -(-4 * _sm_count(x.device) // tiles)), group)  # ~4 waves, as for one layer
+    split = _split(k, block_k, max(1, -(-waves * _sm_count(x.device) // tiles)), group)
     if out is not None and (out.shape != (1, sum(ns)) or out.dtype != x.dtype or not out.is_contiguous()):
         raise ValueError(f"out must be a contiguous (1, {sum(ns)}) {x.dtype} tensor")
     reduce = _reduction({}, split)
     y, _, _ = _outputs(x2, sum(ns), split, reduce, tiles, out)
-    use_ptx = all(_ptx_ok(x2, w) for w in widths)
     segs = [(w[0], w[1] if len(w) > 1 else 0) for w in widths]
     args, consts = [], {}
     for name, p, (w0, w1) in zip("ABC", [*packed, packed[0]], [*segs, (0, 0)], strict=False):  # C = A, unused, for 2
         args += [p.planes[0], p.planes[1] if w1 else p.planes[0], p.scales, p.zeros]
-        src, cons = pair_dot_ptx(w0, w1, few_shifts=_few_shifts(p.bits)) if use_ptx and w0 else ("", "")
+        words = min(tile.get("WORDS", 1), block_k * max(w0, 1) // 32)
+        if not use_ptx or not w0:
+            src, cons = "", ""
+        elif sub:
+            src, cons = pair_dot_sub_ptx(w0, w1, words)
+        else:
+            src, cons = pair_dot_ptx(w0, w1, few_shifts=_few_shifts(p.bits))
         consts.update({f"W{name}0": w0, f"W{name}1": w1, f"SRC_{name}": src, f"ARGS_{name}": cons})
+        consts.update({f"OFFS_{name}": packed_offsets(w0, w1) if sub and w0 else 0, f"WORDS_{name}": words if sub else 1})
     gemv_group_kernel[(tiles, split)](
         x2, *args, y, *ns, *([0] if len(ns) == 2 else []), k, split,
         GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce, PTX=use_ptx, GUARD=True,
-        num_warps=num_warps, num_stages=3, **consts, **FUSE,
+        SUB=sub, XVEC=sub and x2.data_ptr() % 16 == 0, num_warps=warps, num_stages=3, **consts, **FUSE,
     )  # fmt: skip
     if out is not None and y is not out:  # the fp32 atomics buffer
         y = out.copy_(y)

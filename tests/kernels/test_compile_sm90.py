@@ -93,13 +93,20 @@ def test_decode_kernels_compile_for_sm90_with_inline_ptx(bits):
         },
         num_warps=2,
     )
-    # a group of three layers at 2, 3 and `bits` bits
-    group = dict(common)
+    # a group of three layers at 2, 3 and `bits` bits: the loop before SUBNORMAL, and SUBNORMAL (the default)
+    group = {**common, "SUB": False, "XVEC": False}
+    sub_group = {**common, "SUB": True, "XVEC": True, "BLOCK_N": 512}
     for name, b in zip("ABC", (2, 3, bits), strict=True):
         gw0, gw1 = _widths(b)
         gsrc, gcons = pair_dot_ptx(gw0, gw1)
-        group.update({f"W{name}0": gw0, f"W{name}1": gw1, f"SRC_{name}": gsrc, f"ARGS_{name}": gcons})
+        group.update(
+            {f"W{name}0": gw0, f"W{name}1": gw1, f"SRC_{name}": gsrc, f"ARGS_{name}": gcons, f"OFFS_{name}": 0, f"WORDS_{name}": 1}
+        )
+        gsrc, gcons = pair_dot_sub_ptx(gw0, gw1, 4)
+        sub_group.update({f"W{name}0": gw0, f"W{name}1": gw1, f"SRC_{name}": gsrc, f"ARGS_{name}": gcons})
+        sub_group.update({f"OFFS_{name}": packed_offsets(gw0, gw1), f"WORDS_{name}": 4})
     _compile(jit.gemv_group_kernel, group)
+    assert "ld.global.nc.v4.b32" in _compile(jit.gemv_group_kernel, sub_group, num_warps=2)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])
