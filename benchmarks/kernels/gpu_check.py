@@ -32,8 +32,8 @@ SHAPES = [(72, 256, 64), (4096, 4096, 128), (11008, 4096, 128), (4096, 11008, 12
 DEVICE = "cuda"
 
 
-def paths(m: int, n: int, k: int, bits: int, group: int) -> dict[str, dict | None]:
-    base = _tiling(m, n, k, bits, group, torch.device(DEVICE))
+def paths(m: int, n: int, k: int, bits: int, group: int, dtype: torch.dtype) -> dict[str, dict | None]:
+    base = _tiling(m, n, k, bits, group, torch.device(DEVICE), dtype)
     if group != 128 or bits not in (2, 3, 4):  # odd shapes and bit-widths: the default path only
         return {"default": None}
     if m == 1:
@@ -115,7 +115,7 @@ def main() -> None:
         p = random_packed(n, k, bits, group)
         x = random_x(m, k, xscale).to(dtype)
         ref = x.double() @ dequantize(p, torch.float64).t()
-        for name, cfg in paths(m, n, k, bits, group).items():
+        for name, cfg in paths(m, n, k, bits, group, dtype).items():
             if name == "no-guard" and xscale in (OUTLIERS, HUGE):
                 continue  # unguarded fp16 word sums overflow there, by design
             y = matmul(x, p, cfg, out=torch.full((m, n), float("nan"), device=DEVICE, dtype=dtype))

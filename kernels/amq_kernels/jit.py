@@ -286,8 +286,11 @@ def _step_f32(x_ptr, w0, w1, s, z, xsum, pair0, R: tl.constexpr, BLOCK_N: tl.con
 def _sub_pair(v, BF16: tl.constexpr, e):
     """An input pair (b32) times 2^e as fp16x2 (e in -14..15 for fp16 inputs: one exact fp16x2 multiply by a
     power of two; bf16 inputs through fp32)."""
-    if BF16:
-        out = _f16_pair(v, True, True, tl.exp2(e.to(tl.float32)))
+    if BF16:  # both halves to fp32 (a shift, a mask), times 2^e, packed to fp16x2 by one cvt
+        scale = tl.exp2(e.to(tl.float32))
+        lo = (v << 16).to(tl.float32, bitcast=True) * scale
+        hi = (v & -65536).to(tl.float32, bitcast=True) * scale
+        out = tl.inline_asm_elementwise("cvt.rn.f16x2.f32 $0, $2, $1;", "=r,f,f", [lo, hi], dtype=tl.int32, is_pure=True, pack=1)
     else:
         half = (e + 15) << 10  # the fp16 bits of 2^e
         out = tl.inline_asm_elementwise(

@@ -75,7 +75,7 @@ def _few_shifts(bits: int) -> bool:
     return bits <= 3
 
 
-def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device) -> dict[str, int]:
+def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device, dtype: torch.dtype = torch.float16) -> dict[str, int]:
     """A small fixed config list, picked by shape (swept on H100: kernels_gemv_sweep.md for M = 1,
     kernels_pairs_sweep.md for M = 2..16 and the PAIRS choice at 17..127, kernels_mid_m_sweep.md
     for those tiles); fp16 and bf16 measured alike."""
@@ -83,11 +83,16 @@ def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device)
     steps = k // block_k
     if m == 1:
         # SUBNORMAL (2 instructions a pair of codes), inputs read 16 bytes at a time, 4 words a column to one fp16
-        # accumulator; 512-wide tiles of 2 warps (8 columns a thread), 8 waves: H200, kernels_subnormal_h200.md
-        # (1.1-1.4x the loop before; FEW_SHIFTS is that loop's option, for configs that turn SUBNORMAL off)
-        split = max(1, min(steps, -(-8 * _sm_count(device) // -(-n // 512))))
+        # accumulator, 2 warps, ~8 waves of programs; 512-wide tiles (8 columns a thread) where that still leaves
+        # 4 programs an SM, else 256: H200, kernels_subnormal_h200.md. FEW_SHIFTS is the option of the loop
+        # before, for configs that turn SUBNORMAL off.
+        sms = _sm_count(device)
+        block_n = 512 if -(-n // 512) * steps >= 4 * sms else 256
+        split = max(1, min(steps, -(-8 * sms // -(-n // block_n))))
+        if dtype == torch.bfloat16:  # the splits meet in bf16 atomics: 86 of them reached 1.1e-2 relative error (gpu_check)
+            split = min(split, 64)
         return {
-            "BLOCK_N": 512,
+            "BLOCK_N": block_n,
             "BLOCK_K": block_k,
             "SPLIT_K": split,
             "num_warps": 2,
@@ -269,10 +274,10 @@ def matmul_group(
     use_ptx = all(_ptx_ok(x2, w) for w in widths)
     sub = subnormal and use_ptx
     block_k = min(group, 128)
-    tile = _tiling(1, max(ns), k, max(p.bits for p in packed), group, x.device) if sub else {"BLOCK_N": 256, "num_warps": 4}
+    tile = _tiling(1, sum(ns), k, max(p.bits for p in packed), group, x.device, x.dtype) if sub else {"BLOCK_N": 256, "num_warps": 4}
     block_n, warps, waves = tile["BLOCK_N"], num_warps or tile["num_warps"], 8 if sub else 4  # waves as for one layer
     tiles = sum(-(-n // block_n) for n in ns)
-    split = _split(k, block_k, max(1, -(-waves * _sm_count(x.device) // tiles)), group)
+    split = _split(k, block_k, min(tile.get("SPLIT_K", k), max(1, -(-waves * _sm_count(x.device) // tiles))), group)
     if out is not None and (out.shape != (1, sum(ns)) or out.dtype != x.dtype or not out.is_contiguous()):
         raise ValueError(f"out must be a contiguous (1, {sum(ns)}) {x.dtype} tensor")
     reduce = _reduction({}, split)
@@ -358,7 +363,7 @@ def matmul(x: torch.Tensor, packed: PackedWeight, config: dict[str, int] | None 
     if (config or {}).get("DEQUANT") or (config is None and m >= DEQUANT_MIN_M):
         w = dequantize_triton(packed, x.dtype)
         return (torch.mm(x2, w, out=out) if out is not None else x2 @ w).reshape(*lead, n)
-    cfg: dict[str, Any] = config or _tiling(m, n, k, packed.bits, packed.group_size, x.device)
+    cfg: dict[str, Any] = config or _tiling(m, n, k, packed.bits, packed.group_size, x.device, x.dtype)
     if m == 1 or cfg.get("ROWS4"):
         y = _gemv(x2, packed, widths, cfg, out)
     else:
