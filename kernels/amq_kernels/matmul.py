@@ -83,11 +83,13 @@ def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device,
     steps = k // block_k
     if m == 1:
         # SUBNORMAL (2 instructions a pair of codes), inputs read 16 bytes at a time, 4 words a column to one fp16
-        # accumulator, 2 warps, ~8 waves of programs; 512-wide tiles (8 columns a thread) where that still leaves
-        # 4 programs an SM, else 256: H200, kernels_subnormal_h200.md. FEW_SHIFTS is the option of the loop
-        # before, for configs that turn SUBNORMAL off.
+        # accumulator, 2 warps, ~8 waves of programs; fp16: 512-wide tiles (8 columns a thread) where that still
+        # leaves 4 programs an SM, else 256 (within 5% of the best of a 16-config grid in 12 of 12 cases); bf16:
+        # 256 (512 lost 1-9% to the loop before on 11008 x 4096): H200, kernels_subnormal_h200.md. FEW_SHIFTS is
+        # the option of the loop before, for configs that turn SUBNORMAL off.
         sms = _sm_count(device)
-        block_n = 512 if -(-n // 512) * steps >= 4 * sms else 256
+        wide = dtype != torch.bfloat16 and -(-n // 512) * steps >= 4 * sms
+        block_n = 512 if wide else 256
         split = max(1, min(steps, -(-8 * sms // -(-n // block_n))))
         if dtype == torch.bfloat16:  # the splits meet in bf16 atomics: 86 of them reached 1.1e-2 relative error (gpu_check)
             split = min(split, 64)
