@@ -88,6 +88,9 @@ def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device,
         # 256 (512 lost 1-9% to the loop before on 11008 x 4096): H200, kernels_subnormal_h200.md. FEW_SHIFTS is
         # the option of the loop before, for configs that turn SUBNORMAL off.
         sms = _sm_count(device)
+        if dtype == torch.bfloat16 and bits == 3:  # SUBNORMAL lost here (17.6 vs 14.4 us on 11008 x 4096): the loop before
+            split = max(1, min(steps, -(-4 * sms // -(-n // 256))))
+            return {"BLOCK_N": 256, "BLOCK_K": block_k, "SPLIT_K": min(split, 64), "num_warps": 2, "num_stages": 3, "FEW_SHIFTS": 1}
         wide = dtype != torch.bfloat16 and -(-n // 512) * steps >= 4 * sms
         block_n = 512 if wide else 256
         split = max(1, min(steps, -(-8 * sms // -(-n // block_n))))
@@ -274,7 +277,7 @@ def matmul_group(
         raise ValueError(f"the kernel takes 1-4 bit weights, got {[p.bits for p in packed]}")
     x2 = x2.contiguous()
     use_ptx = all(_ptx_ok(x2, w) for w in widths)
-    sub = subnormal and use_ptx
+    sub = subnormal and use_ptx and not (x.dtype == torch.bfloat16 and any(p.bits == 3 for p in packed))  # as _tiling
     block_k = min(group, 128)
     tile = _tiling(1, sum(ns), k, max(p.bits for p in packed), group, x.device, x.dtype) if sub else {"BLOCK_N": 256, "num_warps": 4}
     block_n, warps, waves = tile["BLOCK_N"], num_warps or tile["num_warps"], 8 if sub else 4  # waves as for one layer
