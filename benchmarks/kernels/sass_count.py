@@ -61,20 +61,25 @@ def _on_cubin(tool: str, cubin: bytes, *args: str) -> str:
 
 
 def compile_gemv(
-    bits: int, block_n: int | None = None, warps: int | None = None, sub: bool = False, words: int = 1, xvec: bool = False
+    bits: int, block_n: int | None = None, warps: int | None = None, before: bool = False, sub: bool | None = None
 ) -> tuple[bytes, dict]:
-    """The cubin of `gemv_kernel` with the tiling `matmul` picks at M = 1 (`_tiling`), and that tiling.
-    Without the |x| guard: with it the kernel holds a second K loop, run only for a split whose inputs
-    reach 4096, whose input conversions make it the largest loop (what `k_loop` would count); the loop
-    every other call runs is the same with or without the guard (checked: 1112 / 1647 / 785 instructions
-    at 2 / 3 / 4 bits either way, triton 3.9)."""
+    """The cubin of `gemv_kernel` with the tiling and loop `matmul` picks at M = 1 (`_tiling`: SUBNORMAL, XVEC, WORDS),
+    and that tiling; `before`: the loop and tiles before SUBNORMAL (the 3-instruction pair, FEW_SHIFTS at 2/3 bits,
+    256-wide tiles of 2 / 2 / 4 warps); `sub=False`: the default tiles with that older loop.
+    Without the |x| guard of the older loop: its second K loop, run only for a split whose inputs reach 4096, would
+    be the largest (what `k_loop` would count); the loop every other call runs is the same either way."""
     tile = _tiling(1, SHAPE[0], SHAPE[1], bits, GROUP, torch.device("cpu"))
+    if before:
+        tile = {"BLOCK_N": 256, "BLOCK_K": 128, "num_warps": 2 if bits <= 3 else 4, "num_stages": 3, "FEW_SHIFTS": int(bits <= 3)}
     tile.update({k: v for k, v in (("BLOCK_N", block_n), ("num_warps", warps)) if v})
+    sub = bool(tile.get("SUBNORMAL")) if sub is None else sub
+    words = tile.get("WORDS", 1) if sub else 1
     widths = plane_widths(bits)
     w0, w1 = widths[0], widths[1] if len(widths) > 1 else 0
     src, args = pair_dot_sub_ptx(w0, w1, words) if sub else pair_dot_ptx(w0, w1, 1, bool(tile["FEW_SHIFTS"]))
     consts = dict(GROUP=GROUP, W0=w0, W1=w1, BLOCK_N=tile["BLOCK_N"], BLOCK_K=tile["BLOCK_K"], REDUCE="atomic", PTX=True, PTX_SRC=src,
-                  PTX_ARGS=args, GUARD=False, SUB=sub, OFFS=packed_offsets(w0, w1) if sub else 0, WORDS=words, XVEC=xvec)  # fmt: skip
+                  PTX_ARGS=args, GUARD=False, SUB=sub, OFFS=packed_offsets(w0, w1) if sub else 0, WORDS=words,
+                  XVEC=bool(tile.get("XVEC")) and sub)  # fmt: skip
     sig = {}
     for name in jit.gemv_kernel.arg_names:
         if name in consts:
@@ -168,14 +173,18 @@ def gemv_grid() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for bits in (2, 3, 4):
-        for block_n in (64, 128, 256):
+        for block_n in (128, 256, 512):
             for warps in (2, 4, 8):
                 cubin, tile = compile_gemv(bits, block_n, warps)
                 regs, n = registers(cubin), sum(count(cubin).values())
                 words = block_n * tile["BLOCK_K"] * bits / 32 / (warps * 32)
                 default = (
                     " (default)"
-                    if _tiling(1, SHAPE[0], SHAPE[1], bits, GROUP, torch.device("cpu"))["num_warps"] == warps and block_n == 256
+                    if (
+                        _tiling(1, SHAPE[0], SHAPE[1], bits, GROUP, torch.device("cpu"))["num_warps"],
+                        _tiling(1, SHAPE[0], SHAPE[1], bits, GROUP, torch.device("cpu"))["BLOCK_N"],
+                    )
+                    == (warps, block_n)
                     else ""
                 )
                 lines.append(
@@ -192,12 +201,11 @@ def main() -> None:
     rows = []  # (kernel, bits, warps, loop instructions, weight bytes per iteration, per byte, issue / HBM)
     detail = {}
     for bits in (2, 3, 4):
-        cubin, tile = compile_gemv(bits)
-        # one K-loop iteration of one program: BLOCK_N x BLOCK_K codes + one group's scales and zeros
-        wb = tile["BLOCK_N"] * tile["BLOCK_K"] * bits / 8 + tile["BLOCK_N"] * 4 * tile["BLOCK_K"] / GROUP
-        detail[("gemv", bits)] = (count(cubin), tile["num_warps"], wb, registers(cubin))
-        sub, _ = compile_gemv(bits, sub=True)
-        detail[("gemv sub", bits)] = (count(sub), tile["num_warps"], wb, registers(sub))
+        for name, before in (("gemv before", True), ("gemv", False)):
+            cubin, tile = compile_gemv(bits, before=before)
+            # one K-loop iteration of one program: BLOCK_N x BLOCK_K codes + one group's scales and zeros
+            wb = tile["BLOCK_N"] * tile["BLOCK_K"] * bits / 8 + tile["BLOCK_N"] * 4 * tile["BLOCK_K"] / GROUP
+            detail[(name, bits)] = (count(cubin), tile["num_warps"], wb, registers(cubin))
         for int_zero in (False, True):
             # MMA_UNROLL steps of a 64 x 128 block: codes + each row's scale and zero
             wb = MMA_UNROLL * (64 * 128 * bits / 8 + 64 * 4)
@@ -207,18 +215,18 @@ def main() -> None:
         n = sum(ops.values())
         per_byte = n * warps / wb
         rows.append((kernel, bits, warps, regs, n, wb, per_byte, per_byte / (SMS * SCHEDULERS * CLOCK_HZ) * HBM_BPS))
-    kernels = ["gemv", "gemv sub", "mma", "mma int z"]
+    kernels = ["gemv before", "gemv", "mma", "mma int z"]
     ratio = {(r[0], r[1]): r[7] for r in rows}
     lines = [
         "# M = 1: SASS instructions per byte, today's decode kernel and the mma kernel (issue 20)",
         "",
         "Command: `python benchmarks/kernels/sass_count.py` (no GPU: Triton's compiler and its bundled nvdisasm, sm_90).",
         "",
-        "- `gemv`: `gemv_kernel` with the tiling `matmul._tiling` picks at M = 1 (group 128, inline PTX), its K loop for inputs",
-        "  under 4096 (the guard's own loop for larger ones, with input conversions, is not counted: until 2026-12-03 this",
-        "  page counted that one, 1.40 / 1.27 / 1.29x the instructions of the loop that runs).",
-        "- `gemv sub`: the same kernel with config SUBNORMAL (`pair_dot_sub_ptx`: codes masked into fp16 subnormals, the",
-        "  inputs pre-scaled by powers of two per row; 2 instructions a pair of codes instead of 3; opt-in, not yet timed).",
+        "- `gemv`: `gemv_kernel` as `matmul` runs it at M = 1 (`_tiling`; group 128, fp16): the SUBNORMAL loop",
+        "  (`pair_dot_sub_ptx`: codes masked into fp16 subnormals, 2 instructions a pair), inputs read 16 bytes at a",
+        "  time (XVEC), 4 words a column to one fp16 accumulator (WORDS), 512-wide tiles of 2 warps at this shape.",
+        "- `gemv before`: the loop and tiles before it (until 2026-12-03): 3 instructions a pair, FEW_SHIFTS at 2/3",
+        "  bits, 256-wide tiles; its K loop for inputs under 4096 (the |x| guard's own loop is not counted).",
         f"- `mma`: `mma_matmul_kernel` (amq_kernels/mma.py) at M = 1, {MMA_UNROLL} steps of 128 inputs a loop iteration; `mma int z`: the",
         "  same with integer zeros (GPTQ / AWQ / RTN), one fp16x2 op a pair fewer.",
         "",
@@ -251,9 +259,14 @@ def main() -> None:
         "",
         "## Reading",
         "",
-        "`gemv` issues its instructions on CUDA cores for everything: per pair of codes a LOP3 to unpack, an HFMA2 to",
+        "`gemv before` issues its instructions on CUDA cores for everything: per pair of codes a LOP3 to unpack, an HFMA2 to",
         "remove the exponent bias and scale, an HFMA2 to multiply-accumulate, plus per word the fp16 sums widened to",
-        f"fp32, scaled and added: issue / HBM {ratio[('gemv', 2)]:.2f} / {ratio[('gemv', 3)]:.2f} / {ratio[('gemv', 4)]:.2f} at 2 / 3 / 4 bits.",
+        f"fp32, scaled and added: issue / HBM {ratio[('gemv before', 2)]:.2f} / {ratio[('gemv before', 3)]:.2f} / {ratio[('gemv before', 4)]:.2f} at 2 / 3 / 4 bits.",
+        "`gemv` (today's default) masks each pair into two fp16 subnormals q 2^(r - 24) and multiplies them with inputs the",
+        "kernel pre-scaled by 2^(F - r) (F from each K step's max |x|): one LOP3 + one HFMA2 a pair; it reads the inputs",
+        "16 bytes at a time, sums 4 words of a column in one fp16 accumulator (one widening to fp32 for 4 words) and gives",
+        f"each thread 8 columns: issue / HBM {ratio[('gemv', 2)]:.2f} / {ratio[('gemv', 3)]:.2f} / {ratio[('gemv', 4)]:.2f}. 3 bits stays the",
+        "costliest a byte: its high-bit plane adds a shift and a LOP3 a pair (4-5 instructions a pair against 2).",
         "`mma` hands the multiply-accumulate to the tensor cores (HGMMA, the weights as the register operand): per pair",
         "LOP3 (mask + exponent, the pair masked where it sits, one shift a word) + HADD2 (exact code) + HFMA2 (scale and",
         f"zero): {ratio[('mma', 2)]:.2f} / {ratio[('mma', 3)]:.2f} / {ratio[('mma', 4)]:.2f}; with integer zeros the HFMA2 goes:",
@@ -261,16 +274,10 @@ def main() -> None:
         "2- and 3-bit rows still sit at the issue limit (a 2-bit byte holds twice the pairs of a 4-bit byte;",
         "3 bits pays a second LOP3 and a shift per pair for its high-bit plane).",
         "",
-        "The floor of `gemv`'s arithmetic alone, 3 warp instructions a pair of codes (5 at 3 bits) and nothing else: issue /",
-        "HBM "
+        "The floor of `gemv before`'s arithmetic alone, 3 warp instructions a pair of codes (5 at 3 bits) and nothing else:",
+        "issue / HBM "
         + " / ".join(f"{pair_floor(b):.2f}" for b in (2, 3, 4))
-        + " at 2 / 3 / 4 bits. At 2 and 3 bits the per-word rest (widening the",
-        "fp16 sums, scaling, adding: about 5 instructions a word) is what crosses 1; reaching the byte ceiling there takes",
-        "fewer instructions a pair, not better latency hiding alone.",
-        "`gemv sub` is that: each pair masked into two fp16 subnormals q 2^(r - 24) (no exponent OR, no fma to remove it),",
-        "one fma with inputs the kernel pre-scales by 2^(F - r) per row (F from the split's max |x|): issue / HBM "
-        + " / ".join(f"{ratio[('gemv sub', b)]:.2f}" for b in (2, 3, 4))
-        + " at 2 / 3 / 4 bits. Opt-in (config SUBNORMAL) until the GPU times it.",
+        + " at 2 / 3 / 4 bits; today's pair costs 2 (4 at 3 bits), two thirds of that.",
         "",
     ]
     out = Path(__file__).parent / "results" / "sass_count.md"
