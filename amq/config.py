@@ -383,10 +383,15 @@ class ReplanConfig:
 
     run_dir: str = MISSING  # the search's run dir
     budget: float = MISSING  # the new target, in `unit`
-    unit: str = "bits"  # bits (average per weight) | gb (model size)
+    unit: str = "bits"  # bits (average per weight) | gb (model size) | tok_s (decode tokens a second) | us (our GEMMs a step)
+    latency: str | None = None  # tok_s / us: "measure" (our kernels on `device`, cached per GPU) or a latency table's path
+    device: str = "cuda"  # where latency=measure times the kernels
+    overhead_us: float = 0.0  # tok_s: the rest of a decode step (attention, norms, lm_head) in microseconds
 
     def __post_init__(self) -> None:
-        _check(self.unit in ("bits", "gb"), f"unit must be bits or gb, got {self.unit!r}")
+        _check(self.unit in ("bits", "gb", "us", "tok_s"), f"unit must be bits, gb, tok_s or us, got {self.unit!r}")
+        _check(self.unit in ("bits", "gb") or self.latency is not None, f"unit={self.unit} needs latency=measure or a table's path")
+        _check(self.overhead_us >= 0, f"overhead_us must be >= 0, got {self.overhead_us}")
 
 
 @dataclass

@@ -26,12 +26,15 @@ PLAN_FILE = "amq_plan.json"  # the plan an export was quantized to, beside its w
 
 
 class PlanBudget(BaseModel):
-    """The memory target a plan was chosen for."""
+    """The target a plan was chosen for: memory (bits, gb: `bytes` the cap) or speed (us: our GEMMs'
+    microseconds a decode step; tok_s: tokens a second; `step_us` the plan's GEMM time by the latency table)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     value: float
-    unit: Literal["bits", "gb"]
-    bytes: int
+    unit: Literal["bits", "gb", "us", "tok_s"]
+    bytes: int | None = None
+    step_us: float | None = None
+    device: str | None = None  # speed budgets: the GPU the latency table was measured on
 
 
 class PlanDocument(BaseModel):
