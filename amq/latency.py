@@ -98,7 +98,6 @@ def cache_path(device: torch.device, group_size: int, rows: int) -> Path:
 def time_call(n: int, k: int, bits: int, group_size: int, rows: int, device: torch.device) -> float:
     """Microseconds of `amq_kernels.matmul` on a random (n, k) layer at `bits` (see the module doc)."""
     from amq_kernels import pack
-    from amq_kernels.matmul import matmul
 
     g = torch.Generator(device=device).manual_seed(n * 31 + k * 7 + bits)
 
@@ -111,6 +110,8 @@ def time_call(n: int, k: int, bits: int, group_size: int, rows: int, device: tor
     x = torch.randn(rows, k, device=device, dtype=torch.float16, generator=g)
     if device.type == "cuda":
         from triton.testing import do_bench_cudagraph
+
+        from amq_kernels.matmul import matmul
 
         ps = [layer() for _ in range(COPIES)]
 

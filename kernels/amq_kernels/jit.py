@@ -182,10 +182,9 @@ def packed_matmul_kernel(
 
 
 @triton.jit
-def _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, rows, offs_n, mask_n, N, GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr):
-    """One K step of the decode kernels: the plane-0 words (rows, BLOCK_N), the plane-1 words
-    shifted so that word row r's share sits at the bottom (or w0 again without a plane 1),
-    and the group's scale and zero in fp32."""
+def _plane_words(p0_ptr, p1_ptr, k0, rows, offs_n, mask_n, N, W0: tl.constexpr, W1: tl.constexpr):
+    """Word rows `rows` of the K step at k0: the plane-0 words (rows, BLOCK_N) and the plane-1 words
+    shifted so that word row r's share sits at the bottom (or w0 again without a plane 1)."""
     PER: tl.constexpr = 32 // W0
     RATIO: tl.constexpr = W0 // W1 if W1 > 0 else 1  # plane-0 rows per plane-1 row
     w0 = tl.load(p0_ptr + (k0 // PER + rows)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
@@ -194,6 +193,13 @@ def _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, rows, offs_n, mask_n, N, GROUP
         w1 = w1 >> ((rows % RATIO) * (PER // 2) * W1)[:, None]
     else:
         w1 = w0
+    return w0, w1
+
+
+@triton.jit
+def _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, rows, offs_n, mask_n, N, GROUP: tl.constexpr, W0: tl.constexpr, W1: tl.constexpr):
+    """One K step of the decode kernels: `_plane_words` and the group's scale and zero in fp32."""
+    w0, w1 = _plane_words(p0_ptr, p1_ptr, k0, rows, offs_n, mask_n, N, W0, W1)
     g = k0 // GROUP
     s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
     z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
@@ -316,19 +322,12 @@ def _x4(xp, XVEC: tl.constexpr):
 @triton.jit
 def _sub_word(x_ptr, p0_ptr, p1_ptr, k0, rows, offs_n, mask_n, N, f,
               W0: tl.constexpr, W1: tl.constexpr, OFFS: tl.constexpr, XVEC: tl.constexpr):  # fmt: skip
-    """pair_dot_sub_ptx's SUB_SLOTS operands for word rows `rows` of one K step: the plane-0 words
-    (rows, BLOCK_N), the plane-1 words as _step_words shifts them (w0 again without), and the rows' 8
+    """pair_dot_sub_ptx's SUB_SLOTS operands for word rows `rows` of one K step: `_plane_words`, and the rows' 8
     input-pair slots (column vectors), pair j times 2^(f - r_j), r_j = (OFFS >> 4 j) & 15."""
     PER: tl.constexpr = 32 // W0
     HALF: tl.constexpr = PER // 2
-    RATIO: tl.constexpr = W0 // W1 if W1 > 0 else 1
     BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
-    w0 = tl.load(p0_ptr + (k0 // PER + rows)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
-    if W1 > 0:
-        w1 = tl.load(p1_ptr + (k0 // PER // RATIO + rows // RATIO)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
-        w1 = w1 >> ((rows % RATIO) * (PER // 2) * W1)[:, None]
-    else:
-        w1 = w0
+    w0, w1 = _plane_words(p0_ptr, p1_ptr, k0, rows, offs_n, mask_n, N, W0, W1)
     xp = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + (k0 + rows * PER) // 2
     v0, v1, v2, v3 = _x4(xp, XVEC)
     x0 = _sub_pair(v0, BF16, f - ((OFFS >> 0) & 15))[:, None]
@@ -394,7 +393,7 @@ def _gemv_loop_sub(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, N, offs_n, mask_n, k_sta
         s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
         z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
         if BF16 and xmax >= 1048576.0:
-            w0, w1, _, _ = _step_words(p0_ptr, p1_ptr, s_ptr, z_ptr, k0, tl.arange(0, R), offs_n, mask_n, N, GROUP, W0, W1)
+            w0, w1 = _plane_words(p0_ptr, p1_ptr, k0, tl.arange(0, R), offs_n, mask_n, N, W0, W1)
             da, dz = _step_f32(x_ptr, w0, w1, s, z, xsum, (k0 + tl.arange(0, R) * PER) // 2, R, BLOCK_N, PER // 2, W0, W1)
             acc += tl.sum(da, axis=0)
             acc_z += dz

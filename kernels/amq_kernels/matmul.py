@@ -1,14 +1,15 @@
 """y = x @ W^T for a bit-plane packed W (see packing.py), in Triton.
 
 Four paths; `matmul` picks by M (and bits, dtype):
-- M == 1, `gemv_kernel`: bandwidth-bound, no tensor cores. K is split over SPLIT_K programs
-  so that a 4096-wide layer still fills the GPU at batch 1. The words of a
-  (BLOCK_K // per_word, BLOCK_N) tile are never expanded into a code tile: each word is
-  unpacked in place, a pair of adjacent codes per shift-and-mask (they sit 16 bits apart),
-  and multiplied with the matching pair of inputs. On CUDA the whole word is one inline-PTX
-  block working on fp16 pairs (`pair_dot_ptx`; bf16 inputs are converted to fp16 pairs first);
-  a split whose inputs reach 4096 (where fp16 word sums could overflow) scales them by a power
-  of two (GUARD). Under the interpreter the pairs become exact fp32 values through a bf16
+- M == 1, `gemv_kernel`: no tensor cores. K is split over SPLIT_K programs so that a
+  4096-wide layer still fills the GPU at batch 1. The words of a (BLOCK_K // per_word, BLOCK_N)
+  tile are never expanded into a code tile: each word is unpacked in place, a pair of adjacent
+  codes (16 bits apart) at a time, and multiplied with the matching pair of inputs. On CUDA the
+  default is SUBNORMAL (`pair_dot_sub_ptx`): a pair masked where it sits is two exact fp16
+  subnormals, one fp16x2 fma with inputs pre-scaled by powers of two per K step; 4 words a column
+  share an fp16 accumulator (WORDS), inputs are read 16 bytes at a time (XVEC). The loop before it
+  (`pair_dot_ptx`, `SUBNORMAL: 0`, and bf16 at 3 bits) ORs an exponent in and guards splits whose
+  inputs reach 4096 (GUARD). Under the interpreter the pairs become exact fp32 values through a bf16
   exponent trick. The group's scale and zero factor out,
   x . ((q - z) s) = s (x . q - z sum(x)), so they are applied once per word, not per code.
 - M up to DEQUANT_MIN_M - 1, `packed_matmul_kernel`: weight tiles are dequantized and fed to
@@ -279,10 +280,16 @@ def matmul_group(
     use_ptx = all(_ptx_ok(x2, w) for w in widths)
     sub = subnormal and use_ptx and not (x.dtype == torch.bfloat16 and any(p.bits == 3 for p in packed))  # as _tiling
     block_k = min(group, 128)
-    tile = _tiling(1, sum(ns), k, max(p.bits for p in packed), group, x.device, x.dtype) if sub else {"BLOCK_N": 256, "num_warps": 4}
-    block_n, warps, waves = tile["BLOCK_N"], num_warps or tile["num_warps"], 8 if sub else 4  # waves as for one layer
-    tiles = sum(-(-n // block_n) for n in ns)
-    split = _split(k, block_k, min(tile.get("SPLIT_K", k), max(1, -(-waves * _sm_count(x.device) // tiles))), group)
+    if sub:  # the tiles `matmul` takes for all the group's outputs as one layer
+        tile = _tiling(1, sum(ns), k, max(p.bits for p in packed), group, x.device, x.dtype)
+        block_n, warps = tile["BLOCK_N"], num_warps or tile["num_warps"]
+        tiles = sum(-(-n // block_n) for n in ns)
+        split = _split(k, block_k, tile["SPLIT_K"], group)
+    else:  # 256-wide tiles, ~4 waves (kernels_group.md)
+        block_n, warps = 256, num_warps or 4
+        tiles = sum(-(-n // block_n) for n in ns)
+        split = _split(k, block_k, max(1, -(-4 * _sm_count(x.device) // tiles)), group)
+    words = tile.get("WORDS", 1) if sub else 1
     if out is not None and (out.shape != (1, sum(ns)) or out.dtype != x.dtype or not out.is_contiguous()):
         raise ValueError(f"out must be a contiguous (1, {sum(ns)}) {x.dtype} tensor")
     reduce = _reduction({}, split)
@@ -291,15 +298,15 @@ def matmul_group(
     args, consts = [], {}
     for name, p, (w0, w1) in zip("ABC", [*packed, packed[0]], [*segs, (0, 0)], strict=False):  # C = A, unused, for 2
         args += [p.planes[0], p.planes[1] if w1 else p.planes[0], p.scales, p.zeros]
-        words = min(tile.get("WORDS", 1), block_k * max(w0, 1) // 32)
+        words_w = min(words, block_k * max(w0, 1) // 32)
         if not use_ptx or not w0:
             src, cons = "", ""
         elif sub:
-            src, cons = pair_dot_sub_ptx(w0, w1, words)
+            src, cons = pair_dot_sub_ptx(w0, w1, words_w)
         else:
             src, cons = pair_dot_ptx(w0, w1, few_shifts=_few_shifts(p.bits))
         consts.update({f"W{name}0": w0, f"W{name}1": w1, f"SRC_{name}": src, f"ARGS_{name}": cons})
-        consts.update({f"OFFS_{name}": packed_offsets(w0, w1) if sub and w0 else 0, f"WORDS_{name}": words if sub else 1})
+        consts.update({f"OFFS_{name}": packed_offsets(w0, w1) if sub and w0 else 0, f"WORDS_{name}": words_w})
     gemv_group_kernel[(tiles, split)](
         x2, *args, y, *ns, *([0] if len(ns) == 2 else []), k, split,
         GROUP=group, BLOCK_N=block_n, BLOCK_K=block_k, REDUCE=reduce, PTX=use_ptx, GUARD=True,

@@ -94,6 +94,9 @@ def _pair_unpack(w0: int, w1: int, word: str, hi: str, few_shifts: bool, exponen
     return out
 
 
+SUB_SLOTS = 10  # pair_dot_sub_ptx's operands a word: plane-0 word, plane-1 word, 8 input pairs
+
+
 def pair_dot_sub_ptx(w0: int, w1: int, words: int = 1) -> tuple[str, str]:
     """Inline PTX for `words` words (each plus its high-bit word at 3 bits) of one column against one input
     row, with 2 instructions a pair of codes instead of pair_dot_ptx's 3: a pair is masked where it sits
@@ -114,9 +117,6 @@ def pair_dot_sub_ptx(w0: int, w1: int, words: int = 1) -> tuple[str, str]:
     lines = ["{", ".reg .b32 s, t, u, a;", ".reg .b16 a_lo, a_hi;", ".reg .f32 f_lo, f_hi;", "mov.b32 a, 0;", *body]
     lines += [*_widen("a", "$0"), "}"]
     return "\n".join(lines), ",".join(["=f"] + ["r"] * (words * SUB_SLOTS))
-
-
-SUB_SLOTS = 10  # pair_dot_sub_ptx's operands a word: plane-0 word, plane-1 word, 8 input pairs
 
 
 def x4_load_ptx() -> tuple[str, str]:
