@@ -63,6 +63,18 @@ def mixed_plan(names: list[str], seed: int = 0) -> dict[str, int]:
     return {n: int(rng.choice([2, 3, 4], p=[0.125, 0.5, 0.375])) for n in names}
 
 
+def file_plan(path: Path, names: list[str]) -> dict[str, int]:
+    """The per-layer bits of a plan document (a search's plans/*.json, or `python -m amq.plan`'s, e.g. for a
+    tok_s budget), for this model's layers."""
+    from amq.plan_document import PlanDocument
+
+    doc = PlanDocument.load(str(path))
+    missing = sorted(set(names) - set(doc.layers))
+    if missing or doc.group_size != 128:
+        sys.exit(f"{path}: not a group-128 plan for Llama-2-7B's layers (e.g. missing {missing[:2]})")
+    return {n: doc.layers[n] for n in names}
+
+
 def to_ours(model, plan: dict[str, int]) -> None:
     for name, lin in searchable_linears(model).items():
         gq = quantize_rtn(lin.weight.data, plan[name], 128)
@@ -181,6 +193,7 @@ def main() -> None:
     )
     ap.add_argument("--batches", default="1,8", help='decode batch sizes ("" for prefill only)')
     ap.add_argument("--compile", action="store_true", help="torch.compile each decode step before capturing its CUDA graph")
+    ap.add_argument("--plan", type=Path, default=None, help="a plan document for Llama-2-7B's layers instead of the random ~3.25-bit plan")
     args = ap.parse_args()
     if args.compile:  # one compiled attention for all layers (HF keeps layer_idx as an int attribute)
         torch._dynamo.config.allow_unspec_int_on_nn_module = True
@@ -193,7 +206,7 @@ def main() -> None:
         names = list(searchable_linears(model))
         n_params = sum(p.numel() for p in model.parameters())
         cost = build_cost_model(layer_infos(model), (2, 3, 4), 128, n_params)
-        plan = mixed_plan(names)
+        plan = file_plan(args.plan, names) if args.plan else mixed_plan(names)
         try:
             if variant in ("ours", "ours-grouped", "ours-mma"):
                 to_ours(model, plan)
@@ -231,11 +244,11 @@ def main() -> None:
         gc.collect()
         torch.cuda.empty_cache()
         if args.out:  # the table so far: a run cut short still leaves its finished variants
-            args.out.write_text(render(rows, bw, plan_doc, args.compile))
-    print(render(rows, bw, plan_doc, args.compile))
+            args.out.write_text(render(rows, bw, plan_doc, args.compile, args.plan))
+    print(render(rows, bw, plan_doc, args.compile, args.plan))
 
 
-def render(rows: list[dict], bw: float, plan_doc: dict, compiled: bool) -> str:
+def render(rows: list[dict], bw: float, plan_doc: dict, compiled: bool, plan_path: Path | None = None) -> str:
     """The markdown report of the variants measured so far."""
     base = next((r for r in rows if r["variant"] == "fp16"), None)
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "(not recorded)"
@@ -245,7 +258,7 @@ def render(rows: list[dict], bw: float, plan_doc: dict, compiled: bool) -> str:
         f"Command: `PYTHONPATH=kernels python benchmarks/e2e/decode_7b.py {' '.join(sys.argv[1:])}`",
         "",
         f"Device: {dev}; copy bandwidth {bw:.0f} GB/s (read + write) measured in this run. Random N(0, 0.02) weights. "
-        f"Ours: RTN at a random plan of 2/3/4 bits (p = 1/8, 1/2, 3/8): {plan_doc.get('avg_bits', float('nan')):.3f} average "
+        f"Ours: RTN at {f'the plan {plan_path}' if plan_path else 'a random plan of 2/3/4 bits (p = 1/8, 1/2, 3/8)'}: {plan_doc.get('avg_bits', float('nan')):.3f} average "
         f"bits, cost model {plan_doc.get('model_gb', float('nan')):.3f} GB. Decode: prompt {PROMPT}, {NEW} new tokens, greedy, "
         "static KV cache, one CUDA graph per step"
         + (", the step torch.compile'd first (default mode)" if compiled else "")
