@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -133,25 +133,6 @@ def time_call(n: int, k: int, bits: int, group_size: int, rows: int, device: tor
     return statistics.median(times) * 1e6
 
 
-def measure(
-    shapes: Iterable[tuple[int, int]],
-    choices: Sequence[int],
-    group_size: int,
-    device: torch.device,
-    rows: int = 1,
-    table: LatencyTable | None = None,
-    show_progress: bool = True,
-) -> LatencyTable:
-    """`table` (or a new one) with every (shape, bits) it lacks measured."""
-    from tqdm import tqdm
-
-    us = dict(table.us) if table is not None else {}
-    todo = [(n, k, b) for n, k in sorted(set(shapes)) for b in choices if LatencyTable.key(n, k, b) not in us]
-    for n, k, b in tqdm(todo, desc=f"kernel latency on {device_name(device)}", disable=not show_progress or not todo):
-        us[LatencyTable.key(n, k, b)] = time_call(n, k, b, group_size, rows, device)
-    return LatencyTable(device=device_name(device), software=software(), rows=rows, group_size=group_size, us=us)
-
-
 def latency_for(
     layers: Sequence[LayerInfo],
     choices: Sequence[int],
@@ -162,14 +143,21 @@ def latency_for(
     show_progress: bool = True,
 ) -> LatencyTable:
     """The table for these layers on `device`: the cached one (`path`, else this device's cache file),
-    completed by measuring what it lacks and saved; measured anew if made on another device or software."""
+    completed by timing each (shape, bits) it lacks (`time_call`) and saved; timed anew if made on another
+    device or software."""
+    from tqdm import tqdm
+
     path = path or cache_path(device, group_size, rows)
     old = LatencyTable.load(path) if path.is_file() else None
     if old is not None and (old.device, old.software, old.rows, old.group_size) != (device_name(device), software(), rows, group_size):
         old = None
-    shapes = [(lay.out_features, lay.in_features) for lay in layers]
-    table = measure(shapes, choices, group_size, device, rows, old, show_progress)
-    if old is None or table.us != old.us:
+    us = dict(old.us) if old is not None else {}
+    shapes = sorted({(lay.out_features, lay.in_features) for lay in layers})
+    todo = [(n, k, b) for n, k in shapes for b in choices if LatencyTable.key(n, k, b) not in us]
+    for n, k, b in tqdm(todo, desc=f"kernel latency on {device_name(device)}", disable=not show_progress or not todo):
+        us[LatencyTable.key(n, k, b)] = time_call(n, k, b, group_size, rows, device)
+    table = LatencyTable(device=device_name(device), software=software(), rows=rows, group_size=group_size, us=us)
+    if old is None or todo:
         table.save(path)
     return table
 

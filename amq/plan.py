@@ -49,6 +49,7 @@ def replan(run_dir: Path, budget: float, unit: str = "bits", latency: LatencyTab
             raise AMQConfigError(f"unit={unit} needs a latency table (latency=measure, or a table's path)")
         layer_cost = cost_table_ns(latency, layers, choices)
         cap = budget_to_ns(budget, unit, overhead_us)
+        gpu = latency.device
         fastest = int(layer_cost.min(axis=1).sum())
         if fastest > cap:
             raise AMQConfigError(
@@ -59,6 +60,7 @@ def replan(run_dir: Path, budget: float, unit: str = "bits", latency: LatencyTab
         cost.check_budget(budget, unit)
         cap = cost.budget_to_bytes(budget, unit)
         layer_cost = cost.table()
+        gpu = None
 
     def plan_cost(p: tuple) -> int:
         return int(sum(layer_cost[i, choices.index(b)] for i, b in enumerate(p)))
@@ -103,7 +105,7 @@ def replan(run_dir: Path, budget: float, unit: str = "bits", latency: LatencyTab
             "predicted_divergence": estimate(plan),
             "budget": {"value": budget, "unit": unit, "bytes": cap}
             if unit not in UNITS
-            else {"value": budget, "unit": unit, "step_us": plan_cost(plan) / 1000, "device": latency.device if latency else None},
+            else {"value": budget, "unit": unit, "step_us": plan_cost(plan) / 1000, "device": gpu},
             "chosen_by": None,
         },
         "amq.plan",

@@ -140,10 +140,11 @@ SUB_VARIANTS = {  # name -> what a variant changes in today's M = 1 default (SUB
 }
 
 
-def before_subnormal(n: int, k: int, bits: int) -> dict:
+def before_subnormal(n: int, k: int, bits: int, sms: int | None = None) -> dict:
     """The M = 1 default before SUBNORMAL: the 3-instruction pair loop (FEW_SHIFTS at 2/3 bits), 256-wide tiles,
-    2 warps and 8 waves at 2 bits, 2 / 4 at 3, 4 / 4 at 4 (kernels_gemv_sweep.md, H100)."""
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    2 warps and 8 waves at 2 bits, 2 / 4 at 3, 4 / 4 at 4 (kernels_gemv_sweep.md, H100); `sms` this GPU's
+    multiprocessors (its own by default)."""
+    sms = sms or torch.cuda.get_device_properties(0).multi_processor_count
     waves, warps = (8, 2) if bits <= 2 else (4, 2) if bits == 3 else (4, 4)
     split = max(1, min(k // 128, -(-waves * sms // -(-n // 256))))
     return {"BLOCK_N": 256, "BLOCK_K": 128, "SPLIT_K": split, "num_warps": warps, "num_stages": 3, "FEW_SHIFTS": int(bits <= 3)}

@@ -101,22 +101,9 @@ def _kernel():
         la = tl.load(p0_ptr + (k0 // 16 + 2 * hr)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
         lb = tl.load(p0_ptr + (k0 // 16 + 2 * hr + 1)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
         h = tl.load(p1_ptr + (k0 // 32 + hr)[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0)
-        xa = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + (k0 + hr * 32) // 2
-        a0, a1, a2, a3 = jit._x4(xa, True)
-        a4, a5, a6, a7 = jit._x4(xa + 4, True)
-        b0, b1, b2, b3 = jit._x4(xa + 8, True)
-        b4, b5, b6, b7 = jit._x4(xa + 12, True)
-        return (
-            la, lb, h,
-            jit._sub_pair(a0, False, f - ((OFFS >> 0) & 15))[:, None], jit._sub_pair(a1, False, f - ((OFFS >> 4) & 15))[:, None],
-            jit._sub_pair(a2, False, f - ((OFFS >> 8) & 15))[:, None], jit._sub_pair(a3, False, f - ((OFFS >> 12) & 15))[:, None],
-            jit._sub_pair(a4, False, f - ((OFFS >> 16) & 15))[:, None], jit._sub_pair(a5, False, f - ((OFFS >> 20) & 15))[:, None],
-            jit._sub_pair(a6, False, f - ((OFFS >> 24) & 15))[:, None], jit._sub_pair(a7, False, f - ((OFFS >> 28) & 15))[:, None],
-            jit._sub_pair(b0, False, f - ((OFFS >> 0) & 15))[:, None], jit._sub_pair(b1, False, f - ((OFFS >> 4) & 15))[:, None],
-            jit._sub_pair(b2, False, f - ((OFFS >> 8) & 15))[:, None], jit._sub_pair(b3, False, f - ((OFFS >> 12) & 15))[:, None],
-            jit._sub_pair(b4, False, f - ((OFFS >> 16) & 15))[:, None], jit._sub_pair(b5, False, f - ((OFFS >> 20) & 15))[:, None],
-            jit._sub_pair(b6, False, f - ((OFFS >> 24) & 15))[:, None], jit._sub_pair(b7, False, f - ((OFFS >> 28) & 15))[:, None],
-        )  # fmt: skip
+        a0, a1, a2, a3, a4, a5, a6, a7 = jit._sub_xpairs(x_ptr, (k0 + hr * 32) // 2, f, 8, OFFS, True)  # row A's inputs
+        b0, b1, b2, b3, b4, b5, b6, b7 = jit._sub_xpairs(x_ptr, (k0 + hr * 32 + 16) // 2, f, 8, OFFS, True)  # row B's
+        return la, lb, h, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7
 
     @triton.jit
     def vw3_kernel(x_ptr, p0_ptr, p1_ptr, s_ptr, z_ptr, y_ptr, N, K, SPLIT_K,

@@ -70,7 +70,9 @@ def compile_gemv(
     be the largest (what `k_loop` would count); the loop every other call runs is the same either way."""
     tile = _tiling(1, SHAPE[0], SHAPE[1], bits, GROUP, torch.device("cpu"))
     if before:
-        tile = {"BLOCK_N": 256, "BLOCK_K": 128, "num_warps": 2 if bits <= 3 else 4, "num_stages": 3, "FEW_SHIFTS": int(bits <= 3)}
+        from kernel_sweeps import before_subnormal
+
+        tile = before_subnormal(SHAPE[0], SHAPE[1], bits, SMS)
     tile.update({k: v for k, v in (("BLOCK_N", block_n), ("num_warps", warps)) if v})
     sub = bool(tile.get("SUBNORMAL")) if sub is None else sub
     words = tile.get("WORDS", 1) if sub else 1

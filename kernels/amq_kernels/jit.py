@@ -320,15 +320,11 @@ def _x4(xp, XVEC: tl.constexpr):
 
 
 @triton.jit
-def _sub_word(x_ptr, p0_ptr, p1_ptr, k0, rows, offs_n, mask_n, N, f,
-              W0: tl.constexpr, W1: tl.constexpr, OFFS: tl.constexpr, XVEC: tl.constexpr):  # fmt: skip
-    """pair_dot_sub_ptx's SUB_SLOTS operands for word rows `rows` of one K step: `_plane_words`, and the rows' 8
-    input-pair slots (column vectors), pair j times 2^(f - r_j), r_j = (OFFS >> 4 j) & 15."""
-    PER: tl.constexpr = 32 // W0
-    HALF: tl.constexpr = PER // 2
+def _sub_xpairs(x_ptr, pair0, f, HALF: tl.constexpr, OFFS: tl.constexpr, XVEC: tl.constexpr):
+    """The 8 input-pair slots (column vectors) of rows whose first input pair is `pair0`: pair j times
+    2^(f - r_j), r_j = (OFFS >> 4 j) & 15 (as pair_dot_sub_ptx takes them; slots past HALF repeat)."""
     BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
-    w0, w1 = _plane_words(p0_ptr, p1_ptr, k0, rows, offs_n, mask_n, N, W0, W1)
-    xp = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + (k0 + rows * PER) // 2
+    xp = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair0
     v0, v1, v2, v3 = _x4(xp, XVEC)
     x0 = _sub_pair(v0, BF16, f - ((OFFS >> 0) & 15))[:, None]
     x1 = _sub_pair(v1, BF16, f - ((OFFS >> 4) & 15))[:, None]
@@ -342,6 +338,17 @@ def _sub_word(x_ptr, p0_ptr, p1_ptr, k0, rows, offs_n, mask_n, N, f,
         x7 = _sub_pair(v7, BF16, f - ((OFFS >> 28) & 15))[:, None]
     else:
         x4, x5, x6, x7 = x0, x1, x2, x3
+    return x0, x1, x2, x3, x4, x5, x6, x7
+
+
+@triton.jit
+def _sub_word(x_ptr, p0_ptr, p1_ptr, k0, rows, offs_n, mask_n, N, f,
+              W0: tl.constexpr, W1: tl.constexpr, OFFS: tl.constexpr, XVEC: tl.constexpr):  # fmt: skip
+    """pair_dot_sub_ptx's SUB_SLOTS operands for word rows `rows` of one K step: `_plane_words` and the rows'
+    `_sub_xpairs`."""
+    PER: tl.constexpr = 32 // W0
+    w0, w1 = _plane_words(p0_ptr, p1_ptr, k0, rows, offs_n, mask_n, N, W0, W1)
+    x0, x1, x2, x3, x4, x5, x6, x7 = _sub_xpairs(x_ptr, (k0 + rows * PER) // 2, f, PER // 2, OFFS, XVEC)
     return w0, w1, x0, x1, x2, x3, x4, x5, x6, x7
 
 

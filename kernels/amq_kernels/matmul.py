@@ -90,23 +90,21 @@ def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device,
         # the option of the loop before, for configs that turn SUBNORMAL off.
         sms = _sm_count(device)
         if dtype == torch.bfloat16 and bits == 3:  # SUBNORMAL lost here (17.6 vs 14.4 us on 11008 x 4096): the loop before
-            split = max(1, min(steps, -(-4 * sms // -(-n // 256))))
-            return {"BLOCK_N": 256, "BLOCK_K": block_k, "SPLIT_K": min(split, 64), "num_warps": 2, "num_stages": 3, "FEW_SHIFTS": 1}
-        wide = dtype != torch.bfloat16 and -(-n // 512) * steps >= 4 * sms
-        block_n = 512 if wide else 256
-        split = max(1, min(steps, -(-8 * sms // -(-n // block_n))))
+            block_n, waves, warps, sub = 256, 4, 2, {}
+        else:
+            wide = dtype != torch.bfloat16 and -(-n // 512) * steps >= 4 * sms
+            block_n, waves, warps, sub = (512 if wide else 256), 8, 2, {"SUBNORMAL": 1, "XVEC": 1, "WORDS": 4}
+        split = max(1, min(steps, -(-waves * sms // -(-n // block_n))))
         if dtype == torch.bfloat16:  # the splits meet in bf16 atomics: 86 of them reached 1.1e-2 relative error (gpu_check)
             split = min(split, 64)
         return {
             "BLOCK_N": block_n,
             "BLOCK_K": block_k,
             "SPLIT_K": split,
-            "num_warps": 2,
+            "num_warps": warps,
             "num_stages": 3,
             "FEW_SHIFTS": int(_few_shifts(bits)),
-            "SUBNORMAL": 1,
-            "XVEC": 1,
-            "WORDS": 4,
+            **sub,
         }
     if m <= 16:
         # the weight tile built pair by pair in PTX (PAIRS) as the MMA's left operand (SWAP): 1.25-1.61x
@@ -216,6 +214,14 @@ def _outputs(x2: torch.Tensor, n: int, split: int, reduce: str, tiles: int, out:
     return y, ws, lock
 
 
+def _sub_words(words: int, block_k: int, w0: int) -> int:
+    """SUBNORMAL's words of a column per fp16 accumulator (config WORDS), at most a K step's word rows."""
+    words = min(words, max(1, block_k * w0 // 32))
+    if words not in (1, 2, 4):
+        raise ValueError(f"WORDS must be 1, 2 or 4, got {words}")
+    return words
+
+
 def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[str, int], out) -> torch.Tensor:
     """1 input row (`gemv_kernel`, grid (n tiles, k splits)) or up to 16 in 4-row programs
     (`gemv4_kernel`, grid (n tiles, 4-row tiles, k splits)); words unpacked in place."""
@@ -226,10 +232,8 @@ def _gemv(x2: torch.Tensor, packed: PackedWeight, widths: list[int], cfg: dict[s
     use_ptx = bool(cfg.pop("PTX", 1)) and _ptx_ok(x2, widths)
     few_shifts = bool(cfg.pop("FEW_SHIFTS", 0))
     guard = bool(cfg.pop("GUARD", 1))  # M = 1: splits with |x| >= 4096 scaled down (ROWS4 has no guard)
-    sub = bool(cfg.pop("SUBNORMAL", 0)) and use_ptx and m == 1  # M = 1: pair_dot_sub_ptx (opt-in, issue 20)
-    words = min(cfg.pop("WORDS", 1), block_k * widths[0] // 32)  # SUBNORMAL: words a column per fp16 sum (<= a step's rows)
-    if words not in (1, 2, 4):
-        raise ValueError(f"WORDS must be 1, 2 or 4, got {words}")
+    sub = bool(cfg.pop("SUBNORMAL", 0)) and use_ptx and m == 1  # M = 1: pair_dot_sub_ptx (`_tiling`'s default)
+    words = _sub_words(cfg.pop("WORDS", 1), block_k, widths[0])
     xvec = bool(cfg.pop("XVEC", 0)) and x2.data_ptr() % 16 == 0  # SUBNORMAL: inputs read 16 bytes at a time
     rows = 1 if m == 1 else 4
     for key in ("BLOCK_M", "ROWS4", "PAIRS", "SWAP"):
@@ -278,7 +282,8 @@ def matmul_group(
         raise ValueError(f"the kernel takes 1-4 bit weights, got {[p.bits for p in packed]}")
     x2 = x2.contiguous()
     use_ptx = all(_ptx_ok(x2, w) for w in widths)
-    sub = subnormal and use_ptx and not (x.dtype == torch.bfloat16 and any(p.bits == 3 for p in packed))  # as _tiling
+    # SUBNORMAL where `matmul` would run it for every member
+    sub = subnormal and use_ptx and all("SUBNORMAL" in _tiling(1, p.out_features, k, p.bits, group, x.device, x.dtype) for p in packed)
     block_k = min(group, 128)
     if sub:  # the tiles `matmul` takes for all the group's outputs as one layer
         tile = _tiling(1, sum(ns), k, max(p.bits for p in packed), group, x.device, x.dtype)
@@ -298,7 +303,7 @@ def matmul_group(
     args, consts = [], {}
     for name, p, (w0, w1) in zip("ABC", [*packed, packed[0]], [*segs, (0, 0)], strict=False):  # C = A, unused, for 2
         args += [p.planes[0], p.planes[1] if w1 else p.planes[0], p.scales, p.zeros]
-        words_w = min(words, block_k * max(w0, 1) // 32)
+        words_w = _sub_words(words, block_k, w0)
         if not use_ptx or not w0:
             src, cons = "", ""
         elif sub:

@@ -119,12 +119,6 @@ def pair_dot_sub_ptx(w0: int, w1: int, words: int = 1) -> tuple[str, str]:
     return "\n".join(lines), ",".join(["=f"] + ["r"] * (words * SUB_SLOTS))
 
 
-def x4_load_ptx() -> tuple[str, str]:
-    """Inline PTX for 4 consecutive input pairs (b32 each) in one 16-byte read-only load; the operand is
-    the address as a 64-bit integer (16-byte aligned)."""
-    return "ld.global.nc.v4.b32 {$0, $1, $2, $3}, [$4];", "=r,=r,=r,=r,l"
-
-
 def packed_offsets(w0: int, w1: int) -> int:
     """pair_dot_sub_ptx's pair positions r_j, 4 bits each (pair j at bits 4j), as gemv_kernel's OFFS takes them."""
     return sum(r << 4 * j for j, (_, r) in enumerate(pair_positions(w0, w1, True)))
