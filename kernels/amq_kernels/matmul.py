@@ -76,6 +76,12 @@ def _few_shifts(bits: int) -> bool:
     return bits <= 3
 
 
+def _subnormal_default(bits: int, dtype: torch.dtype) -> bool:
+    """Whether M = 1 runs SUBNORMAL by default: not for bf16 at 3 bits, where it lost to the loop before
+    (17.6 vs 14.4 us on 11008 x 4096, H200: kernels_subnormal_h200.md)."""
+    return not (dtype == torch.bfloat16 and bits == 3)
+
+
 def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device, dtype: torch.dtype = torch.float16) -> dict[str, int]:
     """A small fixed config list, picked by shape (swept on H100: kernels_gemv_sweep.md for M = 1,
     kernels_pairs_sweep.md for M = 2..16 and the PAIRS choice at 17..127, kernels_mid_m_sweep.md
@@ -89,7 +95,7 @@ def _tiling(m: int, n: int, k: int, bits: int, group: int, device: torch.device,
         # 256 (512 lost 1-9% to the loop before on 11008 x 4096): H200, kernels_subnormal_h200.md. FEW_SHIFTS is
         # the option of the loop before, for configs that turn SUBNORMAL off.
         sms = _sm_count(device)
-        if dtype == torch.bfloat16 and bits == 3:  # SUBNORMAL lost here (17.6 vs 14.4 us on 11008 x 4096): the loop before
+        if not _subnormal_default(bits, dtype):  # the loop before, its tiles
             block_n, waves, warps, sub = 256, 4, 2, {}
         else:
             wide = dtype != torch.bfloat16 and -(-n // 512) * steps >= 4 * sms
@@ -282,8 +288,7 @@ def matmul_group(
         raise ValueError(f"the kernel takes 1-4 bit weights, got {[p.bits for p in packed]}")
     x2 = x2.contiguous()
     use_ptx = all(_ptx_ok(x2, w) for w in widths)
-    # SUBNORMAL where `matmul` would run it for every member
-    sub = subnormal and use_ptx and all("SUBNORMAL" in _tiling(1, p.out_features, k, p.bits, group, x.device, x.dtype) for p in packed)
+    sub = subnormal and use_ptx and all(_subnormal_default(p.bits, x.dtype) for p in packed)  # where matmul would run it for each
     block_k = min(group, 128)
     if sub:  # the tiles `matmul` takes for all the group's outputs as one layer
         tile = _tiling(1, sum(ns), k, max(p.bits for p in packed), group, x.device, x.dtype)
